@@ -5,7 +5,9 @@
 
 Each round appends the previous answer and a fixed-length instruction to every conversation, as a
 self-correction rollout does; generation ignores end-of-sequence so both paths produce the same
-token count. Both paths run in this process on the same model; the last line is one JSON object.
+token count. naive = a loop over HF ``model.generate`` on the whole conversation each round;
+no_cache = our decoding loop re-encoding every round (``Generator(incremental=False)``); fast =
+``Generator(incremental=True)``. All run in this process on the same model; the last line is JSON.
 bound_ratio (GPU only) is fast tokens/s over the weight-read bound batch / (weight bytes / bandwidth).
 """
 
@@ -56,8 +58,31 @@ def build(shape: str, device: str, dtype):
     return Qwen2ForCausalLM(cfg).to(device=device, dtype=dtype).eval()
 
 
-def run(model, batch, prompt_len, rounds, new_tokens, instr_len, incremental, seed=0):
-    g = Generator(model, _Tok(), SamplingConfig(max_new_tokens=new_tokens), batch_size=batch, incremental=incremental)
+def add_bound(result: dict, model, rows: int, fast_tok_s: float, bandwidth_tb_s: float) -> None:
+    """On CUDA: the weight-read bound rows / (weight bytes / bandwidth) and fast's share of it."""
+    if next(model.parameters()).device.type != "cuda":
+        return
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    bound = rows / (weight_bytes / (bandwidth_tb_s * 1e12))
+    result["bound_tok_s"] = round(bound)
+    result["bound_ratio"] = round(fast_tok_s / bound, 4)
+
+
+def hf_generate(model, prompts: list[list[int]], new_tokens: int, sample: bool) -> list[list[int]]:
+    """One left-padded ``model.generate`` call (fixed length: end-of-sequence ignored)."""
+    dev = next(model.parameters()).device
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts], device=dev)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=dev)
+    sampling = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0) if sample else dict(do_sample=False)
+    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                         pad_token_id=0, **sampling)  # fmt: skip
+    return out[:, width:].tolist()
+
+
+def run(model, batch, prompt_len, rounds, new_tokens, instr_len, mode, seed=0):
+    """mode: 'hf' (model.generate every round), 'no_cache' or 'fast' (our loop without/with the cache)."""
+    g = Generator(model, _Tok(), SamplingConfig(max_new_tokens=new_tokens), batch_size=batch, incremental=mode == "fast")
     g.eos_ids = []  # fixed-length generation
     vocab = model.config.vocab_size
     rng = torch.Generator().manual_seed(seed)
@@ -69,13 +94,16 @@ def run(model, batch, prompt_len, rounds, new_tokens, instr_len, incremental, se
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     for r in range(rounds):
-        outs = g.generate_ids(prompts, session=session)
-        generated += sum(o.new_tokens for o in outs)
+        if mode == "hf":
+            outs = hf_generate(model, prompts, new_tokens, sample=False)
+        else:
+            outs = [o.token_ids for o in g.generate_ids(prompts, session=session)]
+        generated += sum(len(o) for o in outs)
         instr = torch.randint(1, vocab, (instr_len,), generator=rng).tolist()
-        prompts = [p + o.token_ids + instr for p, o in zip(prompts, outs)]
+        prompts = [p + o + instr for p, o in zip(prompts, outs)]
     if dev.type == "cuda":
         torch.cuda.synchronize()
-    return generated / (time.perf_counter() - t0), [o.token_ids for o in outs]
+    return generated / (time.perf_counter() - t0), outs
 
 
 def main() -> None:
@@ -96,29 +124,28 @@ def main() -> None:
     new_tokens = a.new_tokens or (64 if cuda else 16)
     model = build(a.shape, device, dtype)
     with torch.no_grad():
-        run(model, batch, 16, 2, 2, 4, True)  # warm-up
-        naive_tok, fast_tok, same = [], [], True
+        for mode in ("hf", "fast"):
+            run(model, batch, 16, 2, 2, 4, mode)  # warm-up
+        speeds: dict[str, list[float]] = {"hf": [], "no_cache": [], "fast": []}
+        same = True
         for rep in range(a.repeats):
-            tn, out_n = run(model, batch, prompt_len, a.rounds, new_tokens, a.instr_len, False, seed=rep)
-            tf, out_f = run(model, batch, prompt_len, a.rounds, new_tokens, a.instr_len, True, seed=rep)
-            naive_tok.append(tn)
-            fast_tok.append(tf)
-            same = same and out_n == out_f
-    naive, fast = statistics.median(naive_tok), statistics.median(fast_tok)
+            outs = {}
+            for mode in speeds:
+                tok_s, outs[mode] = run(model, batch, prompt_len, a.rounds, new_tokens, a.instr_len, mode, seed=rep)
+                speeds[mode].append(tok_s)
+            same = same and outs["hf"] == outs["no_cache"] == outs["fast"]
+    naive, no_cache, fast = (statistics.median(speeds[m]) for m in ("hf", "no_cache", "fast"))
     result = {
         "name": f"multi_round_generation/{a.shape}",
         "device": torch.cuda.get_device_name() if cuda else f"cpu x{torch.get_num_threads()} threads",
         "dtype": str(dtype).replace("torch.", ""),
         "batch": batch, "prompt_len": prompt_len, "rounds": a.rounds, "new_tokens": new_tokens, "instr_len": a.instr_len,
-        "naive_tok_s": round(naive, 1), "fast_tok_s": round(fast, 1), "speedup": round(fast / naive, 2),
+        "naive_tok_s": round(naive, 1), "no_cache_tok_s": round(no_cache, 1), "fast_tok_s": round(fast, 1),
+        "speedup": round(fast / naive, 2),
         "greedy_outputs_identical": same,
         "bound_ratio": None,
     }  # fmt: skip
-    if cuda:
-        weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-        bound = batch / (weight_bytes / (a.bandwidth_tb_s * 1e12))
-        result["bound_tok_s"] = round(bound)
-        result["bound_ratio"] = round(fast / bound, 4)
+    add_bound(result, model, batch, fast, a.bandwidth_tb_s)
     print(json.dumps(result))
 
 

@@ -40,6 +40,9 @@ class Generation:
     new_tokens: int
     finish: str  # "eos" or "length"
     mean_logprob: float
+    # Per generated token: log-prob under softmax(logits / temperature) (raw logits when greedy), the
+    # quantity TRL's GRPO computes for the same tokens; online RL hands it to the trainer.
+    token_logprobs: list[float] | None = None
     option_probs: dict[str, float] | None = None
     option_mass: float | None = None  # total probability the option labels had before renormalising
     hidden: list[float] | None = None
@@ -89,7 +92,7 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 
 class Generator:
-    """Batched decoding with per-round KV-cache reuse.
+    """Batched decoding with per-round KV-cache reuse and shared prefill of repeated prompts.
 
     With ``incremental=True`` (the default) a batch's KV cache is kept between rounds: round r+1's
     prompt is compared token by token with what the cache already holds, the shared prefix (every
@@ -97,6 +100,9 @@ class Generator:
     instruction, the generation prompt and prefill) are encoded. Positions that the new prompt does
     not share are masked out, so the model sees exactly the naive full re-encoding's tokens at the
     same positions. ``incremental=False`` re-encodes the whole conversation every round.
+
+    Identical prompts in one batch (online RL samples a group of completions per prompt) are
+    encoded once; the prefill's KV cache is then copied to every row of the group before decoding.
     """
 
     def __init__(
@@ -107,6 +113,7 @@ class Generator:
         batch_size: int = 8,
         probe_layer: int | None = None,
         incremental: bool = True,
+        share_prefill: bool = True,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -114,6 +121,7 @@ class Generator:
         self.batch_size = batch_size
         self.probe_layer = probe_layer
         self.incremental = incremental
+        self.share_prefill = share_prefill
         eos = set()
         for source in (getattr(model, "generation_config", None), tokenizer):
             ids = getattr(source, "eos_token_id", None)
@@ -181,10 +189,17 @@ class Generator:
     ) -> tuple[list[Generation], RoundCache | None]:
         tok = self.tokenizer
         dev = self.device
+        expand = None
         if prev is None or len(prev.tokens) != len(prompt_ids):
-            # Full prefill, left-padded.
+            # Full prefill, left-padded; with share_prefill each distinct prompt is encoded once.
             kv, kept, keep_mask = None, [[] for _ in prompt_ids], None
-            new_parts = prompt_ids
+            new_parts = [list(p) for p in prompt_ids]
+            if self.share_prefill:
+                first: dict[tuple[int, ...], int] = {}
+                rows = [first.setdefault(tuple(p), len(first)) for p in prompt_ids]
+                if len(first) < len(prompt_ids):
+                    new_parts = [list(p) for p in first]
+                    expand = torch.tensor(rows, device=dev)
         else:
             # Reuse each row's longest shared prefix (at least one prompt token must be new, for logits).
             kv = prev.kv
@@ -214,10 +229,14 @@ class Generator:
 
             hook = layer.register_forward_hook(capture)
         try:
-            new_ids, logprobs, first_logits, kv, fed = self._decode(ids, mask, gen, kv)
+            new_ids, logprobs, sample_logprobs, first_logits, kv, fed = self._decode(ids, mask, gen, kv, expand)
         finally:
             if hook is not None:
                 hook.remove()
+        if expand is not None:
+            mask = mask[expand]
+            new_parts = [new_parts[r] for r in expand.tolist()]
+            hidden = [h[expand.cpu()] for h in hidden]
 
         eos = torch.tensor(self.eos_ids, device=new_ids.device)
         results, counts = [], []
@@ -234,6 +253,7 @@ class Generator:
                 new_tokens=n,
                 finish=finish,
                 mean_logprob=float(logprobs[b, :n].mean()) if n else 0.0,
+                token_logprobs=sample_logprobs[b, :n].tolist(),
             )
             if labels[b]:
                 probs = first_logits[b].float().softmax(-1)
@@ -253,29 +273,45 @@ class Generator:
         tokens = [k + p + g.token_ids[: min(n, fed)] for k, p, g, n in zip(kept, new_parts, results, counts)]
         return results, RoundCache(kv=kv, mask=cache_mask, tokens=tokens)
 
-    def _decode(self, ids: torch.Tensor, mask: torch.Tensor, gen: torch.Generator | None, cache: Any = None):
+    def _decode(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        gen: torch.Generator | None,
+        cache: Any = None,
+        expand: torch.Tensor | None = None,
+    ):
         """Greedy/sampled decoding. ``ids`` are the new prompt tokens, ``mask`` covers cache + ids.
+        ``expand`` maps each output row to the prompt row it continues (shared prefill).
 
-        Returns new ids, their log-probs under the model, the first step's logits, the cache and the
-        number of generated tokens the cache holds.
+        Returns new ids, their log-probs under the model and under the sampling temperature, the
+        first step's logits, the cache and the number of generated tokens the cache holds.
         """
         from transformers import DynamicCache
 
         s = self.sampling
-        batch = ids.shape[0]
         cache = DynamicCache() if cache is None else cache
         position = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=position, past_key_values=cache, use_cache=True)
+        # logits_to_keep=1: the prefill needs only the last position's logits (the LM head over every
+        # prompt position would cost as much as a layer stack on small models).
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=position, past_key_values=cache, use_cache=True,
+                         logits_to_keep=1)  # fmt: skip
         logits = out.logits[:, -1, :]
+        next_pos = position[:, -1:] + 1
+        if expand is not None:
+            cache.batch_select_indices(expand)
+            logits, mask, next_pos = logits[expand], mask[expand], next_pos[expand]
+        batch = logits.shape[0]
         first_logits = logits
         done = torch.zeros(batch, dtype=torch.bool, device=ids.device)
         eos = torch.tensor(self.eos_ids, device=ids.device)
-        new_ids, logprobs = [], []
-        next_pos = position[:, -1:] + 1
+        new_ids, logprobs, sample_logprobs = [], [], []
         fed = 0
         for step in range(s.max_new_tokens):
             logp = torch.log_softmax(logits.float(), dim=-1)
+            logp_sample = logp
             if s.temperature > 0:
+                logp_sample = torch.log_softmax(logits.float() / s.temperature, dim=-1)
                 probs = torch.softmax(logits.float() / s.temperature, dim=-1)
                 if s.top_p < 1.0:
                     sorted_p, idx = probs.sort(dim=-1, descending=True)
@@ -287,7 +323,9 @@ class Generator:
                 nxt = logits.argmax(-1)
             nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
             new_ids.append(nxt)
-            logprobs.append(torch.where(done, torch.zeros_like(nxt, dtype=logp.dtype), logp.gather(-1, nxt[:, None])[:, 0]))
+            zero = torch.zeros_like(nxt, dtype=logp.dtype)
+            logprobs.append(torch.where(done, zero, logp.gather(-1, nxt[:, None])[:, 0]))
+            sample_logprobs.append(torch.where(done, zero, logp_sample.gather(-1, nxt[:, None])[:, 0]))
             done = done | torch.isin(nxt, eos)
             if bool(done.all()) or step == s.max_new_tokens - 1:
                 break
@@ -298,7 +336,8 @@ class Generator:
             fed += 1
             logits = out.logits[:, -1, :]
             next_pos = next_pos + 1
-        return torch.stack(new_ids, 1), torch.stack(logprobs, 1), first_logits, cache, fed
+        stack = lambda xs: torch.stack(xs, 1)  # noqa: E731
+        return stack(new_ids), stack(logprobs), stack(sample_logprobs), first_logits, cache, fed
 
 
 def round_record(

@@ -148,3 +148,36 @@ def test_external_feedback_rounds_are_marked(gen, bbq_examples):
         assert r1["external"] is False and r2["external"] is True
         verdict = "correct" if r1["correct"] else "incorrect"
         assert r2["user"].startswith(f"Your previous answer is {verdict}.")
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_shared_prefill_matches_encoding_every_copy(gen, bbq_examples, temperature):
+    """Groups of identical prompts (online RL) are encoded once; tokens and log-probs are unchanged."""
+    _, exs = bbq_examples
+    a, b, c = (gen.render([{"role": "user", "content": e.question}]) for e in exs[:3])
+    prompts = [a, a, a, b, b, c]
+    outs = []
+    for share in (False, True):
+        g = Generator(gen.model, gen.tokenizer, SamplingConfig(max_new_tokens=6, temperature=temperature, seed=5),
+                      batch_size=6, share_prefill=share, probe_layer=0)  # fmt: skip
+        outs.append(g.generate(prompts))
+    for x, y in zip(*outs):
+        assert x.token_ids == y.token_ids
+        assert x.token_logprobs == pytest.approx(y.token_logprobs, abs=1e-5)
+        assert x.hidden == pytest.approx(y.hidden, abs=1e-5)
+    if temperature:  # the copies of one prompt are separate samples
+        assert len({tuple(g.token_ids) for g in outs[1][:3]}) > 1
+
+
+def test_token_logprobs_follow_the_sampling_temperature(gen, bbq_examples):
+    _, exs = bbq_examples
+    prompt = gen.render([{"role": "user", "content": exs[0].question}])
+    g = Generator(gen.model, gen.tokenizer, SamplingConfig(max_new_tokens=5, temperature=0.7, seed=1))
+    (out,) = g.generate([prompt])
+    ids = gen.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    full = torch.cat([ids, torch.tensor([out.token_ids])], 1)
+    with torch.no_grad():
+        logits = gen.model(full).logits[0, ids.shape[1] - 1 : -1]
+    picked = torch.tensor(out.token_ids)[:, None]
+    assert out.token_logprobs == pytest.approx((logits / 0.7).log_softmax(-1).gather(-1, picked)[:, 0].tolist(), abs=1e-4)
+    assert out.mean_logprob == pytest.approx(logits.log_softmax(-1).gather(-1, picked).mean().item(), abs=1e-4)

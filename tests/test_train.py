@@ -100,12 +100,13 @@ def test_dpo(tiny_model_dir, data, tmp_path):
     check_adapter_loads(tiny_model_dir, out)
 
 
-def test_grpo(tiny_model_dir, data, tmp_path):
+@pytest.mark.parametrize("backend", ["selfcorrect", "trl"])
+def test_grpo(tiny_model_dir, data, tmp_path, backend):
     out = str(tmp_path / "grpo")
     p = launch("grpo", "cpu", ["--model_name_or_path", tiny_model_dir, "--dataset_path", str(data / "toy" / "rl.jsonl"),
                                "--task", "toy_task:EvenLengthTask", "--prompt_set", "intrinsic", "--output_dir", out,
                                "--per_device_train_batch_size", "8", "--num_generations", "8", "--max_completion_length", "8",
-                               "--alpha", "1.0", *COMMON])  # fmt: skip
+                               "--alpha", "1.0", "--generation_backend", backend, *COMMON])  # fmt: skip
     assert p.returncode == 0, p.stderr[-3000:]
     with open(os.path.join(out, "checkpoint-3", "trainer_state.json")) as f:
         hist = [h for h in json.load(f)["log_history"] if "reward" in h]

@@ -1,0 +1,58 @@
+"""train/grpo.py's rollout_func (the fast generation path GRPO hands to TRL) and its option checks."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from data_gen.errors import UserError
+from data_gen.modeling import load_model, load_tokenizer
+from train.grpo import GRPOArgs, check_backend, make_rollout_func
+
+
+def _cfg(**kw):
+    base = dict(max_completion_length=6, temperature=1.0, top_p=1.0, seed=0, ds3_gather_for_generation=True,
+                gradient_checkpointing_kwargs=None, use_vllm=False, use_transformers_continuous_batching=False,
+                top_k=0, min_p=None, repetition_penalty=1.0, fsdp="")  # fmt: skip
+    return SimpleNamespace(**{**base, **kw})
+
+
+def test_rollout_func_returns_one_sample_per_repeated_prompt(tiny_model_dir):
+    from accelerate import Accelerator
+
+    tok = load_tokenizer(tiny_model_dir)
+    model = load_model(tiny_model_dir, device="cpu").train()
+    trainer = SimpleNamespace(model_wrapped=model, accelerator=Accelerator(cpu=True), state=SimpleNamespace(global_step=0))
+    prompts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+               for q in ("Is the sky blue?", "Who was late?") for _ in range(4)]  # fmt: skip
+    rollout = make_rollout_func(tok, _cfg())
+    out = rollout(prompts, trainer)
+    assert model.training  # sampled in eval mode, training mode restored
+    assert out["prompt_ids"] == [tok.encode(p, add_special_tokens=False) for p in prompts]
+    assert len(out["completion_ids"]) == len(out["logprobs"]) == 8
+    for ids, lps in zip(out["completion_ids"], out["logprobs"]):
+        assert 1 <= len(ids) == len(lps) <= 6 and all(lp <= 0 for lp in lps)
+    assert len({tuple(c) for c in out["completion_ids"][:4]}) > 1  # a group holds distinct samples
+    # The next call (a later step) draws new samples.
+    assert rollout(prompts, trainer)["completion_ids"] != out["completion_ids"]
+    # The log-probs are the policy's at the sampling temperature (what TRL recomputes for the loss).
+    full = torch.tensor([out["prompt_ids"][0] + out["completion_ids"][0]])
+    n = len(out["completion_ids"][0])
+    with torch.no_grad():
+        logp = model.eval()(full).logits[0, -n - 1 : -1].log_softmax(-1)
+    want = logp.gather(-1, torch.tensor(out["completion_ids"][0])[:, None])[:, 0]
+    assert out["logprobs"][0] == pytest.approx(want.tolist(), abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "args, cfg, message",
+    [
+        (GRPOArgs(generation_backend="vllm"), _cfg(), "generation_backend must be selfcorrect or trl"),
+        (GRPOArgs(), _cfg(use_vllm=True, top_k=50), "does not support use_vllm, top_k"),
+        (GRPOArgs(), _cfg(temperature=0.0), "temperature > 0"),
+    ],
+)
+def test_backend_options_are_checked(args, cfg, message):
+    with pytest.raises(UserError, match=message):
+        check_backend(args, cfg)
+    check_backend(GRPOArgs(generation_backend="trl"), _cfg(use_vllm=True))  # TRL's own path takes them
