@@ -35,6 +35,10 @@ class TrainArgs:
         default_factory=lambda: ["all-linear"], metadata={"help": "Modules to adapt; 'all-linear' = every linear layer."}
     )
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load the base in 4-bit NF4 (bitsandbytes)."})
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={"help": "Attention kernel (sdpa, eager, flash_attention_2, ...); unset = transformers' default (sdpa)."},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
     merge: bool = field(default=False, metadata={"help": "Also write the base with the adapter merged into <output_dir>/merged."})
 
@@ -80,6 +84,8 @@ def load_policy(args: TrainArgs, bf16: bool, trust_remote_code: bool = False):
     from data_gen.modeling import resolve_model_path
 
     kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if bf16 else torch.float32}
+    if args.attn_implementation:
+        kwargs["attn_implementation"] = args.attn_implementation
     if args.load_in_4bit:
         from transformers import BitsAndBytesConfig
 

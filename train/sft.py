@@ -5,6 +5,13 @@
 Conversations are tokenised here with an assistant mask computed from the chat template itself
 (see train.common.assistant_spans), so any prefix-consistent template works, including ones without
 ``{% generation %}`` markers. ``train_on: final_turn`` puts the loss on the last revision only.
+
+Speed: ``padding_free: true`` concatenates each batch into one sequence with per-conversation
+position ids (no pad tokens; the same batches and the same loss as padded training, see
+tests/test_sft_padding_free.py); ``packing: true`` (TRL's best-fit packing, implies padding-free)
+also refills batches up to ``max_length`` tokens. Attention then needs to know where conversations
+start: flash_attention_2 reads the boundaries directly; sdpa/eager build a block-diagonal mask over
+the whole packed batch, exact but quadratic in its total length. bench/sft_training.py measures both.
 """
 
 from __future__ import annotations
@@ -35,11 +42,17 @@ class SFTArgs(TrainArgs):
 def build_dataset(rows, tokenizer, train_on: str, max_length: int | None):
     if train_on not in ("all_assistant", "final_turn"):
         raise UserError(f"train_on must be all_assistant or final_turn (got '{train_on}')")
-    return rows.map(
+    tokenized = rows.map(
         lambda r: tokenize_conversation(tokenizer, r["messages"], train_on == "final_turn", max_length),
         remove_columns=rows.column_names,
         desc="tokenising conversations",
     )
+    # A conversation whose assistant turns were all cut by max_length carries no loss: drop it here,
+    # so padded, padding-free and packed runs see the same rows.
+    kept = tokenized.filter(lambda r: 1 in r["assistant_masks"], desc="dropping rows truncated before any answer")
+    if len(kept) == 0:
+        raise UserError(f"every conversation loses all its assistant turns at max_length={max_length}: raise max_length")
+    return kept
 
 
 def main(argv: list[str]) -> None:
@@ -49,6 +62,8 @@ def main(argv: list[str]) -> None:
     tokenizer = load_tokenizer_for_training(args, cfg.trust_remote_code)
     rows = load_rows(args.dataset_path, ("messages",), args.max_train_samples)
     dataset = build_dataset(rows, tokenizer, args.train_on, cfg.max_length)
+    if cfg.padding_free and not cfg.packing:
+        cfg.max_length = None  # build_dataset already truncated; TRL refuses max_length with padding_free alone
     model, peft_config = load_policy(args, cfg.bf16, cfg.trust_remote_code)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
     trainer.train(resume_from_checkpoint=cfg.resume_from_checkpoint)
