@@ -49,12 +49,12 @@ class _Tok:
         return ""
 
 
-def build(shape: str, device: str, dtype):
+def build(shape: str, device: str, dtype, attn: str = "sdpa"):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
     cfg = Qwen2Config(**SHAPES[shape], max_position_embeddings=4096)
-    cfg._attn_implementation = "sdpa"
+    cfg._attn_implementation = attn
     return Qwen2ForCausalLM(cfg).to(device=device, dtype=dtype).eval()
 
 

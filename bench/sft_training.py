@@ -54,11 +54,11 @@ def dataset(n: int, max_length: int, vocab: int):
     return Dataset.from_list(rows)
 
 
-def train_once(shape, device, dtype, data, variant: str, batch: int, max_length: int, liger: bool) -> dict:
+def train_once(shape, device, dtype, data, variant: str, batch: int, max_length: int, liger: bool, attn: str) -> dict:
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    model = build(shape, device, dtype).train()
+    model = build(shape, device, dtype, attn).train()
     cuda = device == "cuda"
     opts = {
         "naive": dict(gradient_checkpointing=True, max_length=max_length),
@@ -98,6 +98,7 @@ def main() -> None:
     p.add_argument("--max_length", type=int, default=None)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--liger", action="store_true", help="Add use_liger_kernel to the fast runs (needs liger-kernel).")
+    p.add_argument("--attn", default="sdpa", help="Attention kernel: sdpa, eager, flash_attention_2 (needs flash-attn).")
     p.add_argument("--peak_tflops", type=float, default=989.0, help="Dense bf16 peak for MFU (H100 SXM: 989).")
     a = p.parse_args()
     cuda = torch.cuda.is_available()
@@ -110,14 +111,14 @@ def main() -> None:
     runs: dict[str, list[dict]] = {"naive": [], "padding_free": [], "packed": []}
     for _ in range(a.repeats):
         for variant in runs:
-            runs[variant].append(train_once(a.shape, device, dtype, data, variant, a.batch, max_length, a.liger))
+            runs[variant].append(train_once(a.shape, device, dtype, data, variant, a.batch, max_length, a.liger, a.attn))
     speed = {k: statistics.median(r["tok_s"] for r in v) for k, v in runs.items()}
     naive_l, free_l, packed_l = (runs[k][0]["losses"] for k in ("naive", "padding_free", "packed"))
     result = {
         "name": f"sft_training/{a.shape}",
         "device": torch.cuda.get_device_name() if cuda else f"cpu x{torch.get_num_threads()} threads",
         "dtype": str(dtype).replace("torch.", ""),
-        "rows": n, "batch": a.batch, "max_length": max_length, "liger": a.liger,
+        "rows": n, "batch": a.batch, "max_length": max_length, "liger": a.liger, "attn": a.attn,
         "naive_tok_s": round(speed["naive"], 1), "fast_tok_s": round(speed["padding_free"], 1),
         "packed_tok_s": round(speed["packed"], 1), "speedup": round(speed["padding_free"] / speed["naive"], 2),
         "packed_speedup": round(speed["packed"] / speed["naive"], 2),
