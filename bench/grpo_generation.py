@@ -64,7 +64,7 @@ def main() -> None:
     p.add_argument("--num_generations", type=int, default=8)
     p.add_argument("--prompt_len", type=int, default=None, help="Mean prompt length (lengths vary +-25%%).")
     p.add_argument("--new_tokens", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--bandwidth_tb_s", type=float, default=3.0, help="Measured HBM bandwidth for the bound (H100: ~3.0).")
     a = p.parse_args()
     cuda = torch.cuda.is_available()

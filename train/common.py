@@ -97,6 +97,12 @@ def load_policy(args: TrainArgs, bf16: bool, trust_remote_code: bool = False):
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=kwargs["dtype"],
         )
+        if torch.cuda.is_available():
+            from accelerate import PartialState
+
+            # Without a device_map, bitsandbytes puts the 4-bit model on torch.cuda.current_device(),
+            # which is GPU 0 in every process before the trainer exists: pin each rank to its own GPU.
+            kwargs["device_map"] = {"": PartialState().local_process_index}
     model = AutoModelForCausalLM.from_pretrained(
         resolve_model_path(args.model_name_or_path),
         trust_remote_code=trust_remote_code,

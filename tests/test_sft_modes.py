@@ -1,11 +1,12 @@
-"""train/sft.py with padding_free: the same batches without pad tokens give the same losses."""
+"""train/sft.py's modes in-process on the tiny model: padding-free batches (same losses as padded)
+and QLoRA (4-bit base through bitsandbytes, which also runs on the CPU)."""
 
 import json
 import os
 import random
 
 import pytest
-from test_train import losses
+from test_train import check_adapter_loads, lora_b_changed, losses
 
 from train.sft import main as sft_main
 
@@ -43,3 +44,29 @@ def test_padding_free_matches_padded_losses(tiny_model_dir, sft_rows, tmp_path, 
     # loss, so step 2 and 3 agreeing also checks the updates were the same.
     assert runs["padding_free"] == pytest.approx(runs["padded"], abs=1e-4)
     assert runs["padded"][0] != runs["padded"][2]
+
+
+def test_qlora_trains_an_adapter_on_a_4bit_base(tiny_model_dir, sft_rows, tmp_path, monkeypatch):
+    import bitsandbytes as bnb
+
+    import train.sft as sft
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    seen = {}
+    load = sft.load_policy
+
+    def spy(*a, **kw):
+        model, peft_config = load(*a, **kw)
+        seen["linear"] = type(model.model.layers[0].self_attn.q_proj)
+        return model, peft_config
+
+    monkeypatch.setattr(sft, "load_policy", spy)
+    out = str(tmp_path / "qlora")
+    sft.main(["--model_name_or_path", tiny_model_dir, "--dataset_path", sft_rows, "--output_dir", out, "--load_in_4bit", "true",
+              "--per_device_train_batch_size", "4", "--max_steps", "3", "--learning_rate", "5e-3", "--logging_steps", "1",
+              "--report_to", "none", "--save_steps", "3", "--max_length", "96", "--disable_tqdm", "true"])  # fmt: skip
+    assert seen["linear"] is bnb.nn.Linear4bit
+    hist = [h["loss"] for h in losses(out)]
+    assert len(hist) == 3 and all(0 < x < 20 for x in hist)
+    assert lora_b_changed(out)
+    check_adapter_loads(tiny_model_dir, out)  # the adapter applies to the full-precision base
