@@ -103,6 +103,8 @@ class Generator:
 
     Identical prompts in one batch (online RL samples a group of completions per prompt) are
     encoded once; the prefill's KV cache is then copied to every row of the group before decoding.
+    With ``compact`` (the default), rows that have finished leave the batch once they are a quarter
+    of it, so long answers do not keep finished rows computing padding.
     """
 
     def __init__(
@@ -114,6 +116,7 @@ class Generator:
         probe_layer: int | None = None,
         incremental: bool = True,
         share_prefill: bool = True,
+        compact: bool = True,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -122,6 +125,7 @@ class Generator:
         self.probe_layer = probe_layer
         self.incremental = incremental
         self.share_prefill = share_prefill
+        self.compact = compact
         eos = set()
         for source in (getattr(model, "generation_config", None), tokenizer):
             ids = getattr(source, "eos_token_id", None)
@@ -229,7 +233,7 @@ class Generator:
 
             hook = layer.register_forward_hook(capture)
         try:
-            new_ids, logprobs, sample_logprobs, first_logits, kv, fed = self._decode(ids, mask, gen, kv, expand)
+            new_ids, logprobs, sample_logprobs, first_logits, kv, fed = self._decode(ids, mask, gen, kv, expand, self.incremental)
         finally:
             if hook is not None:
                 hook.remove()
@@ -280,14 +284,16 @@ class Generator:
         gen: torch.Generator | None,
         cache: Any = None,
         expand: torch.Tensor | None = None,
+        keep_cache: bool = True,
     ):
         """Greedy/sampled decoding. ``ids`` are the new prompt tokens, ``mask`` covers cache + ids.
-        ``expand`` maps each output row to the prompt row it continues (shared prefill).
+        ``expand`` maps each output row to the prompt row it continues (shared prefill);
+        ``keep_cache`` asks for every row's cache back (round-incremental reuse).
 
         Returns new ids, their log-probs under the model and under the sampling temperature, the
         first step's logits, the cache and the number of generated tokens the cache holds.
         """
-        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicCache, DynamicLayer
 
         s = self.sampling
         cache = DynamicCache() if cache is None else cache
@@ -303,8 +309,12 @@ class Generator:
             logits, mask, next_pos = logits[expand], mask[expand], next_pos[expand]
         batch = logits.shape[0]
         first_logits = logits
-        done = torch.zeros(batch, dtype=torch.bool, device=ids.device)
-        eos = torch.tensor(self.eos_ids, device=ids.device)
+        dev = ids.device
+        done = torch.zeros(batch, dtype=torch.bool, device=dev)
+        eos = torch.tensor(self.eos_ids, device=dev)
+        rows = torch.arange(batch, device=dev)  # batch row of each row still decoding
+        parked: list[tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]] = []
+        can_compact = self.compact and all(type(layer) is DynamicLayer for layer in cache.layers)
         new_ids, logprobs, sample_logprobs = [], [], []
         fed = 0
         for step in range(s.max_new_tokens):
@@ -318,26 +328,60 @@ class Generator:
                     keep = sorted_p.cumsum(-1) - sorted_p < s.top_p
                     sorted_p = sorted_p * keep
                     probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
-                nxt = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+                # Inverse-CDF draw with one uniform per batch row per step, drawn for every row even
+                # after it leaves the batch: each row's samples do not depend on when others finish.
+                u = torch.rand(batch, generator=gen, device=dev)[rows]
+                cdf = probs.cumsum(-1)
+                nxt = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0].clamp(max=probs.shape[-1] - 1)
             else:
                 nxt = logits.argmax(-1)
             nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
-            new_ids.append(nxt)
             zero = torch.zeros_like(nxt, dtype=logp.dtype)
-            logprobs.append(torch.where(done, zero, logp.gather(-1, nxt[:, None])[:, 0]))
-            sample_logprobs.append(torch.where(done, zero, logp_sample.gather(-1, nxt[:, None])[:, 0]))
+            step_lp = torch.where(done, zero, logp.gather(-1, nxt[:, None])[:, 0])
+            step_slp = torch.where(done, zero, logp_sample.gather(-1, nxt[:, None])[:, 0])
+            # Rows parked earlier get padding and zero log-probs in the batch-wide record.
+            new_ids.append(torch.full((batch,), self.pad_id, device=dev, dtype=nxt.dtype).index_copy(0, rows, nxt))
+            logprobs.append(torch.zeros(batch, device=dev, dtype=logp.dtype).index_copy(0, rows, step_lp))
+            sample_logprobs.append(torch.zeros(batch, device=dev, dtype=logp.dtype).index_copy(0, rows, step_slp))
             done = done | torch.isin(nxt, eos)
             if bool(done.all()) or step == s.max_new_tokens - 1:
                 break
-            mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=-1)
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)
             out = self.model(
                 input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache, use_cache=True
             )
             fed += 1
             logits = out.logits[:, -1, :]
             next_pos = next_pos + 1
+            # Once a quarter of the rows still decoding have finished (their end token is now in the
+            # cache), drop them from the batch so later steps compute only live rows; their cache
+            # entries are parked and put back at the end for the next round.
+            n_done = int(done.sum())
+            if can_compact and n_done * 4 >= done.numel():
+                live, gone = (~done).nonzero()[:, 0], done.nonzero()[:, 0]
+                if keep_cache:
+                    parked.append((rows[gone], [(layer.keys[gone], layer.values[gone]) for layer in cache.layers]))
+                cache.batch_select_indices(live)
+                rows, mask, next_pos, logits, done = rows[live], mask[live], next_pos[live], logits[live], done[live]
+        if parked:
+            _unpark(cache, batch, rows, parked)
         stack = lambda xs: torch.stack(xs, 1)  # noqa: E731
         return stack(new_ids), stack(logprobs), stack(sample_logprobs), first_logits, cache, fed
+
+
+def _unpark(cache: Any, batch: int, rows: torch.Tensor, parked: list) -> None:
+    """Reassemble the full batch's cache after compaction: rows that finished early have shorter
+    entries, zero-padded at the end (those positions are masked out by the round cache's mask)."""
+    for li, layer in enumerate(cache.layers):
+        k, v = layer.keys, layer.values
+        full_k = k.new_zeros(batch, *k.shape[1:])
+        full_v = v.new_zeros(batch, *v.shape[1:])
+        full_k[rows], full_v[rows] = k, v
+        for prow, kv in parked:
+            pk, pv = kv[li]
+            full_k[prow, :, : pk.shape[-2]] = pk
+            full_v[prow, :, : pv.shape[-2]] = pv
+        layer.keys, layer.values = full_k, full_v
 
 
 def round_record(

@@ -181,3 +181,22 @@ def test_token_logprobs_follow_the_sampling_temperature(gen, bbq_examples):
     picked = torch.tensor(out.token_ids)[:, None]
     assert out.token_logprobs == pytest.approx((logits / 0.7).log_softmax(-1).gather(-1, picked)[:, 0].tolist(), abs=1e-4)
     assert out.mean_logprob == pytest.approx(logits.log_softmax(-1).gather(-1, picked).mean().item(), abs=1e-4)
+
+
+def test_finished_rows_leave_the_batch_without_changing_outputs(gen, bbq_examples):
+    """Compaction (finished rows dropped mid-decode, their cache parked and restored for the next
+    round) changes no token: sampled rows draw the same uniforms whether or not others have left."""
+    task, exs = bbq_examples
+    ps = get_prompt_set("intrinsic-moral")
+    outs = []
+    for compact in (False, True):
+        sampling = SamplingConfig(max_new_tokens=12, temperature=1.0, seed=4)
+        g = Generator(gen.model, gen.tokenizer, sampling, batch_size=5, compact=compact)
+        g.eos_ids = g.eos_ids + list(range(100, 140))  # rows end at different steps
+        outs.append(run_rounds(g, task, ps, exs, rounds=3, samples=2))  # rounds 2-3 reuse the restored cache
+    first = [t["rounds"][0]["new_tokens"] for t in outs[1][:5]]
+    assert sum(n < max(first) for n in first) >= 2  # enough early finishers in a batch to compact
+    for a, b in zip(*outs):
+        for ra, rb in zip(a["rounds"], b["rounds"]):
+            assert ra["response"] == rb["response"] and ra["new_tokens"] == rb["new_tokens"]
+            assert ra["mean_logprob"] == pytest.approx(rb["mean_logprob"], abs=1e-4)
