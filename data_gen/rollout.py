@@ -197,7 +197,7 @@ class Generator:
         if prev is None or len(prev.tokens) != len(prompt_ids):
             # Full prefill, left-padded; with share_prefill each distinct prompt is encoded once.
             kv, kept, keep_mask = None, [[] for _ in prompt_ids], None
-            new_parts = [list(p) for p in prompt_ids]
+            new_parts = prompt_ids
             if self.share_prefill:
                 first: dict[tuple[int, ...], int] = {}
                 rows = [first.setdefault(tuple(p), len(first)) for p in prompt_ids]
@@ -344,7 +344,8 @@ class Generator:
             logprobs.append(torch.zeros(batch, device=dev, dtype=logp.dtype).index_copy(0, rows, step_lp))
             sample_logprobs.append(torch.zeros(batch, device=dev, dtype=logp.dtype).index_copy(0, rows, step_slp))
             done = done | torch.isin(nxt, eos)
-            if bool(done.all()) or step == s.max_new_tokens - 1:
+            n_done = int(done.sum())  # one device sync per step serves both checks below
+            if n_done == done.numel() or step == s.max_new_tokens - 1:
                 break
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)
             out = self.model(
@@ -356,7 +357,6 @@ class Generator:
             # Once a quarter of the rows still decoding have finished (their end token is now in the
             # cache), drop them from the batch so later steps compute only live rows; their cache
             # entries are parked and put back at the end for the next round.
-            n_done = int(done.sum())
             if can_compact and n_done * 4 >= done.numel():
                 live, gone = (~done).nonzero()[:, 0], done.nonzero()[:, 0]
                 if keep_cache:

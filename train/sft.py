@@ -8,7 +8,7 @@ Conversations are tokenised here with an assistant mask computed from the chat t
 
 Speed: ``padding_free: true`` concatenates each batch into one sequence with per-conversation
 position ids (no pad tokens; the same batches and the same loss as padded training, see
-tests/test_sft_padding_free.py); ``packing: true`` (TRL's best-fit packing, implies padding-free)
+tests/test_sft_modes.py); ``packing: true`` (TRL's best-fit packing, implies padding-free)
 also refills batches up to ``max_length`` tokens. Attention then needs to know where conversations
 start: flash_attention_2 reads the boundaries directly; sdpa/eager build a block-diagonal mask over
 the whole packed batch, exact but quadratic in its total length. bench/sft_training.py measures both.
