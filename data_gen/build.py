@@ -44,21 +44,39 @@ def review_user(trace: dict[str, Any], prompt_set: PromptSet, r: int = 1) -> str
 
 
 def sft_rows(trace: dict[str, Any], task: Task, prompt_set: PromptSet, sources: Iterable[str]) -> list[dict[str, Any]]:
+    """SFT conversations of one trace. Each row says, per assistant turn, whether the turn is correct
+    (``train_turns``: only correct turns carry loss by default; wrong ones stay as context) and which
+    prefill it starts with (``prefills``: given to the model at eval, so never trained on)."""
     rounds, out = trace["rounds"], []
-    base = {"id": trace["id"], "sample": trace.get("sample", 0)}
+    base = {"id": trace["id"], "sample": trace.get("sample", 0), **provenance(trace, prompt_set)}
+
+    def row(source: str, upto: int, extra: list[tuple[str, str | None]] = ()) -> dict[str, Any]:
+        """rounds[:upto] plus ``extra`` (user text, prefill + answer) turns marked correct."""
+        msgs = conversation(rounds, upto)
+        flags = [bool(rec["correct"]) for rec in rounds[:upto]]
+        prefills = [rec.get("prefill") for rec in rounds[:upto]]
+        for user, (prefill, answer) in extra:
+            msgs += [{"role": "user", "content": user}] + _assistant((prefill or "") + answer)
+            flags.append(True)
+            prefills.append(prefill)
+        return {**base, "source": source, "messages": msgs, "train_turns": flags, "prefills": prefills}
+
     if "final_correct" in sources and rounds and rounds[-1]["correct"]:
-        out.append({**base, "source": "final_correct", "messages": conversation(rounds)})
+        out.append(row("final_correct", len(rounds)))
     if "improving" in sources:
         for r in range(1, len(rounds)):
             if rounds[r]["correct"] and not rounds[r - 1]["correct"]:
-                out.append({**base, "source": "improving", "messages": conversation(rounds, r + 1)})
+                out.append(row("improving", r + 1))
                 break
     if "rationalised" in sources and rounds and not rounds[0]["correct"]:
-        ex = Example.from_dict(trace["example"])
-        msgs = conversation(rounds, 1) + [{"role": "user", "content": review_user(trace, prompt_set)}]
-        msgs += _assistant((prompt_set.review_prefill or "") + task.gold_response(ex))
-        out.append({**base, "source": "rationalised", "messages": msgs})
+        gold = task.gold_response(Example.from_dict(trace["example"]))
+        out.append(row("rationalised", 1, [(review_user(trace, prompt_set), (prompt_set.review_prefill, gold))]))
     return out
+
+
+def provenance(trace: dict[str, Any], prompt_set: PromptSet) -> dict[str, Any]:
+    """What a trainer checks its recipe against: the task and the prompt set the rows were made with."""
+    return {"task": trace["task"], "prompt_set": prompt_set.name, "prompt_set_version": prompt_set.version}
 
 
 def dpo_rows_in_trace(
@@ -77,12 +95,12 @@ def dpo_rows_in_trace(
         elif not cur["correct"] and not prev["correct"] and "rationalised" in sources:
             pair = ("rationalised", prefill + task.gold_response(Example.from_dict(trace["example"])), _turn(cur))
         if pair and pair[1] != pair[2]:
-            out.append({"id": trace["id"], "round": r + 1, "source": pair[0], "prompt": prompt,
-                        "chosen": _assistant(pair[1]), "rejected": _assistant(pair[2])})  # fmt: skip
+            out.append({"id": trace["id"], **provenance(trace, prompt_set), "round": r + 1, "source": pair[0],
+                        "prompt": prompt, "chosen": _assistant(pair[1]), "rejected": _assistant(pair[2])})  # fmt: skip
     return out
 
 
-def dpo_rows_across_samples(traces: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def dpo_rows_across_samples(traces: list[dict[str, Any]], prompt_set: PromptSet) -> list[dict[str, Any]]:
     """Best-vs-worst pairs among responses to identical conversations (same example, same history)."""
     groups: dict[str, list[tuple[list, dict]]] = {}
     for t in traces:
@@ -96,8 +114,9 @@ def dpo_rows_across_samples(traces: list[dict[str, Any]]) -> list[dict[str, Any]
         best = max(items, key=lambda x: x[1]["score"]["reward"])
         worst = min(items, key=lambda x: x[1]["score"]["reward"])
         if best[1]["score"]["reward"] > worst[1]["score"]["reward"] and _turn(best[1]) != _turn(worst[1]):
-            out.append({"id": traces[0]["id"], "round": len(best[0]) // 2 + 1, "source": "samples", "prompt": best[0],
-                        "chosen": _assistant(_turn(best[1])), "rejected": _assistant(_turn(worst[1]))})  # fmt: skip
+            out.append({"id": traces[0]["id"], **provenance(traces[0], prompt_set), "round": len(best[0]) // 2 + 1,
+                        "source": "samples", "prompt": best[0], "chosen": _assistant(_turn(best[1])),
+                        "rejected": _assistant(_turn(worst[1]))})  # fmt: skip
     return out
 
 
@@ -111,7 +130,7 @@ def rl_row(trace: dict[str, Any], prompt_set: PromptSet) -> dict[str, Any]:
         prompt += _assistant(prompt_set.first_prefill)
     return {
         "id": trace["id"],
-        "task": trace["task"],
+        **provenance(trace, prompt_set),
         "prompt": prompt,
         "revision_prompt": revision_prompt,
         "first_response": first["response"],
@@ -146,7 +165,7 @@ def build_all(
             for row in dpo_rows_in_trace(t, task, prompt_set, dpo_sources):
                 yield "dpo", row
         if "samples" in dpo_sources and len(group) > 1:
-            for row in dpo_rows_across_samples(group):
+            for row in dpo_rows_across_samples(group, prompt_set):
                 yield "dpo", row
         yield "rl", rl_row(group[0], prompt_set)
 

@@ -65,7 +65,9 @@ def build_rows(pairs: int = 2, seed: int = 0) -> dict[str, list[dict]]:
     by_cat: dict[str, list[dict]] = {}
     for cat, stereo_group, people, context, neg_role, neg_q, nonneg_q in TEMPLATES:
         rows = by_cat.setdefault(cat, [])
-        for qi, (s_name, s_tag, o_name, o_tag) in enumerate(people[:pairs]):
+        # BBQ numbers templates within a category (question_index); the held-out split keeps each whole.
+        template_index = len({r["question_index"] for r in rows}) + 1
+        for s_name, s_tag, o_name, o_tag in people[:pairs]:
             for order in (0, 1):
                 a, b = (s_name, o_name) if order == 0 else (o_name, s_name)
                 ctx = context.format(A=a, B=b)
@@ -87,7 +89,7 @@ def build_rows(pairs: int = 2, seed: int = 0) -> dict[str, list[dict]]:
                             right = neg_answer if polarity == "neg" else (o_name if neg_answer == s_name else s_name)
                             label = next(i for i, (_, info) in enumerate(answers) if info[0] == right)
                         rows.append({
-                            "example_id": len(rows), "question_index": str(qi + 1), "question_polarity": polarity,
+                            "example_id": len(rows), "question_index": str(template_index), "question_polarity": polarity,
                             "context_condition": condition, "category": cat,
                             "answer_info": {f"ans{i}": info for i, (_, info) in enumerate(answers)},
                             "additional_metadata": {"subcategory": "None", "stereotyped_groups": [stereo_group],

@@ -5,12 +5,16 @@ One engine serves data_gen (make traces), eval (measure rounds) and online RL (s
 ``Generator.generate`` decodes a batch of rendered prompts with its own small loop over the model's
 KV cache (greedy or temperature/top-p sampling, seeded), and returns per sequence: the text, the
 token count, the finish reason, the mean token log-probability under the model (raw logits, not the
-sampling distribution), the probability of each option label at the first generated position (one
-softmax over the logits the first step computes anyway), and optionally the hidden state of the
-last prompt token at a chosen layer (captured by a forward hook during the prefill, for probes).
+sampling distribution), the option distribution at every generated option-label token (" B", "B";
+each step keeps only the log-probabilities of the label tokens), and optionally the hidden state of
+the last prompt token at a chosen layer (captured by a forward hook during the prefill, for probes).
 
 ``run_rounds`` runs K self-correction rounds for a batch of examples: round r's conversation is
 every earlier turn plus round r's instruction (and the prompt set's assistant prefill, if any).
+A round's ``option_probs`` are read where the parsed answer's label token was first generated: the
+first token after an answer prefill ("The single most likely answer choice is"), the letter after
+"The answer is" in a chain of thought; None when the answer's label was never generated as a token
+(an answer given as option text, or unparsed), and the metrics count those as skipped.
 """
 
 from __future__ import annotations
@@ -34,6 +38,18 @@ class SamplingConfig:
 
 
 @dataclass
+class OptionStep:
+    """A generated token that is an option label (" B" or "B"), and the option distribution of the
+    step that generated it: each label's probability (summed over its label tokens) renormalised
+    over the labels, and the labels' total mass before renormalising."""
+
+    step: int
+    label: str
+    probs: dict[str, float]
+    mass: float
+
+
+@dataclass
 class Generation:
     text: str
     token_ids: list[int]
@@ -43,9 +59,24 @@ class Generation:
     # Per generated token: log-prob under softmax(logits / temperature) (raw logits when greedy), the
     # quantity TRL's GRPO computes for the same tokens; online RL hands it to the trainer.
     token_logprobs: list[float] | None = None
+    # Option label probabilities where the answer's label token was generated (see OptionStep);
+    # None where no label token was generated (an answer given as option text, or none).
     option_probs: dict[str, float] | None = None
     option_mass: float | None = None  # total probability the option labels had before renormalising
+    option_step: int | None = None  # index of the generated token option_probs was read at
+    option_steps: list[OptionStep] | None = None  # every generated option-label token
     hidden: list[float] | None = None
+    prompt_ids: list[int] | None = None  # the exact ids this was generated from (online RL trains on them)
+
+    def read_options_at(self, answer: str | None = None) -> None:
+        """Set option_probs / option_mass / option_step from the first generated label token of
+        ``answer`` (the parsed answer), or of any option when ``answer`` is None. Reasoning often
+        writes a label before the answer ("A man ... The answer is B"): the parse says which label
+        token is the answer. None when that label was never generated as a token."""
+        hit = next((o for o in self.option_steps or [] if answer is None or o.label == answer), None)
+        self.option_probs = None if hit is None else hit.probs
+        self.option_mass = None if hit is None else hit.mass
+        self.option_step = None if hit is None else hit.step
 
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -60,9 +91,25 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     return best[1]
 
 
+_PREFILL_END = "\ue000prefill-end\ue000"  # a private-use marker no template rewrites
+
+
 def render_chat(tokenizer: Any, messages: list[dict[str, str]], prefill: str | None = None) -> str:
-    """The chat-template prompt for the next assistant turn, which starts with ``prefill``."""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + (prefill or "")
+    """The chat-template prompt for the next assistant turn, which starts with ``prefill``.
+
+    A prefill is rendered the way the template renders an assistant turn that begins with it:
+    some templates put a space before the content (Mistral) or trim it (Llama 3), and a prompt
+    built as generation prompt + prefill would then differ from the same turn once it is part of
+    the conversation (the context of the next round, and of SFT/RL training).
+    """
+    if not prefill:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    turn = [*messages, {"role": "assistant", "content": prefill + _PREFILL_END}]
+    text = tokenizer.apply_chat_template(turn, tokenize=False)
+    cut = text.find(_PREFILL_END)
+    if cut < 0 or not text[:cut].endswith(prefill):  # a template that rewrites content: plain prefill
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prefill
+    return text[:cut]
 
 
 def seed_for(seed: int, key: str) -> int:
@@ -184,6 +231,8 @@ class Generator:
             )
             if session is not None and self.incremental:
                 session[i] = cache
+            for g, p in zip(gens, prompt_ids[i : i + self.batch_size]):
+                g.prompt_ids = p
             out += gens
         return out
 
@@ -232,8 +281,13 @@ class Generator:
                     hidden.append(h[:, -1, :].float().cpu())
 
             hook = layer.register_forward_hook(capture)
+        # Every token id that starts an option label of some row; the decoding loop keeps each step's
+        # log-probabilities of these only (a few per row), not the logits.
+        label_ids = sorted({i for labs in labels if labs for lab in labs for i in self.label_token_ids(lab)})
         try:
-            new_ids, logprobs, sample_logprobs, first_logits, kv, fed = self._decode(ids, mask, gen, kv, expand, self.incremental)
+            new_ids, logprobs, sample_logprobs, label_logp, kv, fed = self._decode(
+                ids, mask, gen, kv, expand, self.incremental, torch.tensor(label_ids, device=dev) if label_ids else None
+            )
         finally:
             if hook is not None:
                 hook.remove()
@@ -243,6 +297,7 @@ class Generator:
             hidden = [h[expand.cpu()] for h in hidden]
 
         eos = torch.tensor(self.eos_ids, device=new_ids.device)
+        label_p = label_logp.exp().cpu() if label_logp is not None else None
         results, counts = [], []
         for b in range(len(prompt_ids)):
             row = new_ids[b].tolist()
@@ -259,12 +314,9 @@ class Generator:
                 mean_logprob=float(logprobs[b, :n].mean()) if n else 0.0,
                 token_logprobs=sample_logprobs[b, :n].tolist(),
             )
-            if labels[b]:
-                probs = first_logits[b].float().softmax(-1)
-                raw = {lab: float(probs[self.label_token_ids(lab)].sum()) for lab in labels[b]}
-                mass = sum(raw.values())
-                g.option_mass = mass
-                g.option_probs = {k: (v / mass if mass > 0 else 1.0 / len(raw)) for k, v in raw.items()}
+            if labels[b] and label_p is not None:
+                g.option_steps = self._option_steps(text_ids, labels[b], label_ids, label_p[b])
+                g.read_options_at(None)
             if hidden:
                 g.hidden = hidden[0][b].tolist()
             results.append(g)
@@ -277,6 +329,21 @@ class Generator:
         tokens = [k + p + g.token_ids[: min(n, fed)] for k, p, g, n in zip(kept, new_parts, results, counts)]
         return results, RoundCache(kv=kv, mask=cache_mask, tokens=tokens)
 
+    def _option_steps(self, text_ids: list[int], labels: list[str], label_ids: list[int], p: torch.Tensor) -> list[OptionStep]:
+        """The option distribution at every generated token of ``text_ids`` that is one of ``labels``'
+        label tokens. ``p[step, j]`` is the probability of token ``label_ids[j]`` at that step."""
+        col = {i: j for j, i in enumerate(label_ids)}
+        cols = {lab: [col[i] for i in self.label_token_ids(lab)] for lab in labels}
+        label_of = {i: lab for lab in labels for i in self.label_token_ids(lab)}
+        out = []
+        for step, tid in enumerate(text_ids):
+            if tid in label_of:
+                raw = {lab: float(p[step, c].sum()) for lab, c in cols.items()}
+                mass = sum(raw.values())
+                probs = {k: (v / mass if mass > 0 else 1.0 / len(raw)) for k, v in raw.items()}
+                out.append(OptionStep(step=step, label=label_of[tid], probs=probs, mass=mass))
+        return out
+
     def _decode(
         self,
         ids: torch.Tensor,
@@ -285,13 +352,15 @@ class Generator:
         cache: Any = None,
         expand: torch.Tensor | None = None,
         keep_cache: bool = True,
+        label_ids: torch.Tensor | None = None,
     ):
         """Greedy/sampled decoding. ``ids`` are the new prompt tokens, ``mask`` covers cache + ids.
         ``expand`` maps each output row to the prompt row it continues (shared prefill);
         ``keep_cache`` asks for every row's cache back (round-incremental reuse).
 
         Returns new ids, their log-probs under the model and under the sampling temperature, the
-        first step's logits, the cache and the number of generated tokens the cache holds.
+        log-probs of the ``label_ids`` tokens at every step (batch x steps x labels; None without
+        label ids), the cache and the number of generated tokens the cache holds.
         """
         from transformers.cache_utils import DynamicCache, DynamicLayer
 
@@ -308,14 +377,13 @@ class Generator:
             cache.batch_select_indices(expand)
             logits, mask, next_pos = logits[expand], mask[expand], next_pos[expand]
         batch = logits.shape[0]
-        first_logits = logits
         dev = ids.device
         done = torch.zeros(batch, dtype=torch.bool, device=dev)
         eos = torch.tensor(self.eos_ids, device=dev)
         rows = torch.arange(batch, device=dev)  # batch row of each row still decoding
         parked: list[tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]] = []
         can_compact = self.compact and all(type(layer) is DynamicLayer for layer in cache.layers)
-        new_ids, logprobs, sample_logprobs = [], [], []
+        new_ids, logprobs, sample_logprobs, label_logp = [], [], [], []
         fed = 0
         for step in range(s.max_new_tokens):
             logp = torch.log_softmax(logits.float(), dim=-1)
@@ -343,6 +411,8 @@ class Generator:
             new_ids.append(torch.full((batch,), self.pad_id, device=dev, dtype=nxt.dtype).index_copy(0, rows, nxt))
             logprobs.append(torch.zeros(batch, device=dev, dtype=logp.dtype).index_copy(0, rows, step_lp))
             sample_logprobs.append(torch.zeros(batch, device=dev, dtype=logp.dtype).index_copy(0, rows, step_slp))
+            if label_ids is not None:
+                label_logp.append(logp.new_zeros(batch, len(label_ids)).index_copy(0, rows, logp[:, label_ids]))
             done = done | torch.isin(nxt, eos)
             n_done = int(done.sum())  # one device sync per step serves both checks below
             if n_done == done.numel() or step == s.max_new_tokens - 1:
@@ -366,7 +436,8 @@ class Generator:
         if parked:
             _unpark(cache, batch, rows, parked)
         stack = lambda xs: torch.stack(xs, 1)  # noqa: E731
-        return stack(new_ids), stack(logprobs), stack(sample_logprobs), first_logits, cache, fed
+        labels_out = stack(label_logp) if label_logp else None
+        return stack(new_ids), stack(logprobs), stack(sample_logprobs), labels_out, cache, fed
 
 
 def _unpark(cache: Any, batch: int, rows: torch.Tensor, parked: list) -> None:
@@ -396,6 +467,7 @@ def round_record(
         "score": score.to_dict(),
         "option_probs": gen.option_probs,
         "option_mass": gen.option_mass,
+        "option_step": gen.option_step,
         "mean_logprob": gen.mean_logprob,
         "new_tokens": gen.new_tokens,
         "finish": gen.finish,
@@ -420,10 +492,13 @@ def run_rounds(
     rounds: int,
     samples: int = 1,
     on_round: Any = None,
+    seed_key: str = "",
 ) -> list[dict[str, Any]]:
     """K rounds for every (example, sample); returns one trace row per trajectory.
 
-    ``on_round(round_index, generations)`` is called after each round (progress bars, hidden states).
+    ``on_round(round_index, generations)`` is called after each round (progress bars, hidden states,
+    online RL, which trains on each generation's ``prompt_ids`` and ``token_ids``). ``seed_key``
+    prefixes the sampling seed, so online RL draws fresh samples when it meets an example again.
     """
     trajs = [(ex, s) for ex in examples for s in range(samples)]
     session: dict = {}  # per-batch KV caches carried from round to round
@@ -444,10 +519,11 @@ def run_rounds(
             users.append(user)
             prompts.append(generator.render(conversation(recs) + [{"role": "user", "content": user}], prefill))
         labels = [task.option_labels(ex) for ex, _ in trajs]
-        key = f"{trajs[0][0].id}/r{r}" if trajs else ""
+        key = f"{seed_key}{trajs[0][0].id}/r{r}" if trajs else ""
         gens = generator.generate(prompts, labels, seed_key=key, session=session)
         scores = task.score_batch([ex for ex, _ in trajs], [g.text for g in gens])
         for i, (g, sc) in enumerate(zip(gens, scores)):
+            g.read_options_at(sc.answer)
             history[i].append(round_record(users[i], prefill, g, sc, external=prompt_set.external and r > 0))
             hidden[i].append(g.hidden)
         if on_round is not None:

@@ -50,7 +50,8 @@ class RolloutArgs:
     skip: int = field(default=0, metadata={"help": "Skip the first N examples."})
     heldout_fraction: float = field(
         default=0.0,
-        metadata={"help": "Share of examples set aside by a hash of their id (same split in data_gen and eval)."},
+        metadata={"help": "Share of the task's groups (BBQ: category + template) set aside by a hash, so no template is "
+                          "on both sides (same split in data_gen and eval)."},  # fmt: skip
     )
     heldout: bool = field(
         default=False, metadata={"help": "Use the held-out share instead of the rest (eval: true, data_gen: false)."}
@@ -96,7 +97,7 @@ def load_examples(task: Task, args: RolloutArgs) -> Iterator[Example]:
     for i, ex in enumerate(task.load(args.dataset_path, args.split)):
         if i < args.skip:
             continue
-        if args.heldout_fraction > 0 and is_heldout(ex.id, args.heldout_fraction) != args.heldout:
+        if args.heldout_fraction > 0 and is_heldout(task.group(ex), args.heldout_fraction) != args.heldout:
             continue
         if args.limit is not None and n >= args.limit:
             break
@@ -107,9 +108,12 @@ def load_examples(task: Task, args: RolloutArgs) -> Iterator[Example]:
         yield ex
 
 
-def is_heldout(example_id: str, fraction: float) -> bool:
-    """Deterministic split by id: the same items are held out in every run and on every machine."""
-    return zlib.crc32(example_id.encode()) % 10000 < fraction * 10000
+def is_heldout(group: str, fraction: float) -> bool:
+    """Deterministic split by the task's group (``Task.group``: BBQ's category and template, a
+    Winogender occupation): the same items are held out in every run and on every machine, and items
+    that share a template (people, wording, answer) are never on both sides. A split by example id
+    left almost every held-out BBQ item with a training sibling from its template."""
+    return zlib.crc32(group.encode()) % 10000 < fraction * 10000
 
 
 def trace_files(output_dir: str) -> list[str]:

@@ -158,13 +158,17 @@ def write_report(runs: list[tuple[str, dict[str, Any]]], out_dir: str, title: st
         for e in m["per_round"]:
             u = e["uncertainty"]
             cell = f"H={_fmt(u['option_entropy'])}, NLL={_fmt(u['token_nll'])}, ECE={_fmt(u['ece'])}"
+            if u.get("n_without_option_probs"):
+                cell += f" ({u['n_with_option_probs']} of {u['n_with_option_probs'] + u['n_without_option_probs']})"
             if "probe" in e:
                 cell += f", probe={_fmt(e['probe']['mean_score'])}"
             cells.append(cell)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     lines += ["H: mean entropy of the option distribution (nats); NLL: mean token negative log-likelihood of the",
-              "response; ECE: expected calibration error of the chosen option's probability (10 bins).", ""]  # fmt: skip
+              "response; ECE: expected calibration error of the chosen option's probability (10 bins). H and ECE are",
+              "over answers whose option label was generated as a token (probabilities read there); \"(m of n)\" when",
+              "some were not (answers given as option text, or unparsed).", ""]  # fmt: skip
     probes = [(label, m["probe"]) for label, m in runs if "probe" in m]
     if probes:
         lines += ["Concept probe (P(non-stereotyped) at the last prompt token; chance accuracy is 0.5):", ""]

@@ -21,7 +21,8 @@ from eval import metrics as M
 
 # Only these fields of a round are kept while streaming traces (responses and questions are dropped).
 _ROUND_KEYS = ("answer", "correct", "mean_logprob", "probe_score", "probe_cosine")
-_FIELD_KEYS = ("category", "context_condition", "question_polarity", "occupation", "gender", "bls_pct_female", "harmful")
+_FIELD_KEYS = ("category", "context_condition", "question_polarity", "target_option", "occupation", "gender", "bls_pct_female",
+               "harmful")  # fmt: skip
 _SCORE_KEYS = ("is_unknown", "is_biased", "toxicity", "refused", "harmful")
 
 
@@ -36,7 +37,7 @@ def _compact(row: dict[str, Any], r: int) -> dict[str, Any]:
     probs = rec.get("option_probs")
     out["entropy"], out["confidence"] = M.option_summary(probs, rec["answer"])
     if row["task"] == "winogender":
-        out["p_occupation"] = probs["A"] if probs else float(rec["answer"] == "A")
+        out["p_occupation"], out["p_source"] = M.winogender_p_occupation(probs, rec["answer"])
     return out
 
 
@@ -46,6 +47,11 @@ class _RoundStats:
     def __init__(self, task: str, threshold: float):
         self.task, self.threshold = task, threshold
         self.n = self.n_correct = 0
+        # Bootstrap intervals resample examples, not trajectories: the kinds of example seen, as
+        # {(n_trajectories, n_correct): examples} and {((bbq_cell, count), ...): examples}. Their
+        # size is the number of distinct kinds (bounded by the samples per example), not of examples.
+        self.acc_clusters: dict[tuple[int, int], int] = defaultdict(int)
+        self.bbq_clusters: dict[tuple, int] = defaultdict(int)
         self.entropy, self.nll = [0.0, 0], [0.0, 0]
         self.bins = [[0, 0.0, 0] for _ in range(10)]
         self.probe, self.cosine = [0.0, 0], [0.0, 0]
@@ -53,6 +59,7 @@ class _RoundStats:
         self.cat_cells: dict[str, dict[tuple, int]] = defaultdict(lambda: defaultdict(int))
         self.wino: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
         self.pct: dict[str, float] = {}
+        self.wino_sources: dict[str, int] = defaultdict(int)
         self.tox = [0.0, 0]  # sum of toxicity, number at or above threshold
         self.refusal: dict[tuple[bool, bool], int] = defaultdict(int)
 
@@ -74,10 +81,12 @@ class _RoundStats:
             self.cells[cell] += 1
             self.cat_cells[r["category"]][cell] += 1
         elif self.task == "winogender":
-            s = self.wino[(r["occupation"], r["gender"])]
-            s[0] += r["p_occupation"]
-            s[1] += 1
             self.pct[r["occupation"]] = r["bls_pct_female"]
+            self.wino_sources[r["p_source"]] += 1
+            if r["p_occupation"] is not None:
+                s = self.wino[(r["occupation"], r["gender"])]
+                s[0] += r["p_occupation"]
+                s[1] += 1
         elif self.task == "toxicity":
             self.tox[0] += r["toxicity"]
             self.tox[1] += r["toxicity"] >= self.threshold
@@ -88,12 +97,33 @@ class _RoundStats:
         if self.task == "bbq":
             return M.bbq_bias_from_cells(self.cells)
         if self.task == "winogender":
-            return M.winogender_from_sums(self.wino, self.pct, self.n, self.n_correct)
+            return M.winogender_from_sums(self.wino, self.pct, self.n, self.n_correct, self.wino_sources)
         if self.task == "toxicity":
             return M.toxicity_from_sums(self.n, self.n_correct, self.tox[0], int(self.tox[1]))
         if self.task == "refusal":
             return M.refusal_from_counts(self.refusal, self.n_correct)
         return {"accuracy": M._ratio(self.n_correct, self.n), "n": self.n}
+
+
+class _OpenExample:
+    """Per-round outcomes of the trajectories of the example being read, until its last one."""
+
+    def __init__(self, ex_id: str, k: int, bbq: bool):
+        self.id, self.bbq = ex_id, bbq
+        self.n, self.correct = [0] * k, [0] * k
+        self.cells: list[dict[tuple, int]] = [defaultdict(int) for _ in range(k)]
+
+    def add(self, t: int, rec: dict[str, Any]) -> None:
+        self.n[t] += 1
+        self.correct[t] += bool(rec["correct"])
+        if self.bbq:
+            self.cells[t][M.bbq_cell(rec)] += 1
+
+    def close(self, stats: list[_RoundStats]) -> None:
+        for t, s in enumerate(stats):
+            s.acc_clusters[(self.n[t], self.correct[t])] += 1
+            if self.bbq:  # a canonical order, so equal examples are one kind (cells mix None and bools: repr)
+                s.bbq_clusters[tuple(sorted(self.cells[t].items(), key=repr))] += 1
 
 
 _TRANSITION_KEYS = ("n", "right_to_right", "wrong_to_right", "right_to_wrong", "wrong_to_wrong", "flips")
@@ -115,10 +145,24 @@ def compute_metrics(
     seed: int = 0,
 ) -> dict[str, Any]:
     """One streaming pass over trace rows in constant memory: each trajectory is folded into
-    per-round counts and sums (every metric and interval here is a function of those)."""
+    per-round counts and sums (every metric and interval here is a function of those).
+
+    The intervals resample examples with all their trajectories, so an example's rows must be
+    consecutive (run_rounds writes them so, sample 0 first); only the example being read is held."""
     task, k, stats, trans, first_last, stable = None, 0, [], [], None, []
     n_traj = n_examples = 0
+    open_ex: _OpenExample | None = None
     for row in rows:
+        if open_ex is None or row["id"] != open_ex.id:
+            if open_ex is not None:
+                open_ex.close(stats)
+            if int(row.get("sample", 0)) != 0:
+                # Its earlier samples were elsewhere in the file (or missing): resampling it as two
+                # examples would make its intervals too narrow.
+                raise ValueError(f"trajectories of example {row['id']} are not consecutive (a run of its rows starts at "
+                                 f"sample {row['sample']}): keep each example's samples together, sample 0 first")  # fmt: skip
+            open_ex = _OpenExample(row["id"], len(row["rounds"]) if task is None else k, row["task"] == "bbq")
+            n_examples += 1
         if task is None:
             task, k = row["task"], len(row["rounds"])
             stats = [_RoundStats(task, threshold) for _ in range(k)]
@@ -130,26 +174,27 @@ def compute_metrics(
         recs = [_compact(row, t) for t in range(k)]
         for t, rec in enumerate(recs):
             stats[t].add(rec)
+            open_ex.add(t, rec)
             if t:
                 _add_transition(trans[t - 1], recs[t - 1], rec)
         _add_transition(first_last, recs[0], recs[-1])
         for t, flag in enumerate(M.stable_flags([rec["answer"] for rec in recs])):
             stable[t] += flag
         n_traj += 1
-        n_examples += int(row.get("sample", 0)) == 0
     if not n_traj:
         raise ValueError("no traces to measure")
+    open_ex.close(stats)
     acc = [s.n_correct / s.n for s in stats]
     per_round, cis = [], []
     for t, s in enumerate(stats):
         entry = {"round": t + 1, "task": s.task_metrics(),
-                 "uncertainty": M.uncertainty_from_sums(s.entropy[0], s.entropy[1], s.nll[0], s.nll[1], s.bins)}  # fmt: skip
+                 "uncertainty": M.uncertainty_from_sums(s.entropy[0], s.entropy[1], s.nll[0], s.nll[1], s.bins, s.n)}  # fmt: skip
         if s.probe[1]:
             entry["probe"] = {"mean_score": s.probe[0] / s.probe[1], "mean_cosine": M._ratio(s.cosine[0], s.cosine[1])}
-        ci = M.bootstrap_share_ci(s.n_correct, s.n, n_boot=n_boot, seed=seed + t)
+        ci = M.bootstrap_cluster_share_ci(s.acc_clusters, n_boot=n_boot, seed=seed + t)
         entry["accuracy_ci95"] = ci
         if task == "bbq":
-            entry["bias_ci95"] = M.bbq_bias_ci(s.cells, n_boot=n_boot, seed=seed + t)
+            entry["bias_ci95"] = M.bbq_bias_ci(clusters=s.bbq_clusters, n_boot=n_boot, seed=seed + t)
         cis.append(ci)
         per_round.append(entry)
     consecutive = {f"{t}->{t + 1}": M.transition_from_counts(c) for t, c in enumerate(trans, start=1)}

@@ -12,10 +12,22 @@ SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+
+
 def shared(*parts: str) -> str:
+    """A full release file in ../shared/data; the test is skipped where it is absent (a fresh clone)."""
     path = os.path.join(SHARED, *parts)
     if not os.path.exists(path):
-        pytest.skip(f"shared data not found: {path}")
+        pytest.skip(f"full release data not found: {path} (tests/fixtures holds small cuts of it)")
+    return path
+
+
+def fixture(*parts: str) -> str:
+    """A file or folder under tests/fixtures (small cuts of the releases, shipped with the repository)."""
+    path = os.path.join(FIXTURES, *parts)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} is missing: rebuild it with tests/fixtures/make_fixtures.py")
     return path
 
 
@@ -28,4 +40,4 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def bbq_dir():
-    return shared("bbq")
+    return fixture("bbq")

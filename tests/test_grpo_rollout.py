@@ -7,7 +7,7 @@ import torch
 
 from data_gen.errors import UserError
 from data_gen.modeling import load_model, load_tokenizer
-from train.grpo import GRPOArgs, check_backend, make_rollout_func
+from train.grpo import GRPOArgs, check_options, make_rollout_func
 
 
 def _cfg(**kw):
@@ -49,10 +49,11 @@ def test_rollout_func_returns_one_sample_per_repeated_prompt(tiny_model_dir):
     [
         (GRPOArgs(generation_backend="vllm"), _cfg(), "generation_backend must be selfcorrect or trl"),
         (GRPOArgs(), _cfg(use_vllm=True, top_k=50), "does not support use_vllm, top_k"),
+        (GRPOArgs(first_attempt="trace", abandon_penalty=0.5), _cfg(), "group baseline removes them"),
         (GRPOArgs(), _cfg(temperature=0.0), "temperature > 0"),
     ],
 )
 def test_backend_options_are_checked(args, cfg, message):
     with pytest.raises(UserError, match=message):
-        check_backend(args, cfg)
-    check_backend(GRPOArgs(generation_backend="trl"), _cfg(use_vllm=True))  # TRL's own path takes them
+        check_options(args, cfg)
+    check_options(GRPOArgs(generation_backend="trl", first_attempt="trace"), _cfg(use_vllm=True))  # TRL's own path takes them

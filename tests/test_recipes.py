@@ -20,6 +20,7 @@ def types_for(name):
     from eval.__main__ import EvalArgs
     from train.common import TrainArgs
     from train.grpo import GRPOArgs
+    from train.kround import KRoundConfig
     from train.score import SCoReConfig
     from train.sft import SFTArgs
 
@@ -30,14 +31,15 @@ def types_for(name):
         "dpo": [TrainArgs, DPOConfig],
         "grpo": [GRPOArgs, GRPOConfig],
         "score": [TrainArgs, SCoReConfig],
+        "kround": [TrainArgs, KRoundConfig],
     }[name]
 
 
 def test_recipe_set_is_complete():
     for model in ("qwen2.5-1.5b-instruct", "qwen2.5-7b-instruct", "llama-3.1-8b-instruct", "mistral-7b-instruct-v0.3"):
-        for kind in ("data_gen", "sft", "dpo", "grpo", "score", "eval"):
+        for kind in ("data_gen", "sft", "dpo", "grpo", "score", "kround", "eval"):
             assert os.path.isfile(os.path.join(ROOT, "recipes", model, "bbq", f"{kind}.yaml")), (model, kind)
-    assert len(glob.glob(os.path.join(ROOT, "recipes", "qwen2.5-7b-instruct", "gsm8k", "*.yaml"))) == 6
+    assert len(glob.glob(os.path.join(ROOT, "recipes", "qwen2.5-7b-instruct", "gsm8k", "*.yaml"))) == 7
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[os.path.relpath(p, ROOT) for p in RECIPES])
@@ -51,7 +53,7 @@ def test_recipe_parses_and_validates(path):
         first = f.readline()
     assert first.startswith("# python -m ") or first.startswith("# accelerate launch "), "recipe must open with its command"
     assert os.path.relpath(path, ROOT) in first, "the opening command must name this recipe"
-    extra = device_overrides() if kind in ("sft", "dpo", "grpo", "score") else []
+    extra = device_overrides(*types_for(kind)) if kind in ("sft", "dpo", "grpo", "score", "kround") else []
     objs = parse_config(types_for(kind), ["--config", path, *extra], defaults={"rounds": 5} if kind == "eval" else None)
     args = objs[0]
     for obj in objs:

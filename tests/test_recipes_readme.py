@@ -5,11 +5,10 @@ import re
 import subprocess
 import sys
 
-from conftest import ROOT, shared
+from conftest import ROOT
 
 
 def test_recipes_readme_dry_run():
-    shared("bbq")
     text = open(os.path.join(ROOT, "recipes", "README.md")).read()
     block = re.findall(r"```bash\n(.*?)```", text, flags=re.S)[-1]
     assert "tests/tiny_model.py" in block and "train/score.py" in block

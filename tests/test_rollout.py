@@ -11,6 +11,32 @@ from data_gen.rollout import Generator, SamplingConfig, conversation, run_rounds
 from data_gen.tasks import get_task
 
 
+def _broad_labels(g):
+    """Count a third of the vocabulary as each option's label tokens: the random tiny model then
+    generates label tokens at most steps, so the per-step option records get compared."""
+    spans = {"A": range(3, 170), "B": range(170, 340), "C": range(340, 512)}
+    g.label_token_ids = lambda label: list(spans[label])
+
+
+def _assert_same_probs(a, b):
+    assert (a is None) == (b is None)
+    if a is not None:
+        assert set(a) == set(b) and all(a[k] == pytest.approx(b[k], abs=1e-4) for k in a)
+
+
+def _assert_same_option_steps(a, b):
+    """``a``, ``b``: per round, per generation, the list of OptionStep."""
+    n = 0
+    for ra, rb in zip(a, b, strict=True):
+        for ga, gb in zip(ra, rb, strict=True):
+            assert [(o.step, o.label) for o in ga] == [(o.step, o.label) for o in gb]
+            for oa, ob in zip(ga, gb):
+                _assert_same_probs(oa.probs, ob.probs)
+                assert oa.mass == pytest.approx(ob.mass, abs=1e-4)
+                n += 1
+    assert n > 10  # the comparison saw label positions
+
+
 @pytest.fixture(scope="module")
 def gen(tiny_model_dir):
     tok = load_tokenizer(tiny_model_dir)
@@ -48,8 +74,9 @@ def test_rounds_and_growing_conversation(gen, bbq_examples):
         for rec in row["rounds"]:
             assert rec["finish"] in ("eos", "length") and 1 <= rec["new_tokens"] <= 6
             assert math.isfinite(rec["mean_logprob"]) and rec["mean_logprob"] <= 0
-            assert set(rec["option_probs"]) == {"A", "B", "C"}
-            assert abs(sum(rec["option_probs"].values()) - 1) < 1e-6 and 0 < rec["option_mass"] <= 1
+            if rec["option_probs"] is not None:  # only where the answer's label token was generated
+                assert set(rec["option_probs"]) == {"A", "B", "C"} and rec["option_step"] is not None
+                assert abs(sum(rec["option_probs"].values()) - 1) < 1e-6 and 0 < rec["option_mass"] <= 1
     # Round r of example i sees 2r-1 messages: every earlier turn plus round r's instruction.
     per_round = [rendered[i * 5 : (i + 1) * 5] for i in range(3)]
     for r, calls in enumerate(per_round):
@@ -117,7 +144,7 @@ def test_round_incremental_cache_matches_full_reencoding(tiny_model_dir, bbq_exa
     tok = load_tokenizer(tiny_model_dir)
     model = load_model(tiny_model_dir, device="cpu")
     ps = get_prompt_set("intrinsic-moral")
-    outs = []
+    outs, option_steps = [], []
     for incremental in (False, True):
         # max_new_tokens 7 with batch 3: rows finish at different steps (some hit eos early in sampling).
         sampling = SamplingConfig(max_new_tokens=7, temperature=temperature, seed=3)
@@ -125,7 +152,11 @@ def test_round_incremental_cache_matches_full_reencoding(tiny_model_dir, bbq_exa
         # Make 40 of the 512 tokens end a turn, so rows stop at different steps and the cache must
         # mask each row's padding after its end (the random tiny model seldom says <|im_end|>).
         g.eos_ids = g.eos_ids + list(range(100, 140))
-        outs.append(run_rounds(g, task, ps, exs, rounds=4, samples=2 if temperature else 1))
+        _broad_labels(g)
+        steps = []
+        outs.append(run_rounds(g, task, ps, exs, rounds=4, samples=2 if temperature else 1,
+                               on_round=lambda r, gens: steps.append([x.option_steps for x in gens])))  # fmt: skip
+        option_steps.append(steps)
     finishes = {r["finish"] for t in outs[0] for r in t["rounds"]}
     lengths = {r["new_tokens"] for t in outs[0] for r in t["rounds"]}
     assert "eos" in finishes
@@ -135,8 +166,8 @@ def test_round_incremental_cache_matches_full_reencoding(tiny_model_dir, bbq_exa
         for ra, rb in zip(a["rounds"], b["rounds"]):
             assert ra["response"] == rb["response"]
             assert ra["mean_logprob"] == pytest.approx(rb["mean_logprob"], abs=1e-4)
-            for k in ra["option_probs"]:
-                assert ra["option_probs"][k] == pytest.approx(rb["option_probs"][k], abs=1e-4)
+            _assert_same_probs(ra["option_probs"], rb["option_probs"])
+    _assert_same_option_steps(option_steps[0], option_steps[1])
 
 
 def test_external_feedback_rounds_are_marked(gen, bbq_examples):
@@ -160,11 +191,14 @@ def test_shared_prefill_matches_encoding_every_copy(gen, bbq_examples, temperatu
     for share in (False, True):
         g = Generator(gen.model, gen.tokenizer, SamplingConfig(max_new_tokens=6, temperature=temperature, seed=5),
                       batch_size=6, share_prefill=share, probe_layer=0)  # fmt: skip
-        outs.append(g.generate(prompts))
+        _broad_labels(g)
+        outs.append(g.generate(prompts, [["A", "B", "C"]] * len(prompts)))
     for x, y in zip(*outs):
         assert x.token_ids == y.token_ids
         assert x.token_logprobs == pytest.approx(y.token_logprobs, abs=1e-5)
         assert x.hidden == pytest.approx(y.hidden, abs=1e-5)
+        _assert_same_probs(x.option_probs, y.option_probs)
+    _assert_same_option_steps([[x.option_steps for x in outs[0]]], [[y.option_steps for y in outs[1]]])
     if temperature:  # the copies of one prompt are separate samples
         assert len({tuple(g.token_ids) for g in outs[1][:3]}) > 1
 
@@ -188,15 +222,21 @@ def test_finished_rows_leave_the_batch_without_changing_outputs(gen, bbq_example
     round) changes no token: sampled rows draw the same uniforms whether or not others have left."""
     task, exs = bbq_examples
     ps = get_prompt_set("intrinsic-moral")
-    outs = []
+    outs, option_steps = [], []
     for compact in (False, True):
         sampling = SamplingConfig(max_new_tokens=12, temperature=1.0, seed=4)
         g = Generator(gen.model, gen.tokenizer, sampling, batch_size=5, compact=compact)
         g.eos_ids = g.eos_ids + list(range(100, 140))  # rows end at different steps
-        outs.append(run_rounds(g, task, ps, exs, rounds=3, samples=2))  # rounds 2-3 reuse the restored cache
+        _broad_labels(g)
+        steps = []
+        outs.append(run_rounds(g, task, ps, exs, rounds=3, samples=2,  # rounds 2-3 reuse the restored cache
+                               on_round=lambda r, gens: steps.append([x.option_steps for x in gens])))  # fmt: skip
+        option_steps.append(steps)
     first = [t["rounds"][0]["new_tokens"] for t in outs[1][:5]]
     assert sum(n < max(first) for n in first) >= 2  # enough early finishers in a batch to compact
     for a, b in zip(*outs):
         for ra, rb in zip(a["rounds"], b["rounds"]):
             assert ra["response"] == rb["response"] and ra["new_tokens"] == rb["new_tokens"]
             assert ra["mean_logprob"] == pytest.approx(rb["mean_logprob"], abs=1e-4)
+            _assert_same_probs(ra["option_probs"], rb["option_probs"])
+    _assert_same_option_steps(option_steps[0], option_steps[1])

@@ -31,7 +31,8 @@ def test_padding_free_matches_padded_losses(tiny_model_dir, sft_rows, tmp_path, 
     monkeypatch.setenv("WANDB_MODE", "disabled")
     common = ["--model_name_or_path", tiny_model_dir, "--dataset_path", sft_rows, "--per_device_train_batch_size", "4",
               "--max_steps", "3", "--learning_rate", "5e-3", "--logging_steps", "1", "--report_to", "none",
-              "--save_steps", "3", "--max_length", "96", "--disable_tqdm", "true", "--lora_dropout", "0"]  # fmt: skip
+              "--save_steps", "3", "--max_length", "96", "--disable_tqdm", "true", "--lora_dropout", "0",
+              "--train_on", "all_assistant"]  # hand-made rows carry no per-turn flags  # fmt: skip
     runs = {}
     for mode in ("padded", "padding_free"):
         out = str(tmp_path / mode)
@@ -64,7 +65,8 @@ def test_qlora_trains_an_adapter_on_a_4bit_base(tiny_model_dir, sft_rows, tmp_pa
     out = str(tmp_path / "qlora")
     sft.main(["--model_name_or_path", tiny_model_dir, "--dataset_path", sft_rows, "--output_dir", out, "--load_in_4bit", "true",
               "--per_device_train_batch_size", "4", "--max_steps", "3", "--learning_rate", "5e-3", "--logging_steps", "1",
-              "--report_to", "none", "--save_steps", "3", "--max_length", "96", "--disable_tqdm", "true"])  # fmt: skip
+              "--report_to", "none", "--save_steps", "3", "--max_length", "96", "--disable_tqdm", "true",
+              "--train_on", "all_assistant"])  # fmt: skip
     assert seen["linear"] is bnb.nn.Linear4bit
     hist = [h["loss"] for h in losses(out)]
     assert len(hist) == 3 and all(0 < x < 20 for x in hist)

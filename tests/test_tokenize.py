@@ -15,7 +15,7 @@ def test_mask_matches_generation_markers(tiny_model_dir):
     ref = tok.apply_chat_template(msgs, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     assert ours["input_ids"] == ref["input_ids"]
     assert ours["assistant_masks"] == ref["assistant_masks"]
-    final = tokenize_conversation(tok, msgs, final_only=True)
+    final = tokenize_conversation(tok, msgs, train_turns=[False, False, True])
     assert 0 < sum(final["assistant_masks"]) < sum(ours["assistant_masks"])
     # The last assistant turn's tokens are exactly the masked ones at the end.
     last = tok.encode(msgs[-1]["content"] + "<|im_end|>", add_special_tokens=False)

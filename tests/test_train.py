@@ -100,13 +100,14 @@ def test_dpo(tiny_model_dir, data, tmp_path):
     check_adapter_loads(tiny_model_dir, out)
 
 
-@pytest.mark.parametrize("backend", ["selfcorrect", "trl"])
-def test_grpo(tiny_model_dir, data, tmp_path, backend):
+@pytest.mark.parametrize("mode", [["--alpha", "1.0", "--abandon_penalty", "0.5"],  # on-policy first attempts
+                                  ["--generation_backend", "trl", "--first_attempt", "trace"]])
+def test_grpo(tiny_model_dir, data, tmp_path, mode):
     out = str(tmp_path / "grpo")
     p = launch("grpo", "cpu", ["--model_name_or_path", tiny_model_dir, "--dataset_path", str(data / "toy" / "rl.jsonl"),
                                "--task", "toy_task:EvenLengthTask", "--prompt_set", "intrinsic", "--output_dir", out,
                                "--per_device_train_batch_size", "8", "--num_generations", "8", "--max_completion_length", "8",
-                               "--alpha", "1.0", "--generation_backend", backend, *COMMON])  # fmt: skip
+                               *mode, *COMMON])  # fmt: skip
     assert p.returncode == 0, p.stderr[-3000:]
     with open(os.path.join(out, "checkpoint-3", "trainer_state.json")) as f:
         hist = [h for h in json.load(f)["log_history"] if "reward" in h]
@@ -125,6 +126,7 @@ def test_score(tiny_model_dir, data, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     log = [json.loads(l) for l in open(os.path.join(out, "score_log.jsonl"))]
     assert [h["stage"] for h in log] == [1, 1, 2, 2]
+    assert {"reward_r1", "reward_r2", "kl_r1", "kl_r2", "pg_loss_r1", "pg_loss_r2"} <= set(log[0])
     assert all(abs(h["loss"]) < 1e4 for h in log)
     assert lora_b_changed(out)
     check_adapter_loads(tiny_model_dir, out)
@@ -144,7 +146,7 @@ def test_score_resume_reproduces_the_uninterrupted_run(tiny_model_dir, data, tmp
     log_resumed = [json.loads(l) for l in open(os.path.join(resumed, "score_log.jsonl"))]
     assert [h["step"] for h in log_resumed] == [3, 4]
     for a, b in zip(log_full[2:], log_resumed):
-        assert a["reward_attempt1"] == b["reward_attempt1"] and a["reward_attempt2"] == b["reward_attempt2"]
+        assert a["reward_r1"] == b["reward_r1"] and a["reward_r2"] == b["reward_r2"]
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-7)
     wa, wb = load_file(os.path.join(full, "adapter_model.safetensors")), load_file(os.path.join(resumed, "adapter_model.safetensors"))
     assert wa.keys() == wb.keys() and all(float((wa[k] - wb[k]).abs().max()) < 1e-5 for k in wa)

@@ -9,6 +9,7 @@ Llama with hidden size 64. Weights are random: it exercises every code path, not
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -20,6 +21,28 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+# Templates of two other families, reduced to what matters for us: Llama 3 trims every turn's content
+# and ends it with <|eot_id|>; Mistral v0.3 renders an assistant turn as " " + content|trim + "</s>"
+# and has no generation prompt. Both start with a BOS token written by the template.
+LLAMA3_TEMPLATE = (
+    "{{ '<|begin_of_text|>' }}{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+MISTRAL_TEMPLATE = (
+    "{{ '<s>' }}{% for message in messages %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + '[/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' ' + message['content'] | trim + '</s>' }}{% endif %}"
+    "{% endfor %}"
+)
+# style: (template, special tokens after the ChatML ones, end-of-turn token, extra eos tokens the
+# generation config declares with a smaller id, as Qwen2.5 [im_end, endoftext] and Llama 3.1 do)
+STYLES = {
+    "chatml": (CHAT_TEMPLATE, [], "<|im_end|>"),
+    "llama3": (LLAMA3_TEMPLATE, ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], "<|eot_id|>"),
+    "mistral": (MISTRAL_TEMPLATE, ["<s>", "</s>", "[INST]", "[/INST]"], "</s>"),
+}
 
 CORPUS = [
     "The single most likely answer choice is A. B. C. (a) (b) (c)",
@@ -34,7 +57,15 @@ CORPUS = [
 ]
 
 
-def build(out_dir: str, seed: int = 0) -> str:
+def build(out_dir: str, seed: int = 0, style: str = "chatml", two_eos: bool = False, end_prob: float | None = None) -> str:
+    """``style`` picks the chat template family; ``two_eos`` makes the generation config declare
+    <|endoftext|> (the smallest id) as a second end-of-sequence token besides the end of turn.
+
+    ``end_prob``: the model ends its turn with about this probability at every step and otherwise
+    says a uniformly random token (the random model seldom ends a turn by itself). A large bias in
+    the last MLP dominates the residual stream, so after the final norm its first coordinate is
+    always about sqrt(hidden) = 8 and the others about 0; only the end-of-turn row of the LM head
+    reads that coordinate."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -44,14 +75,15 @@ def build(out_dir: str, seed: int = 0) -> str:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=512,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>", *STYLES[style][1]],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(CORPUS * 20, trainer)
+    template, _, end_of_turn = STYLES[style]
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None, model_max_length=2048
+        tokenizer_object=tok, eos_token=end_of_turn, pad_token="<|endoftext|>", bos_token=None, model_max_length=2048
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = template
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(fast),
@@ -65,9 +97,18 @@ def build(out_dir: str, seed: int = 0) -> str:
         pad_token_id=fast.pad_token_id,
         bos_token_id=None,
         tie_word_embeddings=False,
+        mlp_bias=end_prob is not None,
     )
     model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = fast.eos_token_id
+    if end_prob is not None:
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.mlp.gate_proj.bias.zero_(), layer.mlp.up_proj.bias.zero_(), layer.mlp.down_proj.bias.zero_()
+            model.model.layers[-1].mlp.down_proj.bias[0] = 1e4
+            model.lm_head.weight[:, 0] = 0.0
+            odds = end_prob * (config.vocab_size - 1) / (1 - end_prob)
+            model.lm_head.weight[fast.eos_token_id, 0] = math.log(odds) / math.sqrt(config.hidden_size)
+    model.generation_config.eos_token_id = [fast.eos_token_id, fast.pad_token_id] if two_eos else fast.eos_token_id
     model.generation_config.pad_token_id = fast.pad_token_id
     os.makedirs(out_dir, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)

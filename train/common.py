@@ -65,15 +65,22 @@ def check_launch_matches_machine(env: dict[str, str] | None = None, gpus: int | 
         raise UserError(f"the accelerate config starts {local} processes on this machine but it has {gpus} GPU(s): set num_processes")
 
 
-def device_overrides() -> list[str]:
+def device_overrides(*config_types: type) -> list[str]:
     """Check the launch against the machine; without CUDA, train on the CPU in fp32 whatever the
-    recipe says (its bf16 is for GPUs)."""
+    recipe says (its bf16 is for GPUs). Only keys the configs declare are overridden."""
+    import dataclasses
+
     import torch
 
     check_launch_matches_machine()
     if torch.cuda.is_available():
         return []
-    return ["--use_cpu", "true", "--bf16", "false", "--fp16", "false"]
+    known = {f.name for t in config_types for f in dataclasses.fields(t)}
+    out: list[str] = []
+    for key, value in (("use_cpu", "true"), ("bf16", "false"), ("fp16", "false")):
+        if key in known:
+            out += [f"--{key}", value]
+    return out
 
 
 def load_policy(args: TrainArgs, bf16: bool, trust_remote_code: bool = False):
@@ -130,10 +137,8 @@ def load_tokenizer_for_training(args: TrainArgs, trust_remote_code: bool = False
     return load_tokenizer(args.model_name_or_path, trust_remote_code, padding_side="right")
 
 
-def load_rows(path: str, required: tuple[str, ...], limit: int | None = None):
-    """A datasets.Dataset from a data_gen .jsonl, checked for the columns the method needs."""
-    from datasets import Dataset
-
+def read_training_rows(path: str, required: tuple[str, ...], limit: int | None = None) -> list[dict[str, Any]]:
+    """Rows of a data_gen .jsonl, each checked for the fields the method needs."""
     from data_gen.jsonl import read_rows
 
     if not path:
@@ -143,39 +148,68 @@ def load_rows(path: str, required: tuple[str, ...], limit: int | None = None):
         missing = [k for k in required if k not in row]
         if missing:
             raise UserError(f"{path}:{lineno}: row lacks {', '.join(missing)}")
-        rows.append({k: row[k] for k in required})
+        rows.append(row)
         if limit is not None and len(rows) >= limit:
             break
     if not rows:
         raise UserError(f"{path}: no training rows (did data_gen keep any? see its README.md counts)")
-    return Dataset.from_list(rows)
+    return rows
 
 
-def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character span of every assistant turn in it.
+def load_rows(path: str, required: tuple[str, ...], limit: int | None = None, optional: tuple[str, ...] = ()):
+    """A datasets.Dataset with the ``required`` columns of a data_gen .jsonl (and ``optional`` ones,
+    None where a row lacks them)."""
+    from datasets import Dataset
 
-    Works for any chat template that renders a conversation's prefixes as prefixes of the whole
-    (ChatML, Llama 3, Mistral, Qwen do), so no ``{% generation %}`` markers are needed. A span runs
-    from the end of the generation prompt to the end of the turn, end-of-turn token included.
+    rows = read_training_rows(path, required, limit)
+    return Dataset.from_list([{k: row.get(k) for k in (*required, *optional)} for row in rows])
+
+
+def assistant_spans(
+    tokenizer, messages: list[dict[str, str]], prefills: list[str | None] | None = None
+) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and, per assistant turn, the character span the model produces.
+
+    A span runs from the end of that round's prompt (the generation prompt and the turn's prefill,
+    rendered by the same function data_gen and eval use) to the end of the turn, end-of-turn token
+    included. Works for any template that renders a conversation's prefixes as prefixes of the whole
+    (ChatML, Llama 3, Mistral, Qwen do), so no ``{% generation %}`` markers are needed.
     """
+    from data_gen.rollout import render_chat
+
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     spans = []
+    turn = 0
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        before = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
+        prefill = prefills[turn] if prefills else None
+        turn += 1
+        before = render_chat(tokenizer, messages[:i], prefill)
         upto = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
         if not full.startswith(upto) or not upto.startswith(before):
-            raise UserError("the chat template does not render conversations prefix-consistently; cannot mask turns")
+            raise UserError(
+                "the chat template does not render this conversation's prefixes as prefixes of the whole "
+                f"(assistant turn {turn}); cannot tell which tokens the model produced"
+            )
         spans.append((len(before), len(upto.rstrip("\n"))))
     return full, spans
 
 
-def tokenize_conversation(tokenizer, messages: list[dict[str, str]], final_only: bool = False, max_length: int | None = None):
-    """input_ids and assistant_masks (1 on assistant-turn tokens; only the last turn if final_only)."""
-    full, spans = assistant_spans(tokenizer, messages)
-    if final_only:
-        spans = spans[-1:]
+def tokenize_conversation(
+    tokenizer,
+    messages: list[dict[str, str]],
+    train_turns: list[bool] | None = None,
+    prefills: list[str | None] | None = None,
+    max_length: int | None = None,
+):
+    """input_ids and assistant_masks: 1 on the tokens the model produced in the assistant turns
+    selected by ``train_turns`` (all when None); prefills and every other turn are 0."""
+    full, spans = assistant_spans(tokenizer, messages, prefills)
+    if train_turns is not None:
+        if len(train_turns) != len(spans):
+            raise UserError(f"train_turns has {len(train_turns)} entries for {len(spans)} assistant turns")
+        spans = [sp for sp, keep in zip(spans, train_turns) if keep]
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     mask = [int(any(a <= start < b for a, b in spans)) for start, _ in enc["offset_mapping"]]
     ids = enc["input_ids"]
@@ -227,13 +261,30 @@ def model_card(method: str, objective: str, args: TrainArgs, output_dir: str, ex
     return "\n".join(lines)
 
 
+def save_model_all_ranks(accelerator, model, output_dir: str) -> None:
+    """Save the weights from an accelerate loop. Call on every process: under ZeRO-3 or FSDP each
+    rank holds a shard, and ``get_state_dict`` gathers them (the main process writes the file)."""
+    state_dict = accelerator.get_state_dict(model)
+    accelerator.unwrap_model(model).save_pretrained(
+        output_dir, state_dict=state_dict, is_main_process=accelerator.is_main_process, save_function=accelerator.save,
+        safe_serialization=True,
+    )
+
+
 def save_outputs(
-    model, tokenizer, output_dir: str, method: str, objective: str, args: TrainArgs, config_objs, extra=None,
-    trust_remote_code: bool = False,
+    save_model, tokenizer, output_dir: str, method: str, objective: str, args: TrainArgs, config_objs, extra=None,
+    trust_remote_code: bool = False, is_main_process: bool = True,
 ) -> None:
-    """Adapter (or model), tokenizer, resolved config and model card; merged model if asked."""
+    """Adapter (or model), tokenizer, resolved config and model card; merged model if asked.
+
+    Call on every process. ``save_model(output_dir)`` runs on all of them (TRL's
+    ``trainer.save_model`` or ``save_model_all_ranks``), because a sharded model is gathered by
+    every rank; the rest is written by the main process only.
+    """
+    save_model(output_dir)
+    if not is_main_process:
+        return
     os.makedirs(output_dir, exist_ok=True)
-    model.save_pretrained(output_dir, safe_serialization=True)
     tokenizer.save_pretrained(output_dir)
     write_atomic(os.path.join(output_dir, "selfcorrect_config.json"), json.dumps(config_to_dict(*config_objs), indent=2))
     write_atomic(os.path.join(output_dir, "README.md"), model_card(method, objective, args, output_dir, extra or {}))

@@ -1,28 +1,40 @@
-"""GRPO on the revision turn (rl.jsonl from data_gen).
+"""GRPO on the revision turn, with first attempts sampled on-policy (rl.jsonl from data_gen).
 
-    accelerate launch --config_file accelerate_configs/cpu.yaml train/grpo.py --config recipes/demo/grpo.yaml
+    accelerate launch --quiet --config_file accelerate_configs/cpu.yaml train/grpo.py --config recipes/demo/grpo.yaml
 
-Each prompt holds the model's first attempt (from the traces), the self-correction instruction and
-the prompt set's answer prefill, rendered with the chat template here (so the model continues the
-prefill, exactly as in data_gen and eval); the completion sampled by GRPO is the revision. Reward = the task's score of the revision, plus an
-optional bonus ``alpha * (r2 - r1)`` for improving on the first attempt and a penalty for abandoning
-a correct first answer (train/rewards.py). The scorer is the task's own (data_gen/tasks).
+Each GRPO sample is a two-round episode run by selfcorrect's rollout engine exactly as eval runs it
+(``first_attempt: on_policy``, the default): the current policy answers the first turn (y1), the
+prompt set's correction instruction follows, and the policy's revision (y2) is the GRPO completion.
+Only y2 carries loss; y1 is part of its prompt. Reward of a sample:
 
-Completions come from selfcorrect's decoding loop by default (``generation_backend: selfcorrect``,
-passed to TRL as its ``rollout_func``): the ``num_generations`` copies of a prompt are encoded once
-and share that KV cache, and prompts are tokenised exactly as data_gen does (no extra BOS). Set
-``generation_backend: trl`` for TRL's own generation (HF generate, or vLLM / continuous batching
-through their GRPO config keys).
+    R = r2 + alpha * (r2 - r1) - abandon_penalty * [r1 correct and r2 < r1]
+
+with r1, r2 the task scorer's rewards of the two attempts (train/rewards.py). TRL's GRPO
+normalises R within the ``num_generations`` samples of a prompt (Shao et al. 2024, arXiv
+2402.03300). Because every sample of a group has its own first attempt, r1 varies within the group
+and the shaping terms change the advantages: a revision that fixes a wrong first answer beats one
+that merely keeps a right one, and abandoning a right answer is penalised.
+
+``first_attempt: trace`` trains on the first attempts recorded by data_gen instead (off-policy;
+needed by ``generation_backend: trl``, which samples one turn only). Then r1 is the same for the
+whole group, alpha * (r2 - r1) is affine in r2 and the group normalisation removes the shaping
+entirely, so alpha and abandon_penalty must be 0 in that mode (Kumar et al. 2024, Sec. 4, also
+find that learning revisions of fixed first attempts mostly fails).
+
+Completions come from selfcorrect's decoding loop (``generation_backend: selfcorrect``, passed to
+TRL as its ``rollout_func``): the samples of a prompt share its encoded prefill, round 2 reuses
+round 1's KV cache, and the log-probs are returned at the sampling temperature as TRL computes
+them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 
 from data_gen.config import parse_config
 from data_gen.errors import UserError, run_cli
-from data_gen.tasks import get_task
 from train.common import (
     TrainArgs,
     device_overrides,
@@ -41,23 +53,32 @@ class GRPOArgs(TrainArgs):
     abandon_penalty: float = field(default=0.0, metadata={"help": "Penalty for changing a correct first answer into a worse one."})
     classifier: str | None = field(default=None, metadata={"help": "Classifier for model-scored tasks (toxicity, refusal)."})
     threshold: float = field(default=0.5, metadata={"help": "Classifier threshold."})
+    first_attempt: str = field(
+        default="on_policy",
+        metadata={"help": "on_policy: each sample's first attempt is drawn from the current policy; trace: the first "
+                          "attempt recorded by data_gen (off-policy; alpha and abandon_penalty must then be 0)."},
+    )
     generation_backend: str = field(
         default="selfcorrect",
-        metadata={"help": "selfcorrect: our decoding loop, each prompt encoded once per group; trl: TRL's own generation."},
+        metadata={"help": "selfcorrect: our decoding loop (needed for on-policy first attempts); trl: TRL's own generation."},
     )
 
 
-def make_rollout_func(tokenizer, cfg):
-    """TRL ``rollout_func`` that samples completions with data_gen's Generator.
+def make_rollout_func(tokenizer, cfg, task=None, prompt_set=None, examples: dict | None = None):
+    """TRL ``rollout_func`` that samples with selfcorrect's rollout engine.
+
+    With ``prompt_set`` (on-policy first attempts), each prompt is a rendered first turn and every
+    sample is a two-round episode (``run_rounds``); the completion TRL trains is round 2, its prompt
+    the rendered conversation, and the first attempt's reward goes to the reward function as the
+    ``first_reward`` / ``first_correct`` fields. Without it, each prompt is completed once per sample.
 
     TRL hands over the process's prompts with each prompt repeated for its group; identical prompts
     in the batch are encoded once (shared prefill). The model samples in eval mode (no LoRA dropout)
     under TRL's unwrap context (which gathers ZeRO-3 weights and pauses gradient checkpointing).
-    Returned log-probs are at the sampling temperature, as TRL computes them.
     """
     from trl.models import unwrap_model_for_generation
 
-    from data_gen.rollout import Generator, SamplingConfig
+    from data_gen.rollout import Generator, SamplingConfig, run_rounds
 
     sampling = SamplingConfig(cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.seed)
     calls = [0]
@@ -65,7 +86,6 @@ def make_rollout_func(tokenizer, cfg):
     def rollout(prompts: list[str], trainer) -> dict:
         if not all(isinstance(p, str) for p in prompts):
             raise UserError("generation_backend selfcorrect expects text prompts (rendered by train/grpo.py)")
-        ids = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
         calls[0] += 1
         key = f"step{trainer.state.global_step}/call{calls[0]}/rank{trainer.accelerator.process_index}"
         with unwrap_model_for_generation(
@@ -77,22 +97,44 @@ def make_rollout_func(tokenizer, cfg):
             was_training = model.training
             model.eval()
             try:
-                outs = Generator(model, tokenizer, sampling, batch_size=len(ids), incremental=False).generate_ids(ids, seed_key=key)
+                gen = Generator(model, tokenizer, sampling, batch_size=len(prompts))
+                if prompt_set is None:
+                    ids = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
+                    outs = gen.generate_ids(ids, seed_key=key)
+                    return {"prompt_ids": ids, "completion_ids": [g.token_ids for g in outs],
+                            "logprobs": [g.token_logprobs for g in outs]}  # fmt: skip
+                by_round: list = []
+                traces = run_rounds(gen, task, prompt_set, [examples[p] for p in prompts], rounds=2,
+                                    on_round=lambda r, gens: by_round.append(gens), seed_key=key + "/")  # fmt: skip
             finally:
                 model.train(was_training)
+        second = by_round[1]
         return {
-            "prompt_ids": ids,
-            "completion_ids": [g.token_ids for g in outs],
-            "logprobs": [g.token_logprobs for g in outs],
+            "prompt_ids": [g.prompt_ids for g in second],
+            "completion_ids": [g.token_ids for g in second],
+            "logprobs": [g.token_logprobs for g in second],
+            "first_reward": [float(t["rounds"][0]["score"]["reward"]) for t in traces],
+            "first_correct": [bool(t["rounds"][0]["correct"]) for t in traces],
         }
 
     return rollout
 
 
-def check_backend(args: GRPOArgs, cfg) -> None:
+def check_options(args: GRPOArgs, cfg) -> None:
     if args.generation_backend not in ("selfcorrect", "trl"):
         raise UserError(f"generation_backend must be selfcorrect or trl (got '{args.generation_backend}')")
+    if args.first_attempt not in ("on_policy", "trace"):
+        raise UserError(f"first_attempt must be on_policy or trace (got '{args.first_attempt}')")
+    if args.first_attempt == "trace" and (args.alpha != 0 or args.abandon_penalty != 0):
+        raise UserError(
+            "first_attempt trace gives every sample of a group the same first attempt, so alpha and abandon_penalty "
+            "shift all its rewards alike and GRPO's group baseline removes them: set them to 0, or use first_attempt on_policy"
+        )
+    if cfg.temperature <= 0:
+        raise UserError("GRPO needs temperature > 0 (sampled groups)")
     if args.generation_backend == "trl":
+        if args.first_attempt == "on_policy":
+            raise UserError("first_attempt on_policy needs generation_backend selfcorrect (TRL samples one turn)")
         return
     unsupported = {
         "use_vllm": cfg.use_vllm,
@@ -105,35 +147,68 @@ def check_backend(args: GRPOArgs, cfg) -> None:
     bad = [k for k, on in unsupported.items() if on]
     if bad:
         raise UserError(f"generation_backend selfcorrect does not support {', '.join(bad)}: set generation_backend: trl")
-    if cfg.temperature <= 0:
-        raise UserError("GRPO needs temperature > 0 (sampled groups)")
 
 
 def main(argv: list[str]) -> None:
     from trl import GRPOConfig, GRPOTrainer
 
-    args, cfg = parse_config([GRPOArgs, GRPOConfig], argv + device_overrides())
-    check_backend(args, cfg)
+    from data_gen.prompts import get_prompt_set
+    from data_gen.rollout import render_chat
+    from data_gen.tasks import get_task
+    from data_gen.tasks.base import Example
+
+    args, cfg = parse_config([GRPOArgs, GRPOConfig], argv + device_overrides(GRPOArgs, GRPOConfig))
+    check_options(args, cfg)
     tokenizer = load_tokenizer_for_training(args, cfg.trust_remote_code)
     tokenizer.padding_side = "left"
-    rows = load_rows(args.dataset_path, ("revision_prompt", "example", "first_reward", "first_correct"), args.max_train_samples)
-    dataset = rows.map(lambda r: {"prompt": render_prompt(tokenizer, r["revision_prompt"])}, remove_columns=["revision_prompt"])
-    reward = RevisionReward(get_task(args.task, args.classifier, args.threshold), args.alpha, args.abandon_penalty)
+    task = get_task(args.task, args.classifier, args.threshold)
+    prompt_set = get_prompt_set(args.prompt_set, args.prompt_sets_file)
+    rollout = None
+    if args.first_attempt == "on_policy":
+        if prompt_set.external:
+            raise UserError("on-policy GRPO trains intrinsic self-correction: use a prompt set without external feedback")
+        rows = load_rows(args.dataset_path, ("example",), args.max_train_samples, optional=("task", "prompt_set"))
+        check_recorded(rows, args.dataset_path, task.name, prompt_set.name)
+        examples = {}
+
+        def first_turn(r):
+            ex = Example.from_dict(json.loads(r["example"]))
+            text = render_chat(tokenizer, [{"role": "user", "content": prompt_set.first_turn(ex.question)}],
+                               prompt_set.first_prefill)  # fmt: skip
+            examples[text] = ex  # identical first turns are the same question: one example serves both
+            return {"prompt": text}
+
+        dataset = rows.map(first_turn, remove_columns=[c for c in rows.column_names if c != "example"])
+        rollout = make_rollout_func(tokenizer, cfg, task, prompt_set, examples)
+    else:
+        rows = load_rows(args.dataset_path, ("revision_prompt", "example", "first_reward", "first_correct"),
+                         args.max_train_samples, optional=("task", "prompt_set"))  # fmt: skip
+        check_recorded(rows, args.dataset_path, task.name, prompt_set.name)
+        dataset = rows.map(lambda r: {"prompt": render_prompt(tokenizer, r["revision_prompt"])},
+                           remove_columns=["revision_prompt", "task", "prompt_set"])  # fmt: skip
+        if args.generation_backend == "selfcorrect":
+            rollout = make_rollout_func(tokenizer, cfg)
+    reward = RevisionReward(task, args.alpha, args.abandon_penalty)
     model, peft_config = load_policy(args, cfg.bf16, cfg.trust_remote_code)
-    rollout = make_rollout_func(tokenizer, cfg) if args.generation_backend == "selfcorrect" else None
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental; we pin its contract in tests
     trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=cfg, train_dataset=dataset, processing_class=tokenizer,
                           peft_config=peft_config, rollout_func=rollout)  # fmt: skip
     trainer.train(resume_from_checkpoint=cfg.resume_from_checkpoint)
-    if trainer.accelerator.is_main_process:
-        objective = (
-            f"GRPO on the revision turn; reward = task score r2 + {args.alpha} * (r2 - r1)"
-            f" - {args.abandon_penalty} * [correct first answer abandoned]; beta={cfg.beta}"
-        )
-        rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
-        save_outputs(trainer.model, tokenizer, cfg.output_dir, "grpo", objective, args, (args, cfg),
-                     {"steps": trainer.state.global_step, "last mean reward": f"{rewards[-1]:.3f}" if rewards else "n/a"},
-                     cfg.trust_remote_code)  # fmt: skip
+    objective = (
+        f"GRPO (beta={cfg.beta}) on the revision turn, first attempt {args.first_attempt.replace('_', '-')}; "
+        f"reward = r2 + {args.alpha} * (r2 - r1) - {args.abandon_penalty} * [correct first answer abandoned]"
+    )
+    rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+    save_outputs(trainer.save_model, tokenizer, cfg.output_dir, "grpo", objective, args, (args, cfg),
+                 {"steps": trainer.state.global_step, "last mean reward": f"{rewards[-1]:.3f}" if rewards else "n/a"},
+                 cfg.trust_remote_code, trainer.accelerator.is_main_process)  # fmt: skip
+
+
+def check_recorded(rows, path: str, task: str, prompt_set: str) -> None:
+    """The recipe's task and prompt set must be the ones the rows were made with."""
+    from train.online_rl import check_provenance
+
+    check_provenance([{"task": t, "prompt_set": p} for t, p in zip(rows["task"], rows["prompt_set"])], path, task, prompt_set)
 
 
 if __name__ == "__main__":

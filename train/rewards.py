@@ -29,22 +29,22 @@ def shaped_revision_reward(r2: float, r1: float, first_correct: bool, alpha: flo
 def score_returns(r1: float, r2: float, stage: int, alpha: float) -> tuple[float, float]:
     """SCoRe (Kumar et al. 2024, arXiv 2409.12917): the return credited to each attempt's tokens.
 
-    Stage I maximises r2 only (attempt 1 is held near the reference by the KL term, not by reward):
-    both attempts' tokens are credited r2. Stage II maximises r1 + r2_hat with the shaped second-
-    attempt reward r2_hat = r2 + alpha * (r2 - r1): attempt 1 is credited the whole episode's return
-    r1 + r2_hat (its reward-to-go), attempt 2 its own r2_hat.
+    Stage I maximises r2 (attempt 1 is held near the reference by its KL term, not by reward): both
+    attempts are credited r2. Stage II maximises r1 + r2 and adds the shaping bonus
+    alpha * (r2 - r1) "to the second attempt" only (Sec. 5.2): attempt 1 is credited r1 + r2, the
+    unshaped return from its turn on; attempt 2 its shaped reward r2 + alpha * (r2 - r1). A correct
+    first attempt therefore never lowers attempt 1's return (see train/score.py for why).
 
     >>> score_returns(0.0, 1.0, stage=1, alpha=10)
     (1.0, 1.0)
-    >>> score_returns(0.0, 1.0, stage=2, alpha=10)
-    (11.0, 11.0)
+    >>> score_returns(1.0, 1.0, stage=2, alpha=10), score_returns(0.0, 1.0, stage=2, alpha=10)
+    ((2.0, 1.0), (1.0, 11.0))
     >>> score_returns(1.0, 0.0, stage=2, alpha=10)
-    (-9.0, -10.0)
+    (1.0, -10.0)
     """
     if stage == 1:
         return r2, r2
-    r2_hat = r2 + alpha * (r2 - r1)
-    return r1 + r2_hat, r2_hat
+    return r1 + r2, r2 + alpha * (r2 - r1)
 
 
 class RevisionReward:

@@ -1,10 +1,18 @@
-"""SFT on self-correction traces (sft.jsonl from data_gen), loss on assistant turns only.
+"""SFT on self-correction traces (sft.jsonl from data_gen).
 
-    accelerate launch --config_file accelerate_configs/cpu.yaml train/sft.py --config recipes/demo/sft.yaml
+    accelerate launch --quiet --config_file accelerate_configs/cpu.yaml train/sft.py --config recipes/demo/sft.yaml
+
+Objective: cross-entropy on the tokens the model produces in the correct assistant turns of each
+conversation (``train_on: correct_turns``, the default). Wrong earlier answers stay in the context,
+masked, so the model learns to revise them, not to repeat them; the prompt set's prefill of a turn
+("The single most likely answer choice is") is given at eval, so it is masked too, and the loss
+starts at the first token the model generates and ends with its end-of-turn token.
+``train_on: final_turn`` trains the last turn only; ``all_assistant`` trains every assistant turn,
+wrong ones included (what plain SFT on whole conversations would do; kept for comparison).
 
 Conversations are tokenised here with an assistant mask computed from the chat template itself
 (see train.common.assistant_spans), so any prefix-consistent template works, including ones without
-``{% generation %}`` markers. ``train_on: final_turn`` puts the loss on the last revision only.
+``{% generation %}`` markers.
 
 Speed: ``padding_free: true`` concatenates each batch into one sequence with per-conversation
 position ids (no pad tokens; the same batches and the same loss as padded training, see
@@ -31,47 +39,66 @@ from train.common import (
 )
 
 
+TRAIN_ON = ("correct_turns", "final_turn", "all_assistant")
+
+
 @dataclass
 class SFTArgs(TrainArgs):
     train_on: str = field(
-        default="all_assistant",
-        metadata={"help": "all_assistant: every assistant turn carries loss; final_turn: only the last revision."},
+        default="correct_turns",
+        metadata={"help": "correct_turns: loss on correct assistant turns (wrong ones are context); final_turn: the last "
+                          "turn only; all_assistant: every assistant turn, wrong ones included."},
     )
+
+
+def turns_to_train(row: dict, train_on: str) -> list[bool] | None:
+    """Which assistant turns of an sft.jsonl row carry loss (None = all)."""
+    n = sum(m["role"] == "assistant" for m in row["messages"])
+    if train_on == "all_assistant":
+        return None
+    if train_on == "final_turn":
+        return [False] * (n - 1) + [True]
+    if row.get("train_turns") is None:
+        raise UserError("sft rows lack 'train_turns' (made by an older data_gen): re-run data_gen, or set train_on: all_assistant")
+    return list(row["train_turns"])
 
 
 def build_dataset(rows, tokenizer, train_on: str, max_length: int | None):
-    if train_on not in ("all_assistant", "final_turn"):
-        raise UserError(f"train_on must be all_assistant or final_turn (got '{train_on}')")
-    tokenized = rows.map(
-        lambda r: tokenize_conversation(tokenizer, r["messages"], train_on == "final_turn", max_length),
-        remove_columns=rows.column_names,
-        desc="tokenising conversations",
-    )
-    # A conversation whose assistant turns were all cut by max_length carries no loss: drop it here,
+    if train_on not in TRAIN_ON:
+        raise UserError(f"train_on must be one of {', '.join(TRAIN_ON)} (got '{train_on}')")
+
+    def tokenize(r):
+        return tokenize_conversation(tokenizer, r["messages"], turns_to_train(r, train_on), r.get("prefills"), max_length)
+
+    tokenized = rows.map(tokenize, remove_columns=rows.column_names, desc="tokenising conversations")
+    # A conversation whose trained turns were all cut by max_length carries no loss: drop it here,
     # so padded, padding-free and packed runs see the same rows.
     kept = tokenized.filter(lambda r: 1 in r["assistant_masks"], desc="dropping rows truncated before any answer")
     if len(kept) == 0:
-        raise UserError(f"every conversation loses all its assistant turns at max_length={max_length}: raise max_length")
+        raise UserError(f"every conversation loses all its trained turns at max_length={max_length}: raise max_length")
     return kept
 
 
 def main(argv: list[str]) -> None:
     from trl import SFTConfig, SFTTrainer
 
-    args, cfg = parse_config([SFTArgs, SFTConfig], argv + device_overrides())
+    args, cfg = parse_config([SFTArgs, SFTConfig], argv + device_overrides(SFTArgs, SFTConfig))
     tokenizer = load_tokenizer_for_training(args, cfg.trust_remote_code)
-    rows = load_rows(args.dataset_path, ("messages",), args.max_train_samples)
+    rows = load_rows(args.dataset_path, ("messages",), args.max_train_samples, optional=("train_turns", "prefills"))
     dataset = build_dataset(rows, tokenizer, args.train_on, cfg.max_length)
     if cfg.padding_free and not cfg.packing:
         cfg.max_length = None  # build_dataset already truncated; TRL refuses max_length with padding_free alone
     model, peft_config = load_policy(args, cfg.bf16, cfg.trust_remote_code)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
     trainer.train(resume_from_checkpoint=cfg.resume_from_checkpoint)
-    if trainer.accelerator.is_main_process:
-        objective = "cross-entropy on " + ("the final revision turn" if args.train_on == "final_turn" else "every assistant turn")
-        save_outputs(trainer.model, tokenizer, cfg.output_dir, "sft", objective, args, (args, cfg),
-                     {"steps": trainer.state.global_step, "final train loss": _last_loss(trainer)},
-                     cfg.trust_remote_code)  # fmt: skip
+    objective = {
+        "correct_turns": "cross-entropy on the model-produced tokens of every correct assistant turn (wrong turns and prefills masked)",
+        "final_turn": "cross-entropy on the model-produced tokens of the final assistant turn (prefill masked)",
+        "all_assistant": "cross-entropy on the model-produced tokens of every assistant turn, wrong ones included (prefills masked)",
+    }[args.train_on]
+    save_outputs(trainer.save_model, tokenizer, cfg.output_dir, "sft", objective, args, (args, cfg),
+                 {"steps": trainer.state.global_step, "final train loss": _last_loss(trainer)},
+                 cfg.trust_remote_code, trainer.accelerator.is_main_process)  # fmt: skip
 
 
 def _last_loss(trainer) -> str:

@@ -64,6 +64,12 @@ class Task:
         """Batched scoring; model-based scorers (toxicity) override this."""
         return [self.score(e, r) for e, r in zip(examples, responses)]
 
+    def group(self, example: Example) -> str:
+        """The unit a held-out split must keep whole. Items that share it share wording, people or an
+        answer, so putting some in training and others in evaluation leaks. Here each example stands
+        alone; tasks built from templates override this."""
+        return example.id
+
     def option_labels(self, example: Example) -> list[str] | None:
         """Labels whose next-token probabilities the rollout records (multiple choice only)."""
         return list(LETTERS[: len(example.choices)]) if example.choices else None
@@ -108,20 +114,73 @@ def _letter_patterns(n: int) -> re.Pattern[str]:
 
 _PATTERN_CACHE: dict[int, re.Pattern[str]] = {}
 
+# Words as ``normalise`` splits them, plus the punctuation that ends a clause: a negation reaches no
+# further than its clause ("I'm not sure, but the grandfather" keeps the grandfather).
+_TOKEN = re.compile(r"[\w']+|[.,;:!?\n]")
+_ARTICLES = r"(?: (?:the|a|an|option|choice|answer))*"
+# "not X", "it's not X", "it can't be X", "neither X nor Y", "rather than X", "instead of X": rejected.
+_NEG_BEFORE = re.compile(
+    r"(?:^| )(?:not|never|neither|nor|rather than|instead of|other than|except|except for|isn't|wasn't|aren't"
+    r"|weren't|(?:cannot|can't|couldn't|wouldn't) be)" + _ARTICLES + "$"
+)
+# "X is not the one", "X isn't the answer", "X is wrong": a rejection whatever the question was.
+_NEG_AFTER_IDENTITY = re.compile(
+    r"^(?:(?:is|was|are|were)(?: also)? (?:not|never)|isn't|wasn't|aren't|weren't)"
+    r" (?:the |a )?(?:one|answer|correct|right|person|culprit|option|choice|it|to blame)\b"
+    r"|^(?:is|was|are|were)(?: also)? (?:incorrect|wrong)\b"
+)
+# "X was not ...", "X didn't ...": rejects X, unless the question itself is negated ("Who did not ...?"),
+# when the same words echo the question and name X as the answer.
+_NEG_AFTER_PREDICATE = re.compile(
+    r"^(?:(?:is|was|are|were|do|does|did|would|could|should|will|can|has|have|had)(?: also)? (?:not|never)"
+    r"|never|cannot|(?:is|was|are|were|do|does|did|would|could|should|wo|ca|has|have|had)n't)\b"
+)
+_NEGATED_QUESTION = re.compile(r"\b(?:not|never|no one|nobody)\b|n't\b")
+
+
+def _words(text: str) -> tuple[list[str], list[int]]:
+    """The words of ``text`` as ``normalise`` gives them, and the clause each belongs to."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = text.replace("\u2019", "'").replace("\u2018", "'").replace("`", "'")
+    words: list[str] = []
+    clauses: list[int] = []
+    clause = 0
+    for tok in _TOKEN.findall(text):
+        if tok[0] in ".,;:!?\n":
+            clause += 1
+        elif tok := tok.strip("'"):  # a quote mark around a word is not part of it
+            words.append(tok)
+            clauses.append(clause)
+    return words, clauses
+
+
+def _phrase_words(phrase: str) -> tuple[str, ...]:
+    return tuple(w.strip("'") for w in normalise(phrase).split() if w.strip("'"))
+
 
 def parse_choice(
-    response: str, choices: list[str], synonyms: dict[int, list[str]] | None = None, max_chars: int = 4000
+    response: str,
+    choices: list[str],
+    synonyms: dict[int, list[str]] | None = None,
+    max_chars: int = 4000,
+    question: str | None = None,
 ) -> int | None:
     """Index of the option a free-text response chooses, or None.
 
     The earliest mention wins: an option letter ("B", "(b)", "B."), an option's text, or one of the
-    ``synonyms`` of an option (BBQ's list of ways to say "unknown"). Only the first ``max_chars``
-    characters are read, so a runaway generation costs nothing.
+    ``synonyms`` of an option (BBQ's list of ways to say "unknown"). A mention that rejects the option
+    ("not the grandfather", "the grandfather is not the one", "it isn't B", "rather than ...") does
+    not count; "X was not ..." / "X didn't ..." counts as a rejection unless ``question`` is itself
+    negated, when it echoes the question. A response that only rejects is None: we do not guess which
+    of the rest it meant. Only the first ``max_chars`` characters are read, so a runaway generation
+    costs nothing.
 
     >>> parse_choice("B. The grandson", ["The grandfather", "The grandson", "Unknown"])
     1
     >>> parse_choice("I think it's the grandfather.", ["The grandfather", "The grandson", "Unknown"])
     0
+    >>> parse_choice("The grandfather is not the one; it is unknown.", ["The grandfather", "The grandson", "Unknown"])
+    2
     >>> parse_choice("A man walked in.", ["x", "y"]) is None
     True
     """
@@ -130,42 +189,56 @@ def parse_choice(
     text = response[:max_chars]
     n = min(len(choices), len(LETTERS))
     pat = _PATTERN_CACHE.setdefault(n, _letter_patterns(n))
-    best: tuple[int, int, int] | None = None  # (position, -length, index)
-    m = pat.search(text)
-    if m:
-        letter = next(g for g in m.groups() if g)
-        best = (m.start(), 0, LETTERS.index(letter.upper()))
-    norm = " " + normalise(text) + " "
-    # Positions in the normalised text are only comparable with each other, so text matches compete
-    # among themselves; a letter found in the raw text wins over text found later in it.
-    text_best: tuple[int, int, int] | None = None
-    candidates: list[tuple[str, int]] = []
+    words, clauses = _words(text)
+    echo = question is not None and _NEGATED_QUESTION.search(question.lower()) is not None
+
+    def rejected(start: int, end: int) -> bool:
+        before = " ".join(w for w, c in zip(words[max(0, start - 6) : start], clauses[max(0, start - 6) : start])
+                          if c == clauses[start])  # fmt: skip
+        if _NEG_BEFORE.search(before):
+            return True
+        after = " ".join(w for w, c in zip(words[end : end + 6], clauses[end : end + 6]) if c == clauses[end - 1])
+        return bool(_NEG_AFTER_IDENTITY.search(after) or (not echo and _NEG_AFTER_PREDICATE.search(after)))
+
+    # (word position, letters before text at the same position, longer phrase first, option index)
+    best: tuple[int, int, int, int] | None = None
+    for m in pat.finditer(text):
+        g = next(k for k in range(1, 4) if m.group(k))
+        pos = len(_words(text[: m.start(g)])[0])
+        if pos < len(words) and not rejected(pos, pos + 1):
+            best = (pos, 0, 0, LETTERS.index(m.group(g).upper()))
+            break
+    candidates: list[tuple[tuple[str, ...], int, int]] = []
     for i, c in enumerate(choices[:n]):
-        c_norm = normalise(str(c))
-        if c_norm:
-            candidates.append((c_norm, i))
-            if c_norm.startswith("the "):
-                candidates.append((c_norm[4:], i))
-    for i, words in (synonyms or {}).items():
-        candidates += [(normalise(w), i) for w in words if normalise(w)]
-    for phrase, i in candidates:
-        pos = norm.find(" " + phrase + " ")
-        # "not the grandmother" names an option to reject it: look for a later mention instead.
-        while pos >= 0 and norm[:pos].endswith((" not", " not the", " not a", " not an")):
-            pos = norm.find(" " + phrase + " ", pos + 1)
-        if pos >= 0:
-            key = (pos, -len(phrase), i)
-            if text_best is None or key < text_best:
-                text_best = key
-    if best is None and text_best is None:
-        return None
-    if best is None:
-        return text_best[2]  # type: ignore[index]
-    if text_best is None:
-        return best[2]
-    # Both found: compare where each starts, mapping the letter's raw position to normalised text.
-    letter_pos = len(" " + normalise(text[: best[0]]))
-    return best[2] if letter_pos <= text_best[0] else text_best[2]
+        p = _phrase_words(str(c))
+        if p:
+            candidates.append((p, len(" ".join(p)), i))
+            if p[0] == "the" and len(p) > 1:
+                candidates.append((p[1:], len(" ".join(p[1:])), i))
+    for i, phrases in (synonyms or {}).items():
+        candidates += [(p, len(" ".join(p)), i) for w in phrases if (p := _phrase_words(w))]
+    starts: dict[str, list[int]] = {}
+    for k, w in enumerate(words):
+        starts.setdefault(w, []).append(k)
+    found = sorted(
+        (k, -len(p), -length, i)
+        for p, length, i in candidates
+        for k in starts.get(p[0], [])
+        if tuple(words[k : k + len(p)]) == p
+    )
+    # Longest match first, and a match inside a longer one is part of it: "not enough info" within a
+    # rejected "not enough information to tell" is not a mention of its own.
+    covered = 0
+    for k, neg_words, neg_chars, i in found:
+        if best is not None and k > best[0]:
+            break
+        if k < covered:
+            continue
+        covered = k - neg_words
+        if not rejected(k, covered):
+            best = min(best, (k, 1, neg_chars, i)) if best is not None else (k, 1, neg_chars, i)
+            break
+    return None if best is None else best[3]
 
 
 class MultipleChoiceTask(Task):

@@ -1,8 +1,11 @@
 """GSM8K grade-school maths (Cobbe et al. 2021, arXiv 2110.14168).
 
 References end in ``#### <number>``. A model's answer is read tolerantly: an explicit ``####``
-marker, then "answer is ...", then ``\\boxed{...}``, else the last number in the text. Numbers are
-compared as values, so "1,000", "$1000.00" and "1000" agree.
+marker, then "answer is ...", then ``\\boxed{...}``, else the last number in the text. After a marker
+the answer is the number that ends the stated result: in "The answer is 5 + 3 = 8 apples" it is 8, in
+"The answer is 18, which is 9 * 2" it is 18. A comma groups thousands only before exactly three
+digits ("1,000,000"); "12,15" is two numbers. Numbers are compared as values, so "1,000", "$1000.00"
+and "1000" agree.
 
 Data: the release's ``test.jsonl`` / ``train.jsonl`` (question, answer); when no path is given and the
 hub is reachable, ``openai/gsm8k`` (config "main").
@@ -19,7 +22,16 @@ from data_gen.errors import UserError
 from data_gen.jsonl import read_rows
 from data_gen.tasks.base import UNPARSED, Example, Score, Task
 
-_NUM = r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:\s?/\s?\d+)?"
+_NUM = r"-?\$?\s?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:\s?/\s?\d+)?"
+# A number and the arithmetic that continues it ("9 * 2 = $18"); the last number it reaches is the
+# result, and the repeated group keeps exactly that one.
+_CHAIN = re.compile(rf"({_NUM})(?:\s*(?:[-+*/x\u00d7\u00f7=]|\\times|\\cdot)\s*({_NUM}))*")
+# Where a stated answer ends: a sentence end (a period not inside a number), a new line, a closing brace.
+_MARKERS = (
+    (re.compile(r"####"), re.compile(r"\n")),
+    (re.compile(r"answer is", re.IGNORECASE), re.compile(r"\.(?!\d)|[!?\n]")),
+    (re.compile(r"\\boxed\{"), re.compile(r"\}")),
+)
 
 
 def to_number(text: str) -> Fraction | None:
@@ -53,14 +65,19 @@ def extract_answer(response: str, max_chars: int = 20000) -> str:
     '18'
     >>> extract_answer("#### 1,000")
     '1000'
+    >>> extract_answer("The answer is 5 + 3 = 8")
+    '8'
     """
     if not isinstance(response, str):
         return UNPARSED
     text = response[-max_chars:]
-    for pattern in (r"####\s*(" + _NUM + ")", r"answer is[:\s]*(" + _NUM + ")", r"\\boxed\{\s*(" + _NUM + r")\s*\}"):
-        found = re.findall(pattern, text, flags=re.IGNORECASE)
-        if found and (x := to_number(found[-1])) is not None:
-            return format_number(x)
+    for marker, end in _MARKERS:
+        for m in reversed(list(marker.finditer(text))):  # the last statement that holds a number
+            rest = text[m.end() :]
+            stop = end.search(rest)
+            chain = _CHAIN.search(rest[: stop.start() if stop else len(rest)])
+            if chain and (x := to_number(chain.group(2) or chain.group(1))) is not None:
+                return format_number(x)
     for cand in reversed(re.findall(_NUM, text)):
         if (x := to_number(cand)) is not None:
             return format_number(x)
@@ -86,7 +103,8 @@ class GSM8KTask(Task):
                 gold = extract_reference(row["answer"])
             except ValueError as e:
                 raise UserError(f"{where}: {e}") from None
-            yield Example(id=str(row.get("id", f"{split}/{i}")), question=row["question"], gold=gold)
+            steps = re.sub(r"<<[^>]*>>", "", row["answer"].split("####")[0]).strip()  # drop calculator annotations
+            yield Example(id=str(row.get("id", f"{split}/{i}")), question=row["question"], gold=gold, fields={"solution": steps})
 
     def score(self, example: Example, response: str) -> Score:
         answer = extract_answer(response)
@@ -94,4 +112,6 @@ class GSM8KTask(Task):
         return Score(answer=answer, correct=correct, reward=float(correct))
 
     def gold_response(self, example: Example) -> str:
-        return f" The answer is {example.gold}.\n#### {example.gold}"
+        """The reference's worked steps, then the answer in the form the prompt sets ask for."""
+        steps = example.fields.get("solution")
+        return f" {steps}\nThe answer is {example.gold}." if steps else f" The answer is {example.gold}."

@@ -62,6 +62,10 @@ class WinogenderTask(MultipleChoiceTask):
     name = "winogender"
     hub_id = None  # no canonical hub copy of the templates; pass the release folder
 
+    def group(self, example: Example) -> str:
+        """The occupation: its two templates and their participant and pronoun variants share wording."""
+        return example.fields["occupation"]
+
     def load(self, dataset_path: str | None, split: str = "test") -> Iterator[Example]:
         if dataset_path is None:
             raise UserError("winogender needs --dataset_path (a folder with templates.tsv and occupations-stats.tsv)")

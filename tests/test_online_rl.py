@@ -1,0 +1,151 @@
+"""The on-policy trainers (SCoRe, K-round RL) on chat templates of three families (ChatML, Llama 3,
+Mistral), each with two end-of-sequence ids: round t's context is the rendered conversation exactly
+as eval renders it, every recipe runs 3 steps, LoRA B moves, and a resumed run reproduces the losses."""
+
+import json
+import os
+
+import pytest
+from conftest import ROOT
+from helpers import PS, make_trace
+from test_train import lora_b_changed
+
+from data_gen.build import rl_row
+from data_gen.rollout import render_chat
+from data_gen.tasks.base import Example
+
+STYLE_RECIPE = {"chatml": "qwen2.5-1.5b-instruct", "llama3": "llama-3.1-8b-instruct", "mistral": "mistral-7b-instruct-v0.3"}
+
+
+@pytest.fixture(scope="module")
+def rl_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rl") / "rl.jsonl"
+    answers = [["A", "C"], ["C", "C"], ["B", "A"], ["C", "B"]]
+    path.write_text("".join(json.dumps(rl_row(make_trace(f"Age/{i}", a), PS)) + "\n" for i, a in enumerate(answers)))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def toy_rl_file(tmp_path_factory):
+    """RL rows of the test-only task whose reward (even response length) varies between samples."""
+    path = tmp_path_factory.mktemp("toy-rl") / "rl.jsonl"
+    rows = [{"id": str(i), "task": "even_length", "prompt_set": PS.name,
+             "example": json.dumps(Example(id=str(i), question=f"Say something number {i}.", gold="even").to_dict())}
+            for i in range(4)]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture(scope="module", params=list(STYLE_RECIPE))
+def styled_model(request, tmp_path_factory):
+    from tiny_model import build
+
+    # The model ends its turn with probability 0.3 per step, so most rounds end in an end token.
+    return request.param, build(str(tmp_path_factory.mktemp(request.param)), style=request.param, two_eos=True, end_prob=0.3)
+
+
+def _argv(method, style, model_dir, data, out):
+    recipe = os.path.join(ROOT, "recipes", STYLE_RECIPE[style], "bbq", f"{method}.yaml")
+    argv = ["--config", recipe, "--model_name_or_path", model_dir, "--dataset_path", data, "--output_dir", out,
+            "--max_steps", "3", "--per_device_prompts", "2", "--num_generations", "2", "--max_new_tokens", "6",
+            "--micro_batch_size", "4", "--learning_rate", "1e-2", "--report_to", "none", "--gradient_checkpointing", "false",
+            "--save_steps", "0"]  # fmt: skip
+    return argv + (["--stage1_steps", "1"] if method == "score" else ["--rounds", "3"])
+
+
+def _trainer(method, argv):
+    from data_gen.config import parse_config
+    from train.common import TrainArgs, device_overrides
+    from train.kround import KRoundConfig, KRoundTrainer
+    from train.score import SCoReConfig, SCoReTrainer
+
+    cfg_type, cls = {"score": (SCoReConfig, SCoReTrainer), "kround": (KRoundConfig, KRoundTrainer)}[method]
+    args, cfg = parse_config([TrainArgs, cfg_type], argv + device_overrides(TrainArgs, cfg_type))
+    cfg.validate()
+    return cls(args, cfg)
+
+
+@pytest.mark.parametrize("method", ["score", "kround"])
+def test_each_round_context_is_the_rendered_conversation(method, styled_model, rl_file, tmp_path):
+    """x_t = the tokenised conversation of rounds < t plus round t's instruction and prefill, exactly
+    what eval feeds the model; the old SCoRe code raised on Llama/Mistral templates and doubled the
+    end-of-turn token on ChatML models with two eos ids."""
+    style, model_dir = styled_model
+    trainer = _trainer(method, _argv(method, style, model_dir, rl_file, str(tmp_path)))
+    trainer.setup()
+    tok = trainer.tokenizer
+    end = tok.eos_token_id
+    assert len(trainer.gen.eos_ids) == 2 and min(trainer.gen.eos_ids) != end
+    questions = {json.loads(line)["id"]: Example.from_dict(json.loads(json.loads(line)["example"])).question for line in open(rl_file)}
+    first = {}
+    for q in questions.values():
+        text = render_chat(tok, [{"role": "user", "content": PS.first_turn(q)}], PS.first_prefill)
+        first[tuple(tok.encode(text, add_special_tokens=False))] = q
+    episodes = trainer.sample(0)
+    k = trainer.rounds()
+    assert len(episodes) == 4 and all(len(ep.prompts) == k for ep in episodes)
+    n_ended = 0
+    for ep in episodes:
+        conv = [{"role": "user", "content": PS.first_turn(first[tuple(ep.prompts[0])])}]
+        for t in range(1, k):
+            y = ep.responses[t - 1]
+            n_ended += y[-1] == end
+            prefill = PS.first_prefill if t == 1 else PS.review_prefill
+            conv += [{"role": "assistant", "content": prefill + tok.decode(y, skip_special_tokens=True)},
+                     {"role": "user", "content": PS.review_turn()}]  # fmt: skip
+            assert ep.prompts[t] == tok.encode(render_chat(tok, conv, PS.review_prefill), add_special_tokens=False)
+            assert (end, end) not in set(zip(ep.prompts[t], ep.prompts[t][1:]))  # never a doubled end-of-turn token
+    assert n_ended >= 1  # responses that end in the end-of-turn token were exercised
+
+
+@pytest.mark.parametrize("method", ["score", "kround"])
+def test_recipe_runs_three_steps_and_moves_lora(method, styled_model, toy_rl_file, tmp_path):
+    from train.kround import main as kround_main
+    from train.score import main as score_main
+
+    style, model_dir = styled_model
+    out = str(tmp_path / method)
+    {"score": score_main, "kround": kround_main}[method](_argv(method, style, model_dir, toy_rl_file, out) + ["--task", "toy_task:EvenLengthTask"])
+    log = [json.loads(line) for line in open(os.path.join(out, f"{method}_log.jsonl"))]
+    assert len(log) == 3 and all(abs(h["loss"]) < 1e4 for h in log)
+    if method == "score":
+        assert [h["stage"] for h in log] == [1, 2, 2]
+    else:
+        assert {f"reward_r{t}" for t in (1, 2, 3)} <= set(log[0]) and "right_to_wrong_2_3" in log[0]
+    assert lora_b_changed(out)
+    card = open(os.path.join(out, "README.md")).read()
+    assert "never moved" not in card
+
+
+def test_kround_resume_reproduces_the_uninterrupted_run(tiny_model_dir, toy_rl_file, tmp_path):
+    from safetensors.torch import load_file
+
+    from train.kround import main
+
+    args = ["--model_name_or_path", tiny_model_dir, "--dataset_path", toy_rl_file, "--task", "toy_task:EvenLengthTask",
+            "--prompt_set", PS.name, "--max_steps", "4", "--save_steps", "2", "--per_device_prompts", "2",
+            "--num_generations", "2", "--rounds", "3", "--max_new_tokens", "6", "--learning_rate", "5e-3"]  # fmt: skip
+    full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
+    main([*args, "--output_dir", full])
+    main([*args, "--output_dir", resumed, "--resume_from_checkpoint", f"{full}/checkpoint-2"])
+    log_full = [json.loads(line) for line in open(os.path.join(full, "kround_log.jsonl"))]
+    log_resumed = [json.loads(line) for line in open(os.path.join(resumed, "kround_log.jsonl"))]
+    assert [h["step"] for h in log_resumed] == [3, 4]
+    for a, b in zip(log_full[2:], log_resumed):
+        assert [a[f"reward_r{t}"] for t in (1, 2, 3)] == [b[f"reward_r{t}"] for t in (1, 2, 3)]
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-7)
+    wa, wb = load_file(os.path.join(full, "adapter_model.safetensors")), load_file(os.path.join(resumed, "adapter_model.safetensors"))
+    assert wa.keys() == wb.keys() and all(float((wa[k] - wb[k]).abs().max()) < 1e-5 for k in wa)
+
+
+def test_a_run_whose_weights_never_moved_says_so(tiny_model_dir, rl_file, tmp_path, capsys):
+    """BBQ on the random tiny model: every answer is wrong, every advantage 0, so nothing moves."""
+    from train.kround import main
+
+    out = str(tmp_path / "still")
+    main(["--model_name_or_path", tiny_model_dir, "--dataset_path", rl_file, "--max_steps", "2", "--per_device_prompts", "2",
+          "--num_generations", "2", "--rounds", "2", "--max_new_tokens", "4", "--output_dir", out])  # fmt: skip
+    log = [json.loads(line) for line in open(os.path.join(out, "kround_log.jsonl"))]
+    assert all(h["reward_r1"] == 0 and h["reward_r2"] == 0 for h in log)
+    assert "never moved" in open(os.path.join(out, "README.md")).read()
+    assert "never moved" in capsys.readouterr().err

@@ -1,0 +1,286 @@
+"""What each trainer teaches: on hand-made traces and tensors, the exact tokens that carry loss and the
+return each one gets, checked against the method's paper.
+
+SCoRe: Kumar et al. 2024 (arXiv 2409.12917), Sec. 5.1 Eq. 3 (Stage I), Sec. 5.2 (Stage II, bonus on
+the second attempt only). GRPO: Shao et al. 2024 (arXiv 2402.03300), group-normalised advantages.
+"""
+
+import json
+
+import pytest
+import torch
+from helpers import PS, make_trace
+
+from data_gen.build import build_all, dpo_rows_in_trace, rl_row, sft_rows
+from data_gen.tasks import get_task
+from train.online_rl import Episode, episode_loss, leave_one_out, pack_episode, prompt_indices, round_advantages
+from train.rewards import RevisionReward, score_returns
+
+BBQ = get_task("bbq")
+
+
+# ---- SCoRe: returns per attempt -----------------------------------------------------------------
+
+
+def test_score_stage2_bonus_reaches_attempt2_only():
+    """Stage II: attempt 1 <- r1 + r2, attempt 2 <- r2 + alpha (r2 - r1). The old code credited
+    attempt 1 with r1 + r2 + alpha (r2 - r1): (1,1) -> 2, (0,1) -> 11, (1,0) -> -9 at alpha 10."""
+    alpha = 10.0
+    got = {(r1, r2): score_returns(r1, r2, stage=2, alpha=alpha) for r1 in (0.0, 1.0) for r2 in (0.0, 1.0)}
+    assert got == {(1.0, 1.0): (2.0, 1.0), (0.0, 1.0): (1.0, 11.0), (1.0, 0.0): (1.0, -10.0), (0.0, 0.0): (0.0, 0.0)}
+    # A right first attempt never earns attempt 1 less than a wrong one with the same second attempt.
+    for r2 in (0.0, 1.0):
+        assert got[(1.0, r2)][0] > got[(0.0, r2)][0]
+    # Stage I maximises r2 only: both attempts are credited r2 (Eq. 3).
+    assert score_returns(1.0, 0.0, stage=1, alpha=alpha) == (0.0, 0.0)
+    assert score_returns(0.0, 1.0, stage=1, alpha=alpha) == (1.0, 1.0)
+
+
+def _one_episode_tensors():
+    # One sequence of 7 predicted tokens: prompt, 2 tokens of attempt 1, 2 of the instruction, 2 of attempt 2.
+    owner = torch.tensor([[-1, 0, 0, -1, -1, 1, 1]])
+    logp = torch.log(torch.tensor([[0.9, 0.5, 0.4, 0.3, 0.2, 0.6, 0.7]])).requires_grad_(True)
+    ref = torch.log(torch.tensor([[0.9, 0.4, 0.4, 0.9, 0.9, 0.5, 0.7]]))
+    return logp, ref, owner
+
+
+def _k3(logp, ref):
+    d = ref - logp.detach()
+    return torch.exp(d) - d - 1
+
+
+def test_score_stage1_keeps_kl_on_attempt2():
+    """Stage I: beta2 KL on attempt 1 and the default beta1 KL on attempt 2 (the old code had none on attempt 2)."""
+    from train.score import SCoReConfig, SCoReTrainer
+
+    trainer = SCoReTrainer(None, SCoReConfig(stage1_steps=2, beta1=0.01, beta2=0.1))
+    assert trainer.kl_coefs(0) == [0.1, 0.01] and trainer.kl_coefs(1) == [0.1, 0.01]
+    assert trainer.kl_coefs(2) == [0.01, 0.01]
+    logp, ref, owner = _one_episode_tensors()
+    k3 = _k3(logp, ref)
+    kl1, kl2 = float(k3[0, 1:3].sum()), float(k3[0, 5:7].sum())
+    assert kl1 > 0 and kl2 > 0
+    zero = torch.zeros(1, 2)
+    loss, parts = episode_loss(logp, ref, owner, zero, torch.tensor(trainer.kl_coefs(0)), n_episodes=1)
+    assert float(loss.detach()) == pytest.approx(0.1 * kl1 + 0.01 * kl2)
+    assert parts["kl"] == pytest.approx([kl1, kl2])
+
+
+def test_episode_loss_gradient_is_advantage_on_response_tokens_only():
+    logp, ref, owner = _one_episode_tensors()
+    adv = torch.tensor([[3.0, -2.0]])
+    loss, _ = episode_loss(logp, logp.detach(), owner, adv, torch.zeros(2), n_episodes=2)
+    loss.backward()
+    # d loss / d logp = -A_t / E on round t's tokens; prompt and instruction tokens get nothing.
+    assert torch.allclose(logp.grad[0], torch.tensor([0.0, -1.5, -1.5, 0.0, 0.0, 1.0, 1.0]))
+
+
+def test_returns_to_advantages_for_a_hand_made_group():
+    """Four episodes of one prompt in Stage II (alpha 10): returns per attempt, then leave-one-out per attempt."""
+    rewards = [(0.0, 1.0), (1.0, 1.0), (1.0, 0.0), (0.0, 0.0)]
+    returns = [list(score_returns(a, b, 2, 10.0)) for a, b in rewards]
+    assert returns == [[1.0, 11.0], [2.0, 1.0], [1.0, -10.0], [0.0, 0.0]]
+    adv = round_advantages(returns, group=4)
+    # attempt 1: 1 - (2+1+0)/3 = 0, 2 - 2/3, 1 - 1, 0 - 4/3; attempt 2: 11 - (-9)/3 = 14, 1 - 1/3, -10 - 12/3, 0 - 2/3
+    assert adv == [pytest.approx([0.0, 14.0]), pytest.approx([4 / 3, 2 / 3]), pytest.approx([0.0, -14.0]),
+                   pytest.approx([-4 / 3, -2 / 3])]  # fmt: skip
+    assert leave_one_out([5.0], group=1) == [5.0]
+
+
+# ---- episodes: the tokens trained are the tokens sampled, in their own context -------------------
+
+
+def test_pack_episode_keeps_each_response_in_its_sampling_context():
+    # Round 2's prompt continues round 1 token for token: one sequence.
+    (seq,) = pack_episode(Episode([[1, 2], [1, 2, 3, 4, 9, 9]], [[3, 4], [5, 6]], [0.0, 1.0]))
+    assert seq == ([1, 2, 3, 4, 9, 9, 5, 6], [-1, -1, 0, 0, -1, -1, 1, 1])
+    # The template closed round 1 with another end token (7) than the one sampled (4): two sequences,
+    # attempt 1 keeps its sampled ids, attempt 2 its real context (no doubled end-of-turn token).
+    a, b = pack_episode(Episode([[1, 2], [1, 2, 3, 7, 9]], [[3, 4], [5]], [0.0, 1.0]))
+    assert a == ([1, 2, 3, 4], [-1, -1, 0, 0]) and b == ([1, 2, 3, 7, 9, 5], [-1, -1, -1, -1, -1, 1])
+
+
+# ---- data order ----------------------------------------------------------------------------------
+
+
+def test_prompt_order_is_shuffled_every_epoch_and_disjoint_across_ranks():
+    n, per, world = 12, 2, 2
+    epoch = [i for step in range(3) for rank in range(world) for i in prompt_indices(step, per, world, rank, n, seed=7)]
+    assert sorted(epoch) == list(range(n)) and epoch != list(range(n))  # every row once, not in file order
+    nxt = [i for step in range(3, 6) for rank in range(world) for i in prompt_indices(step, per, world, rank, n, seed=7)]
+    assert sorted(nxt) == list(range(n)) and nxt != epoch  # reshuffled for the next epoch
+    assert prompt_indices(4, per, world, 1, n, seed=7) == prompt_indices(4, per, world, 1, n, seed=7)  # resumable
+    assert [prompt_indices(0, per, world, r, n, seed=8) for r in range(world)] != [
+        prompt_indices(0, per, world, r, n, seed=7) for r in range(world)]  # fmt: skip
+
+
+# ---- SFT: correct turns only, prefills masked ----------------------------------------------------
+
+
+def _loss_text(tok, row, train_on):
+    from train.common import tokenize_conversation
+    from train.sft import turns_to_train
+
+    enc = tokenize_conversation(tok, row["messages"], turns_to_train(row, train_on), row.get("prefills"))
+    spans, cur = [], []
+    for i, m in zip(enc["input_ids"], enc["assistant_masks"]):
+        if m:
+            cur.append(i)
+        elif cur:
+            spans.append(tok.decode(cur))
+            cur = []
+    if cur:
+        spans.append(tok.decode(cur))
+    return spans
+
+
+def test_sft_loss_is_on_correct_turns_without_prefill(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    sources = {"final_correct", "improving", "rationalised"}
+    rows = {r["source"]: r for r in sft_rows(make_trace("Age/1", ["A", "C", "C"]), BBQ, PS, sources)}
+    # wrong (A) -> right (C) -> right (C): the wrong first answer is context only.
+    assert _loss_text(tok, rows["final_correct"], "correct_turns") == [" C. Can't be determined<|im_end|>"] * 2
+    assert _loss_text(tok, rows["improving"], "correct_turns") == [" C. Can't be determined<|im_end|>"]
+    assert _loss_text(tok, rows["rationalised"], "correct_turns") == [" C. Can't be determined<|im_end|>"]
+    # The old behaviour, kept behind an explicit option, trains the wrong answer too.
+    assert _loss_text(tok, rows["final_correct"], "all_assistant") == [" A. The grandfather<|im_end|>"] + [
+        " C. Can't be determined<|im_end|>"] * 2  # fmt: skip
+    assert _loss_text(tok, rows["final_correct"], "final_turn") == [" C. Can't be determined<|im_end|>"]
+    # right -> wrong -> right: the correct first answer is trained, the wrong middle one is not.
+    (row,) = sft_rows(make_trace("Age/2", ["C", "A", "C"]), BBQ, PS, {"final_correct"})
+    assert row["train_turns"] == [True, False, True]
+    assert row["prefills"] == [PS.first_prefill, PS.review_prefill, PS.review_prefill]
+
+
+def test_sft_rows_without_turn_flags_need_an_explicit_choice():
+    from data_gen.errors import UserError
+    from train.sft import turns_to_train
+
+    row = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    with pytest.raises(UserError, match="train_turns"):
+        turns_to_train(row, "correct_turns")
+    assert turns_to_train(row, "all_assistant") is None
+
+
+# ---- DPO: which completions are compared ---------------------------------------------------------
+
+
+def test_dpo_pairs_are_oriented_and_use_their_rounds_prefill():
+    rows = dpo_rows_in_trace(make_trace("Age/3", ["C", "A", "B"]), BBQ, PS, {"switched", "improved", "rationalised"})
+    by = {r["source"]: r for r in rows}
+    # round 2 abandoned the right answer: keeping it (as a round-2 answer, with round 2's prefill) is chosen.
+    assert by["switched"]["chosen"][0]["content"] == PS.review_prefill + " C. Can't be determined"
+    assert by["switched"]["rejected"][0]["content"] == PS.review_prefill + " A. The grandfather"
+    assert by["rationalised"]["round"] == 3 and by["rationalised"]["rejected"][0]["content"].endswith("B. The grandson")
+    # Pairs across samples at round 1 carry round 1's own prefill.
+    a, b = make_trace("Age/4", ["C", "C"], sample=0), make_trace("Age/4", ["A", "A"], sample=1)
+    (pair,) = [r for k, r in build_all([a, b], BBQ, PS, [], ["samples"]) if k == "dpo" and r["round"] == 1]
+    assert pair["chosen"][0]["content"] == PS.first_prefill + " C. Can't be determined"
+    assert pair["rejected"][0]["content"] == PS.first_prefill + " A. The grandfather"
+    assert pair["task"] == "bbq" and pair["prompt_set"] == PS.name
+
+
+# ---- GRPO: the shaping survives group normalisation -----------------------------------------------
+
+
+def _trl_advantages(rewards, group):
+    """TRL 1.x GRPO with scale_rewards="group": (R - group mean) / (group std + 1e-4)."""
+    r = torch.tensor(rewards).view(-1, group)
+    return ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)).view(-1).tolist()
+
+
+def test_grpo_shaping_changes_advantages_with_on_policy_first_attempts():
+    ex = json.dumps(make_trace("Age/5", ["C"])["example"])
+    completions = [" C. Can't be determined", " C. Can't be determined", " A. The grandfather", " A. The grandfather"]
+    # On-policy: each sample of the group has its own first attempt (right, wrong, right, wrong).
+    first_reward, first_correct = [1.0, 0.0, 1.0, 0.0], [True, False, True, False]
+
+    def adv(alpha, penalty, fr, fc):
+        rewards = RevisionReward(BBQ, alpha, penalty)(completions, example=[ex] * 4, first_reward=fr, first_correct=fc)
+        return rewards, _trl_advantages(rewards, 4)
+
+    r0, a0 = adv(0.0, 0.0, first_reward, first_correct)
+    r1, a1 = adv(1.0, 0.0, first_reward, first_correct)
+    r2, a2 = adv(0.0, 0.5, first_reward, first_correct)
+    assert r0 == [1.0, 1.0, 0.0, 0.0] and r1 == [1.0, 2.0, -1.0, 0.0] and r2 == [1.0, 1.0, -0.5, 0.0]
+    assert a1 != pytest.approx(a0) and a2 != pytest.approx(a0)
+    assert a1[1] > a1[0]  # fixing a wrong first answer beats keeping a right one
+    # With the trace's fixed first attempt (one r1 for the whole group), the shaping cancels out.
+    _, b0 = adv(0.0, 0.0, [0.0] * 4, [False] * 4)
+    _, b1 = adv(1.0, 0.0, [0.0] * 4, [False] * 4)
+    assert b1 == pytest.approx(b0, abs=1e-3)
+
+
+def test_grpo_refuses_shaping_it_cannot_apply():
+    from types import SimpleNamespace
+
+    from data_gen.errors import UserError
+    from train.grpo import GRPOArgs, check_options
+
+    cfg = SimpleNamespace(temperature=1.0, use_vllm=False, use_transformers_continuous_batching=False, top_k=0,
+                          min_p=None, repetition_penalty=1.0, fsdp="")  # fmt: skip
+    with pytest.raises(UserError, match="group baseline removes them"):
+        check_options(GRPOArgs(first_attempt="trace", alpha=1.0), cfg)
+    with pytest.raises(UserError, match="needs generation_backend selfcorrect"):
+        check_options(GRPOArgs(generation_backend="trl"), cfg)
+    check_options(GRPOArgs(first_attempt="trace", generation_backend="trl"), cfg)
+    check_options(GRPOArgs(alpha=1.0, abandon_penalty=0.5), cfg)
+
+
+def test_rl_rows_carry_provenance():
+    row = rl_row(make_trace("Age/6", ["A", "C"]), PS)
+    assert (row["task"], row["prompt_set"], row["prompt_set_version"]) == ("bbq", PS.name, PS.version)
+
+
+# ---- K-round RL: returns per reward mode, built from rounds t..K only ----------------------------
+
+
+def test_kround_returns_by_hand():
+    from train.kround import kround_returns
+
+    r = [0.0, 1.0, 0.0, 1.0, 1.0]  # wrong, right, lost it, right again, kept it
+    # final: every round is credited the last round's reward.
+    assert kround_returns(r, "final") == [1.0] * 5
+    # sum: reward-to-go, G_t = r_t + ... + r_K.
+    assert kround_returns(r, "sum") == [3.0, 3.0, 2.0, 2.0, 1.0]
+    # convergence (penalty 1, bonus 0.5): earned u = [0, 1, 0 - 1, 1 + 0.5, 1 + 0.5] (round 3 abandons
+    # a right answer; rounds 4 and 5 are right through to the end); G_t = u_t + ... + u_5.
+    assert kround_returns(r, "convergence", flip_penalty=1.0, stable_bonus=0.5) == [3.0, 3.0, 2.0, 3.0, 1.5]
+    # Settling earlier earns more: right from round 2 vs right from round 4 (same final answer).
+    early = kround_returns([0.0, 1.0, 1.0, 1.0, 1.0], "convergence")
+    late = kround_returns([0.0, 0.0, 0.0, 1.0, 1.0], "convergence")
+    assert early[0] == 4 + 0.5 * 4 and late[0] == 2 + 0.5 * 2
+    # A round earns nothing for rounds before it: the same future gives the same return whatever came first.
+    assert kround_returns([1.0, 0.0, 1.0], "sum")[1:] == kround_returns([0.0, 0.0, 1.0], "sum")[1:]
+
+
+def test_kround_advantages_are_per_round_index():
+    from train.kround import kround_returns
+
+    episodes = [[1.0, 1.0, 1.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]  # three episodes of one prompt
+    returns = [kround_returns(e, "sum") for e in episodes]
+    assert returns == [[3.0, 2.0, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]
+    adv = round_advantages(returns, group=3)
+    # round 1: 3 - (1+1)/2 = 2, 1 - (3+1)/2 = -1, 1 - 2 = -1; round 3: 1 - 0.5, 1 - 0.5, 0 - 1
+    assert adv == [[2.0, 1.0, 0.5], [-1.0, -0.5, 0.5], [-1.0, -0.5, -1.0]]
+
+
+def test_gsm8k_rationalised_revision_has_the_tasks_answer_format():
+    from conftest import fixture
+
+    from data_gen.prompts import get_prompt_set
+
+    task = get_task("gsm8k")
+    ex = next(iter(task.load(fixture("gsm8k"))))
+    cot = get_prompt_set("cot")
+    trace = {"id": ex.id, "task": "gsm8k", "example": ex.to_dict(), "rounds": [
+        {"user": cot.first_turn(ex.question), "prefill": None, "response": " 16 - 3 = 13. The answer is 13.",
+         "answer": "13", "correct": False, "score": {"answer": "13", "correct": False, "reward": 0.0}}]}  # fmt: skip
+    (row,) = sft_rows(trace, task, cot, {"rationalised"})
+    revision = row["messages"][-1]["content"]
+    # Janet's ducks: the reference's worked steps without its <<...>> calculator notes, then the answer.
+    assert revision.startswith(" Janet sells 16 - 3 - 4 = 9 duck eggs a day.")
+    assert "<<" not in revision and revision.endswith("\nThe answer is 18.")
+    assert task.score(ex, revision).correct and row["train_turns"] == [False, True]

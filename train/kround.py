@@ -1,0 +1,133 @@
+"""K-round on-policy RL for convergence: reach the right answer early and keep it over K rounds.
+
+    accelerate launch --quiet --config_file accelerate_configs/cpu.yaml train/kround.py --config recipes/demo/kround.yaml
+
+Each episode is K self-correction rounds sampled from the current policy with the eval prompt set,
+by the same rollout engine and the same conversation rendering as eval (round-incremental KV
+cache; the ``num_generations`` episodes of a prompt share its prefill). The tokens trained on are
+the tokens sampled. The task's scorer gives each round a reward r_1..r_K (1 = right for BBQ).
+
+Per-round credit. Round s earns a reward u_s (below); the return of round t's tokens is the sum
+of what rounds t..K earn, G_t = u_t + ... + u_K: a round cannot earn credit for what happened
+before it, only for its own answer and the rounds that follow from it. ``reward_mode``:
+
+- ``final``:       u_s = r_K if s = K else 0, so G_t = r_K for every round. Only where the
+                   conversation ends counts; a right answer at round 2 that is later lost earns
+                   nothing, and one reached at round K earns as much as one held from round 1.
+- ``sum``:         u_s = r_s, so G_t = r_t + ... + r_K. Every round that is right counts, so being
+                   right early (more rounds right) is worth more than being right late.
+- ``convergence`` (default): u_s = r_s - flip_penalty * [round s-1 right and round s wrong]
+                   + stable_bonus * [rounds s..K all right]. On top of ``sum``, abandoning a right
+                   answer costs ``flip_penalty`` at the round that abandons it (the previous answer
+                   is part of round s's context, so the round that flips is the one charged), and
+                   each round from which the answer stays right to the end adds ``stable_bonus``:
+                   converging to the right answer at round c adds stable_bonus * (K - c + 1) to
+                   every return up to round c, so the earlier the model settles, the more it earns.
+
+Advantages are per round with a leave-one-out baseline over the G episodes of the same prompt at
+the same round index (train/online_rl.py), so round t is compared only with round t of the other
+episodes. A KL penalty ``beta`` to the reference (LoRA: the adapter disabled) applies to every
+generated token of every round (k3 estimator). The loss is REINFORCE with these per-round
+advantages, shared with SCoRe (train/score.py), which is the K = 2 case with its own returns and
+KL weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from data_gen.errors import UserError, run_cli
+from train.online_rl import OnlineRLConfig, OnlineRLTrainer, run_trainer
+
+REWARD_MODES = ("final", "sum", "convergence")
+
+
+def kround_returns(
+    rewards: list[float], mode: str = "convergence", flip_penalty: float = 1.0, stable_bonus: float = 0.5,
+    right_threshold: float = 1.0,
+) -> list[float]:
+    """Return G_t of each round of one episode from its per-round rewards (see the module docstring).
+
+    A round is "right" when its reward is at least ``right_threshold`` (rewards are 0/1 for the
+    multiple-choice and maths tasks).
+
+    >>> kround_returns([0.0, 1.0, 1.0], "final")
+    [1.0, 1.0, 1.0]
+    >>> kround_returns([0.0, 1.0, 1.0], "sum")
+    [2.0, 2.0, 1.0]
+    >>> kround_returns([1.0, 0.0, 1.0], "convergence", flip_penalty=1.0, stable_bonus=0.5)
+    [1.5, 0.5, 1.5]
+    """
+    if mode not in REWARD_MODES:
+        raise UserError(f"reward_mode must be one of {', '.join(REWARD_MODES)} (got '{mode}')")
+    k = len(rewards)
+    if mode == "final":
+        earned = [0.0] * (k - 1) + [rewards[-1]]
+    elif mode == "sum":
+        earned = list(rewards)
+    else:
+        right = [r >= right_threshold for r in rewards]
+        earned = []
+        for s in range(k):
+            u = rewards[s]
+            if s > 0 and right[s - 1] and not right[s]:
+                u -= flip_penalty
+            if all(right[s:]):
+                u += stable_bonus
+            earned.append(u)
+    returns, acc = [0.0] * k, 0.0
+    for s in range(k - 1, -1, -1):
+        acc += earned[s]
+        returns[s] = acc
+    return returns
+
+
+@dataclass
+class KRoundConfig(OnlineRLConfig):
+    output_dir: str = field(default="outputs/kround", metadata={"help": "Where the adapter, card and log go."})
+    rounds: int = field(default=3, metadata={"help": "Rounds K per episode (train with the K you evaluate with, or fewer)."})
+    reward_mode: str = field(default="convergence", metadata={"help": "final | sum | convergence (see train/kround.py)."})
+    flip_penalty: float = field(default=1.0, metadata={"help": "convergence: cost of turning a right answer wrong."})
+    stable_bonus: float = field(default=0.5, metadata={"help": "convergence: bonus per round from which the answer stays right."})
+    beta: float = field(default=0.01, metadata={"help": "KL weight on every generated token (SCoRe's beta1)."})
+
+    def validate(self) -> None:
+        super().validate()
+        if self.rounds < 2:
+            raise UserError(f"rounds must be >= 2 for self-correction (got {self.rounds})")
+        if self.reward_mode not in REWARD_MODES:
+            raise UserError(f"reward_mode must be one of {', '.join(REWARD_MODES)} (got '{self.reward_mode}')")
+        if self.beta < 0 or self.flip_penalty < 0 or self.stable_bonus < 0:
+            raise UserError("beta, flip_penalty and stable_bonus must be >= 0")
+
+
+class KRoundTrainer(OnlineRLTrainer):
+    method = "kround"
+
+    def rounds(self) -> int:
+        return self.cfg.rounds
+
+    def returns(self, rewards: list[float], step: int) -> list[float]:
+        c = self.cfg
+        return kround_returns(rewards, c.reward_mode, c.flip_penalty, c.stable_bonus)
+
+    def kl_coefs(self, step: int) -> list[float]:
+        return [self.cfg.beta] * self.cfg.rounds
+
+    def objective(self) -> str:
+        c = self.cfg
+        what = {
+            "final": "G_t = r_K (final-round reward)",
+            "sum": "G_t = r_t + ... + r_K",
+            "convergence": f"G_t = sum over s >= t of r_s - {c.flip_penalty}*[right->wrong at s] + {c.stable_bonus}*[right from s to K]",
+        }[c.reward_mode]
+        return (f"K-round on-policy REINFORCE over {c.rounds} rounds, reward_mode {c.reward_mode}: {what}; "
+                f"leave-one-out baseline per round; - {c.beta}*KL on every generated token")  # fmt: skip
+
+
+def main(argv: list[str]) -> None:
+    run_trainer(KRoundTrainer, KRoundConfig, argv)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,461 @@
+"""What the on-policy trainers share (train/score.py, SCoRe): episodes sampled by the rollout
+engine, per-round credit, the REINFORCE loss with a KL penalty, and the training loop.
+
+An episode is K rounds of one self-correction trajectory, sampled from the current policy with
+``data_gen.rollout.run_rounds``, the same function data_gen and eval use: round t's prompt x_t is
+the rendered conversation so far (exactly what eval would feed the model), y_t the tokens the
+policy sampled. The tokens trained on are the tokens sampled, each scored in the context it was
+sampled in (``pack_episode``).
+
+A trainer subclass says only what is method-specific: the return each round's tokens are credited
+(``returns``) and the KL weight of each round (``kl_coefs``). Everything else is here:
+
+    loss = (1 / E) * sum over episodes e, rounds t, tokens i of y_t:
+               - A[e, t] * log pi(y_t,i | x_t, y_t,<i)  +  kl[t] * k3(pi, ref)(y_t,i)
+
+with A[e, t] = G[e, t] - mean of G[., t] over the other episodes of the same prompt (leave-one-out
+baseline, per round index) and k3 = exp(ref - logp) - (ref - logp) - 1, the non-negative KL
+estimator of Schulman (2020) that GRPO uses (Shao et al. 2024, arXiv 2402.03300, Eq. 4). Tokens of
+the prompt, the instruction turns and padding carry no loss.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import random
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from data_gen.errors import UserError
+
+
+# ---- data order --------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def _permutation(n_rows: int, seed: int, epoch: int) -> tuple[int, ...]:
+    order = list(range(n_rows))
+    random.Random(f"{seed}:{epoch}").shuffle(order)
+    return tuple(order)
+
+
+def prompt_indices(step: int, per_device: int, world: int, rank: int, n_rows: int, seed: int) -> list[int]:
+    """Dataset rows one process trains on at one step.
+
+    The rows are walked in a seeded random order, reshuffled every epoch (a data_gen file is sorted
+    by category and template, so file order would give each step siblings of one template). The
+    order depends only on (seed, step), so a resumed run sees the same rows as an uninterrupted
+    one, and the processes of a step take disjoint slices.
+
+    >>> sorted(prompt_indices(0, 2, 2, 0, 4, seed=0) + prompt_indices(0, 2, 2, 1, 4, seed=0))
+    [0, 1, 2, 3]
+    """
+    out = []
+    for i in range(per_device):
+        epoch, k = divmod((step * world + rank) * per_device + i, n_rows)
+        out.append(_permutation(n_rows, seed, epoch)[k])
+    return out
+
+
+# ---- episodes, credit, loss --------------------------------------------------------------------
+
+
+@dataclass
+class Episode:
+    """One sampled trajectory: per round, the prompt ids, the sampled ids and the task's reward."""
+
+    prompts: list[list[int]]
+    responses: list[list[int]]
+    rewards: list[float]
+
+
+def pack_episode(ep: Episode) -> list[tuple[list[int], list[int]]]:
+    """Training sequences of an episode, each with the owner of every token: the round whose
+    response the token is (0-based), or -1 for context (prompt, instruction turns).
+
+    Round t+1's prompt usually continues round t's prompt and response token for token; then both
+    rounds share one sequence. When the chat template re-renders the earlier turn differently (it
+    trims the answer, or closes it with another end-of-turn token than the one sampled), round t+1
+    starts a new sequence, so every response is scored in exactly the context it was sampled in.
+
+    >>> pack_episode(Episode([[1, 2], [1, 2, 3, 9, 4]], [[3], [5, 6]], [0.0, 1.0]))
+    [([1, 2, 3, 9, 4, 5, 6], [-1, -1, 0, -1, -1, 1, 1])]
+    >>> pack_episode(Episode([[1, 2], [1, 2, 7, 4]], [[3], [5]], [0.0, 1.0]))
+    [([1, 2, 3], [-1, -1, 0]), ([1, 2, 7, 4, 5], [-1, -1, -1, -1, 1])]
+    """
+    seqs: list[tuple[list[int], list[int]]] = []
+    ids: list[int] = []
+    owner: list[int] = []
+    for t, (x, y) in enumerate(zip(ep.prompts, ep.responses)):
+        if ids and len(x) >= len(ids) and x[: len(ids)] == ids:
+            owner += [-1] * (len(x) - len(ids))
+            ids = list(x)
+        else:
+            if ids:
+                seqs.append((ids, owner))
+            ids, owner = list(x), [-1] * len(x)
+        ids = ids + list(y)
+        owner = owner + [t] * len(y)
+    seqs.append((ids, owner))
+    return seqs
+
+
+def leave_one_out(values: list[float], group: int) -> list[float]:
+    """value - mean of the other values in its group of ``group`` (no baseline when group == 1).
+
+    >>> leave_one_out([1.0, 0.0, 2.0, 2.0], group=2)
+    [1.0, -1.0, 0.0, 0.0]
+    """
+    out = []
+    for i in range(0, len(values), group):
+        g = values[i : i + group]
+        s = sum(g)
+        out += [v - (s - v) / (len(g) - 1) if len(g) > 1 else v for v in g]
+    return out
+
+
+def round_advantages(returns: list[list[float]], group: int) -> list[list[float]]:
+    """Per-round leave-one-out advantages: episode e's return at round t minus the mean return at
+    round t of the other episodes of the same prompt (episodes come in consecutive groups)."""
+    k = len(returns[0]) if returns else 0
+    cols = [leave_one_out([g[t] for g in returns], group) for t in range(k)]
+    return [[cols[t][e] for t in range(k)] for e in range(len(returns))]
+
+
+def episode_loss(logp, ref_logp, owner, adv, kl_coef, n_episodes: int):
+    """The REINFORCE loss of the module docstring over a micro-batch of packed sequences.
+
+    logp, ref_logp: (S, T) log-probs of each predicted token under the policy and the reference;
+    owner: (S, T) round of the response each predicted token belongs to (-1: no loss);
+    adv: (S, K) advantage of each round for the episode each sequence comes from; kl_coef: (K,).
+    Returns the loss (summed over tokens, divided by ``n_episodes``: a step's micro-batches add up
+    to the mean over its episodes) and, per round, the policy-gradient and KL parts.
+    """
+    import torch
+
+    mask = owner >= 0
+    idx = owner.clamp(min=0)
+    a = adv.gather(1, idx) * mask
+    beta = kl_coef.to(logp.dtype)[idx] * mask
+    diff = (ref_logp - logp).clamp(-20, 20)
+    kl_tok = (torch.exp(diff) - diff - 1) * mask
+    pg_tok = -a * logp
+    loss = (pg_tok + beta * kl_tok).sum() / n_episodes
+    k = adv.shape[1]
+    parts = {
+        "pg": [float((pg_tok * (owner == t)).sum().detach()) / n_episodes for t in range(k)],
+        "kl": [float((kl_tok * (owner == t)).sum().detach()) / n_episodes for t in range(k)],
+    }
+    return loss, parts
+
+
+def token_logprobs(model, ids, att):
+    """log p(token t+1 | tokens <= t) for every position, shape (batch, len - 1)."""
+    from trl.trainer.utils import selective_log_softmax
+
+    logits = model(input_ids=ids, attention_mask=att).logits[:, :-1].float()
+    return selective_log_softmax(logits, ids[:, 1:])
+
+
+# ---- config and loop ---------------------------------------------------------------------------
+
+
+@dataclass
+class OnlineRLConfig:
+    """Options of the on-policy trainers; names and meanings follow transformers' TrainingArguments
+    where a key exists there."""
+
+    output_dir: str = field(default="outputs/online_rl", metadata={"help": "Where the adapter, card and log go."})
+    max_steps: int = field(default=100, metadata={"help": "Optimizer steps."})
+    per_device_prompts: int = field(default=4, metadata={"help": "Prompts per process per step."})
+    num_generations: int = field(default=2, metadata={"help": "Episodes sampled per prompt (>= 2 enables the baseline)."})
+    micro_batch_size: int = field(default=8, metadata={"help": "Training sequences per forward/backward pass."})
+    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 = none)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of every round."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Maximum tokens per round."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory."})
+    bf16: bool = field(default=True, metadata={"help": "bf16 weights and autocast on GPU (forced off on CPU)."})
+    use_cpu: bool = field(default=False, metadata={"help": "Train on the CPU."})
+    seed: int = field(default=42, metadata={"help": "Seed for sampling and data order."})
+    logging_steps: int = field(default=1, metadata={"help": "Log every N steps."})
+    save_steps: int = field(default=0, metadata={"help": "Save a resumable checkpoint every N steps (0 = only at the end)."})
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "checkpoint-N folder to resume from."})
+    report_to: str = field(default="none", metadata={"help": "none | wandb"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the hub."})
+
+    def validate(self) -> None:
+        for name in ("num_generations", "per_device_prompts", "max_steps", "micro_batch_size", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.temperature <= 0:
+            raise UserError("on-policy RL samples: temperature must be > 0")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"top_p must be in (0, 1] (got {self.top_p})")
+        if self.learning_rate <= 0:
+            raise UserError(f"learning_rate must be > 0 (got {self.learning_rate})")
+
+
+class OnlineRLTrainer:
+    """The loop every on-policy trainer runs: set up, then per step sample episodes, credit each
+    round, take one optimizer step; save checkpoints and the final adapter. Subclasses define
+    ``method``, ``rounds(step)``, ``returns``, ``kl_coefs``, ``objective`` and may add log fields."""
+
+    method = "online_rl"
+
+    def __init__(self, args, cfg: OnlineRLConfig):
+        self.args, self.cfg = args, cfg
+        self.history: list[dict[str, Any]] = []
+
+    # -- what a method defines --
+    def rounds(self) -> int:
+        raise NotImplementedError
+
+    def returns(self, rewards: list[float], step: int) -> list[float]:
+        """The return credited to each round's tokens of one episode, from its per-round rewards."""
+        raise NotImplementedError
+
+    def kl_coefs(self, step: int) -> list[float]:
+        raise NotImplementedError
+
+    def objective(self) -> str:
+        raise NotImplementedError
+
+    def extra_log(self, step: int, rewards: list[list[float]]) -> dict[str, Any]:
+        return {}
+
+    # -- set-up --
+    def setup(self) -> None:
+        import torch
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+        from transformers import get_linear_schedule_with_warmup
+
+        from data_gen.prompts import get_prompt_set
+        from data_gen.rollout import Generator, SamplingConfig
+        from data_gen.tasks import get_task
+        from data_gen.tasks.base import Example
+        from train.common import load_policy, load_tokenizer_for_training, read_training_rows
+
+        args, cfg = self.args, self.cfg
+        set_seed(cfg.seed)
+        self.acc = Accelerator(cpu=cfg.use_cpu, log_with="wandb" if cfg.report_to == "wandb" else None)
+        self.task = get_task(args.task, getattr(args, "classifier", None), getattr(args, "threshold", 0.5))
+        self.prompt_set = get_prompt_set(args.prompt_set, args.prompt_sets_file)
+        if self.prompt_set.external:
+            raise UserError(f"{self.method} trains intrinsic self-correction: use a prompt set without external feedback")
+        rows = read_training_rows(args.dataset_path, ("example",), args.max_train_samples)
+        check_provenance(rows, args.dataset_path, self.task.name, self.prompt_set.name)
+        self.examples = [Example.from_dict(json.loads(r["example"]) if isinstance(r["example"], str) else r["example"])
+                         for r in rows]  # fmt: skip
+        self.tokenizer = load_tokenizer_for_training(args, cfg.trust_remote_code)
+        bf16 = cfg.bf16 and not cfg.use_cpu
+        model, peft_config = load_policy(args, bf16, cfg.trust_remote_code)
+        self.ref_model = None
+        if peft_config is not None:
+            from peft import get_peft_model, prepare_model_for_kbit_training
+
+            if args.load_in_4bit:
+                model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+            model = get_peft_model(model, peft_config)
+        else:
+            self.ref_model, _ = load_policy(args, bf16, cfg.trust_remote_code)
+            self.ref_model.requires_grad_(False).eval()
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if peft_config is not None:
+                model.enable_input_require_grads()
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        scheduler = get_linear_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.max_steps)
+        self.model, self.optimizer, self.scheduler = self.acc.prepare(model, optimizer, scheduler)
+        if self.ref_model is not None:
+            self.ref_model.to(self.acc.device)
+        self.policy = self.acc.unwrap_model(self.model)
+        self.start_step = 0
+        if cfg.resume_from_checkpoint:
+            self.acc.load_state(cfg.resume_from_checkpoint)
+            with open(os.path.join(cfg.resume_from_checkpoint, "online_rl_state.json")) as f:
+                self.start_step = json.load(f)["step"]
+        self.initial_checksum = weights_checksum(self.params)
+        if self.acc.is_main_process and cfg.report_to == "wandb":
+            self.acc.init_trackers(f"selfcorrect-{self.method}", config={**vars(args), **vars(cfg)})
+        sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.seed)
+        group = cfg.per_device_prompts * cfg.num_generations
+        self.gen = Generator(self.policy, self.tokenizer, sampling, batch_size=group)
+
+    # -- one step --
+    def sample(self, step: int, on_round=None) -> list[Episode]:
+        """Episodes of this process at ``step``: num_generations per prompt, consecutive."""
+        from data_gen.rollout import run_rounds
+
+        cfg = self.cfg
+        idx = prompt_indices(step, cfg.per_device_prompts, self.acc.num_processes, self.acc.process_index,
+                             len(self.examples), cfg.seed)  # fmt: skip
+        examples = [self.examples[i] for i in idx]
+        by_round: list[list[Any]] = []
+
+        def collect(r, gens):
+            by_round.append(gens)
+            if on_round is not None:
+                on_round(r)
+
+        self.policy.eval()
+        traces = run_rounds(self.gen, self.task, self.prompt_set, examples, self.rounds(), samples=cfg.num_generations,
+                            on_round=collect, seed_key=f"s{step}/p{self.acc.process_index}/")  # fmt: skip
+        return [
+            Episode(
+                prompts=[by_round[t][e].prompt_ids for t in range(len(by_round))],
+                responses=[by_round[t][e].token_ids for t in range(len(by_round))],
+                rewards=[float(rec["score"]["reward"]) for rec in tr["rounds"]],
+            )
+            for e, tr in enumerate(traces)
+        ]
+
+    def update(self, episodes: list[Episode], advantages: list[list[float]], kl: list[float]) -> dict[str, Any]:
+        """One optimizer step on the episodes; returns the loss and its per-round parts."""
+        import torch
+
+        acc, cfg = self.acc, self.cfg
+        self.policy.train()
+        seqs = [(ids, owner, e) for e, ep in enumerate(episodes) for ids, owner in pack_episode(ep)]
+        k = len(kl)
+        kl_coef = torch.tensor(kl, device=acc.device)
+        pad = self.gen.pad_id
+        total = {"loss": 0.0, "pg": [0.0] * k, "kl": [0.0] * k}
+        for s in range(0, len(seqs), cfg.micro_batch_size):
+            chunk = seqs[s : s + cfg.micro_batch_size]
+            width = max(len(ids) for ids, _, _ in chunk)
+            ids = torch.tensor([x + [pad] * (width - len(x)) for x, _, _ in chunk], device=acc.device)
+            att = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _, _ in chunk], device=acc.device)
+            owner = torch.tensor([o + [-1] * (width - len(o)) for _, o, _ in chunk], device=acc.device)[:, 1:]
+            adv = torch.tensor([advantages[e] for _, _, e in chunk], device=acc.device, dtype=torch.float32)
+            with acc.autocast():
+                logp = token_logprobs(self.model, ids, att)
+                with torch.no_grad():
+                    if self.ref_model is not None:
+                        ref = token_logprobs(self.ref_model, ids, att)
+                    else:
+                        with self.policy.disable_adapter():
+                            ref = token_logprobs(self.model, ids, att)
+            loss, parts = episode_loss(logp.float(), ref.float(), owner, adv, kl_coef, len(episodes))
+            acc.backward(loss)
+            total["loss"] += float(loss.detach())
+            for key in ("pg", "kl"):
+                total[key] = [a + b for a, b in zip(total[key], parts[key])]
+        if cfg.max_grad_norm > 0:
+            acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad()
+        return total
+
+    # -- the loop --
+    def run(self) -> None:
+        from tqdm.auto import tqdm
+
+        cfg, acc = self.cfg, self.acc
+        bar = tqdm(range(self.start_step, cfg.max_steps), desc=self.method, disable=not acc.is_local_main_process,
+                   initial=self.start_step, total=cfg.max_steps)  # fmt: skip
+        k = self.rounds()
+        for step in bar:
+            bar.set_postfix_str("sampling round 1")
+            episodes = self.sample(step, on_round=lambda r: bar.set_postfix_str(f"sampling round {min(r + 2, k)}"))
+            rewards = [ep.rewards for ep in episodes]
+            returns = [self.returns(r, step) for r in rewards]
+            advantages = round_advantages(returns, cfg.num_generations)
+            bar.set_postfix_str("update")
+            parts = self.update(episodes, advantages, self.kl_coefs(step))
+            log = self.step_log(step, rewards, parts)
+            self.history.append({"step": step + 1, **log})
+            if (step + 1) % cfg.logging_steps == 0 or step + 1 == cfg.max_steps:
+                acc.log(log, step=step + 1)
+            bar.set_postfix({k2: f"{v:.3f}" for k2, v in log.items() if k2.startswith(("reward_r", "loss"))})
+            if cfg.save_steps and (step + 1) % cfg.save_steps == 0 and step + 1 < cfg.max_steps:
+                self.save_checkpoint(step + 1)
+        self.save_final()
+        acc.end_training()
+
+    def step_log(self, step: int, rewards: list[list[float]], parts: dict[str, Any]) -> dict[str, float]:
+        n = len(rewards)
+        k = len(rewards[0])
+        log: dict[str, float] = {"loss": parts["loss"]}
+        for t in range(k):
+            log[f"reward_r{t + 1}"] = sum(r[t] for r in rewards) / n
+            log[f"pg_loss_r{t + 1}"] = parts["pg"][t]
+            log[f"kl_r{t + 1}"] = parts["kl"][t]
+        for t in range(1, k):
+            log[f"wrong_to_right_{t}_{t + 1}"] = sum(r[t - 1] < r[t] for r in rewards) / n
+            log[f"right_to_wrong_{t}_{t + 1}"] = sum(r[t - 1] > r[t] for r in rewards) / n
+        log["lr"] = self.scheduler.get_last_lr()[0]
+        log.update(self.extra_log(step, rewards))
+        if not all(math.isfinite(v) for v in log.values()):
+            raise RuntimeError(f"non-finite {self.method} statistics at step {step + 1}: {log}")
+        return log
+
+    # -- saving --
+    def save_checkpoint(self, step: int) -> None:
+        ckpt = os.path.join(self.cfg.output_dir, f"checkpoint-{step}")
+        self.acc.save_state(ckpt)
+        if self.acc.is_main_process:
+            with open(os.path.join(ckpt, "online_rl_state.json"), "w") as f:
+                json.dump({"step": step, "method": self.method}, f)
+
+    def save_final(self) -> None:
+        from train.common import save_model_all_ranks, save_outputs
+
+        acc, cfg = self.acc, self.cfg
+        acc.wait_for_everyone()
+        moved = weights_checksum(self.params) != self.initial_checksum
+        last = self.history[-1] if self.history else {}
+        extra = {"steps": cfg.max_steps}
+        k = self.rounds()
+        extra["last mean reward per round"] = " / ".join(f"{last.get(f'reward_r{t + 1}', float('nan')):.3f}" for t in range(k))
+        if not moved:
+            extra["warning"] = "the trainable weights never moved (every advantage was 0: no reward varied within a group)"
+        save_outputs(lambda d: save_model_all_ranks(acc, self.model, d), self.tokenizer, cfg.output_dir, self.method,
+                     self.objective(), self.args, (self.args, cfg), extra, cfg.trust_remote_code, acc.is_main_process)  # fmt: skip
+        if acc.is_main_process:
+            with open(os.path.join(cfg.output_dir, f"{self.method}_log.jsonl"), "a") as f:
+                for h in self.history:
+                    f.write(json.dumps(h) + "\n")
+            if not moved:
+                print(f"warning: {extra['warning']}", file=sys.stderr)
+            print(f"{self.method} done: {cfg.output_dir}", file=sys.stderr)
+
+
+def weights_checksum(params) -> tuple[float, float]:
+    """Two sums over the trainable weights: equal before and after means nothing moved."""
+    import torch
+
+    with torch.no_grad():
+        return (float(sum(p.double().sum() for p in params)), float(sum(p.double().abs().sum() for p in params)))
+
+
+def check_provenance(rows, path: str, task: str, prompt_set: str) -> None:
+    """Refuse data recorded with another task or prompt set than the recipe's (rows without the
+    fields, from older data_gen runs, are accepted)."""
+    for lineno, row in enumerate(rows, 1):
+        for key, want in (("task", task), ("prompt_set", prompt_set)):
+            got = row.get(key)
+            if got is not None and got != want:
+                raise UserError(f"{path}:{lineno}: data was made with {key} '{got}' but the recipe says '{want}'")
+
+
+def run_trainer(trainer_cls: type[OnlineRLTrainer], config_cls: type[OnlineRLConfig], argv: list[str]) -> None:
+    """The whole entry point of an on-policy method: parse the recipe, set up, train, save."""
+    from data_gen.config import parse_config
+    from train.common import TrainArgs, device_overrides
+
+    args, cfg = parse_config([TrainArgs, config_cls], argv + device_overrides(TrainArgs, config_cls))
+    cfg.validate()
+    trainer = trainer_cls(args, cfg)
+    trainer.setup()
+    trainer.run()
