@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from multi_round_generation import SHAPES, _Tok, add_bound, build, hf_generate  # noqa: E402
 
-from data_gen.rollout import Generator, SamplingConfig  # noqa: E402
+from selfcorrect.rollout import Generator, SamplingConfig  # noqa: E402
 
 
 def _sync(model) -> None:

@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_gen.rollout import Generator, SamplingConfig  # noqa: E402
+from selfcorrect.rollout import Generator, SamplingConfig  # noqa: E402
 
 SHAPES = {
     # Published Qwen2.5 architecture values (config.json of the released models).

@@ -28,7 +28,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from multi_round_generation import SHAPES, build  # noqa: E402
 from sft_training import tokenizer  # noqa: E402
 
-from train.common import TrainArgs, load_policy  # noqa: E402
+from trl import ModelConfig  # noqa: E402
+
+from train.common import TRAIN_DEFAULTS, load_policy  # noqa: E402
 
 
 def save_random_model(shape: str, folder: str) -> None:
@@ -48,11 +50,12 @@ def train_peak(folder: str, four_bit: bool, seq: int, steps: int, vocab: int) ->
     rng = torch.Generator().manual_seed(0)
     rows = [{"input_ids": torch.randint(2, vocab, (seq,), generator=rng).tolist(), "assistant_masks": [0] * (seq // 2) + [1] * (seq - seq // 2)}
             for _ in range(steps)]  # fmt: skip
-    args = TrainArgs(model_name_or_path=folder, load_in_4bit=four_bit)
+    args = ModelConfig(**{**TRAIN_DEFAULTS, "model_name_or_path": folder, "load_in_4bit": four_bit,
+                          "dtype": "bfloat16" if cuda else "float32"})  # fmt: skip
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    model, lora = load_policy(args, bf16=cuda)
+    model, lora = load_policy(args)
     with tempfile.TemporaryDirectory() as out:
         cfg = SFTConfig(output_dir=out, per_device_train_batch_size=1, max_steps=steps, learning_rate=1e-4, logging_steps=1,
                         report_to="none", save_strategy="no", disable_tqdm=True, gradient_checkpointing=True, max_length=seq,

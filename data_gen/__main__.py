@@ -11,36 +11,31 @@ import json
 import os
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
 
-from data_gen.build import DPO_SOURCES, SFT_SOURCES, build_all, dataset_card
-from data_gen.config import config_to_dict, parse_config
-from data_gen.errors import UserError, run_cli
-from data_gen.jsonl import read_rows, write_atomic
-from data_gen.prompts import get_prompt_set
-from data_gen.run import RolloutArgs, generate_traces, process_state
-from data_gen.tasks import get_task
+from data_gen.build import build_all, dataset_card
+from data_gen.config import DataGenConfig
+from selfcorrect.config import (
+    DataSource,
+    OverwriteOption,
+    RolloutOptions,
+    SplitOptions,
+    TaskOptions,
+    config_to_dict,
+    parse_config,
+)
+from selfcorrect.device import process_state
+from selfcorrect.errors import run_cli
+from selfcorrect.jsonl import read_rows, write_atomic
+from selfcorrect.tasks import get_task, task_and_prompt_set
+from selfcorrect.trace import Trajectory
+from selfcorrect.trace_run import generate_traces
 
-
-@dataclass
-class DataGenArgs:
-    sft_sources: list[str] = field(
-        default_factory=lambda: ["final_correct", "improving"],
-        metadata={"help": f"SFT conversations to keep: {', '.join(SFT_SOURCES)}."},
-    )
-    dpo_sources: list[str] = field(
-        default_factory=lambda: ["switched", "improved", "samples"],
-        metadata={"help": f"DPO pair kinds to build: {', '.join(DPO_SOURCES)}."},
-    )
-
-    def validate(self) -> None:
-        for name, values, valid in (("sft_sources", self.sft_sources, SFT_SOURCES), ("dpo_sources", self.dpo_sources, DPO_SOURCES)):
-            bad = [v for v in values if v not in valid]
-            if bad:
-                raise UserError(f"{name}: unknown value(s) {', '.join(bad)}; valid: {', '.join(valid)}")
+# What data_gen writes besides the traces (deleted by --overwrite).
+DATASET_OUTPUTS = ["sft.jsonl", "dpo.jsonl", "rl.jsonl", "*.jsonl.tmp.*", "README.md", "config.json"]
 
 
-def write_datasets(traces_path: str, out_dir: str, task, prompt_set, args: RolloutArgs, dg: DataGenArgs) -> Counter:
+def write_datasets(traces_path: str, out_dir: str, task, prompt_set, run: RolloutOptions, data: DataSource,
+                   dg: DataGenConfig) -> Counter:  # fmt: skip
     counts: Counter = Counter()
     paths = {k: os.path.join(out_dir, f"{k}.jsonl") for k in ("sft", "dpo", "rl")}
     tmps = {k: f"{p}.tmp.{os.getpid()}" for k, p in paths.items()}
@@ -49,19 +44,23 @@ def write_datasets(traces_path: str, out_dir: str, task, prompt_set, args: Rollo
         for kind, row in build_all(read_rows(traces_path), task, prompt_set, dg.sft_sources, dg.dpo_sources):
             files[kind].write(json.dumps(row, ensure_ascii=False) + "\n")
             counts[(kind, row.get("source", "first_turn"))] += 1
-    finally:
-        for f in files.values():
+    except BaseException:  # no half-written dataset survives a failure
+        for k, f in files.items():
             f.close()
+            os.remove(tmps[k])
+        raise
+    for f in files.values():
+        f.close()
     for k in paths:
         os.replace(tmps[k], paths[k])
     info = {
-        "source model": args.model_name_or_path + (f" + adapter {args.adapter}" if args.adapter else ""),
+        "source model": run.model_name_or_path + (f" + adapter {run.adapter}" if run.adapter else ""),
         "task": task.name,
-        "dataset": args.dataset_path or getattr(task, "hub_id", None),
+        "dataset": data.dataset_path or getattr(task, "hub_id", None),
         "prompt set": f"{prompt_set.name} (v{prompt_set.version})",
-        "rounds K": args.rounds,
-        "samples per example": args.samples,
-        "decoding": "greedy" if args.temperature == 0 else f"temperature {args.temperature}, top_p {args.top_p}",
+        "rounds K": run.rounds,
+        "samples per example": run.samples,
+        "decoding": "greedy" if run.temperature == 0 else f"temperature {run.temperature}, top_p {run.top_p}",
         "SFT sources": ", ".join(dg.sft_sources),
         "DPO sources": ", ".join(dg.dpo_sources),
     }
@@ -70,38 +69,45 @@ def write_datasets(traces_path: str, out_dir: str, task, prompt_set, args: Rollo
 
 
 def summary(traces_path: str) -> str:
-    from eval.metrics import per_round_accuracy, transition_counts
-
-    answers = [[(rec["answer"], rec["correct"]) for rec in row["rounds"]] for row in read_rows(traces_path)]
-    if not answers:
+    """Accuracy per round and the right/wrong transitions, for the terminal."""
+    n, correct, w2r, r2w = 0, None, None, None
+    for row in read_rows(traces_path):
+        t = Trajectory.from_dict(row)
+        c = [r.correct for r in t.rounds]
+        if correct is None:
+            correct, w2r, r2w = [0] * len(c), [0] * len(c), [0] * len(c)
+        n += 1
+        for r, ok in enumerate(c):
+            correct[r] += ok
+            if r:
+                w2r[r] += ok and not c[r - 1]
+                r2w[r] += c[r - 1] and not ok
+    if not n:
         return "no traces"
-    correct = [[c for _, c in a] for a in answers]
-    acc = per_round_accuracy(correct)
-    lines = [f"{len(answers)} trajectories; accuracy per round: " + "  ".join(f"r{i + 1}={a:.3f}" for i, a in enumerate(acc))]
-    for r in range(1, len(acc)):
-        t = transition_counts([c[r - 1] for c in correct], [c[r] for c in correct])
-        lines.append(f"round {r}->{r + 1}: wrong->right {t['wrong_to_right']}, right->wrong {t['right_to_wrong']}")
+    lines = [f"{n} trajectories; accuracy per round: " + "  ".join(f"r{i + 1}={k / n:.3f}" for i, k in enumerate(correct))]
+    lines += [f"round {r}->{r + 1}: wrong->right {w2r[r]}, right->wrong {r2w[r]}" for r in range(1, len(correct))]
     return "\n".join(lines)
 
 
 def main(argv: list[str]) -> None:
-    args, dg = parse_config([RolloutArgs, DataGenArgs], argv)
-    args.validate()
-    dg.validate()
-    task = get_task(args.task, args.classifier, args.threshold)
-    prompt_set = get_prompt_set(args.prompt_set, args.prompt_sets_file)
-    traces = generate_traces(args, task, prompt_set)
+    opts, data, split, run, dg, ow = parse_config(
+        [TaskOptions, DataSource, SplitOptions, RolloutOptions, DataGenConfig, OverwriteOption], argv, prog="python -m data_gen"
+    )
+    task, prompt_set = task_and_prompt_set(opts)
+    traces = generate_traces(run, data, split, task, prompt_set, "data_gen", owned=DATASET_OUTPUTS,
+                             extra_settings={"sft_sources": dg.sft_sources, "dpo_sources": dg.dpo_sources},
+                             overwrite=ow.overwrite)  # fmt: skip
     if not process_state().is_main_process:
         return
-    write_atomic(os.path.join(args.output_dir, "config.json"), json.dumps(config_to_dict(args, dg), indent=2))
-    counts = write_datasets(traces, args.output_dir, task, prompt_set, args, dg)
+    write_atomic(os.path.join(run.output_dir, "config.json"), json.dumps(config_to_dict(opts, data, split, run, dg, ow), indent=2))
+    counts = write_datasets(traces, run.output_dir, task, prompt_set, run, data, dg)
     print(summary(traces), file=sys.stderr)
-    totals = Counter()
-    for (kind, _), n in counts.items():
-        totals[kind] += n
+    totals: Counter = Counter()
+    for (kind, _), k in counts.items():
+        totals[kind] += k
     print(
         f"wrote {traces}, sft.jsonl ({totals['sft']}), dpo.jsonl ({totals['dpo']}), rl.jsonl ({totals['rl']}) "
-        f"in {args.output_dir}",
+        f"in {run.output_dir}",
         file=sys.stderr,
     )
 

@@ -22,9 +22,9 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from data_gen.prompts import PromptSet
-from data_gen.rollout import conversation
-from data_gen.tasks.base import Example, Task
+from selfcorrect.prompts import PromptSet
+from selfcorrect.tasks.base import Task
+from selfcorrect.trace import Round, Trajectory, conversation
 
 SFT_SOURCES = ("final_correct", "improving", "rationalised")
 DPO_SOURCES = ("switched", "improved", "samples", "rationalised")
@@ -34,127 +34,119 @@ def _assistant(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
 
 
-def _turn(rec: dict[str, Any]) -> str:
-    return (rec.get("prefill") or "") + rec["response"]
+def review_user(trace: Trajectory, prompt_set: PromptSet, r: int = 1) -> str:
+    return (trace.rounds[r].user or "") if len(trace.rounds) > r else prompt_set.review_turn("")
 
 
-def review_user(trace: dict[str, Any], prompt_set: PromptSet, r: int = 1) -> str:
-    rounds = trace["rounds"]
-    return rounds[r]["user"] if len(rounds) > r else prompt_set.review_turn("")
+def provenance(trace: Trajectory, prompt_set: PromptSet) -> dict[str, Any]:
+    """What a trainer checks its recipe against: the task and the prompt set the rows were made with."""
+    return {"task": trace.task, "prompt_set": prompt_set.name, "prompt_set_version": prompt_set.version}
 
 
-def sft_rows(trace: dict[str, Any], task: Task, prompt_set: PromptSet, sources: Iterable[str]) -> list[dict[str, Any]]:
+def sft_rows(trace: Trajectory, task: Task, prompt_set: PromptSet, sources: Iterable[str]) -> list[dict[str, Any]]:
     """SFT conversations of one trace. Each row says, per assistant turn, whether the turn is correct
     (``train_turns``: only correct turns carry loss by default; wrong ones stay as context) and which
     prefill it starts with (``prefills``: given to the model at eval, so never trained on)."""
-    rounds, out = trace["rounds"], []
-    base = {"id": trace["id"], "sample": trace.get("sample", 0), **provenance(trace, prompt_set)}
+    rounds, out = trace.rounds, []
+    base = {"id": trace.id, "sample": trace.sample, **provenance(trace, prompt_set)}
 
-    def row(source: str, upto: int, extra: list[tuple[str, str | None]] = ()) -> dict[str, Any]:
-        """rounds[:upto] plus ``extra`` (user text, prefill + answer) turns marked correct."""
+    def row(source: str, upto: int, extra: tuple[tuple[str, str | None, str], ...] = ()) -> dict[str, Any]:
+        """rounds[:upto] plus ``extra`` (user turn, prefill, answer) turns, which are correct."""
         msgs = conversation(rounds, upto)
-        flags = [bool(rec["correct"]) for rec in rounds[:upto]]
-        prefills = [rec.get("prefill") for rec in rounds[:upto]]
-        for user, (prefill, answer) in extra:
+        flags = [r.correct for r in rounds[:upto]]
+        prefills = [r.prefill for r in rounds[:upto]]
+        for user, prefill, answer in extra:
             msgs += [{"role": "user", "content": user}] + _assistant((prefill or "") + answer)
             flags.append(True)
             prefills.append(prefill)
         return {**base, "source": source, "messages": msgs, "train_turns": flags, "prefills": prefills}
 
-    if "final_correct" in sources and rounds and rounds[-1]["correct"]:
+    if "final_correct" in sources and rounds and rounds[-1].correct:
         out.append(row("final_correct", len(rounds)))
     if "improving" in sources:
         for r in range(1, len(rounds)):
-            if rounds[r]["correct"] and not rounds[r - 1]["correct"]:
+            if rounds[r].correct and not rounds[r - 1].correct:
                 out.append(row("improving", r + 1))
                 break
-    if "rationalised" in sources and rounds and not rounds[0]["correct"]:
-        gold = task.gold_response(Example.from_dict(trace["example"]))
-        out.append(row("rationalised", 1, [(review_user(trace, prompt_set), (prompt_set.review_prefill, gold))]))
+    if "rationalised" in sources and rounds and not rounds[0].correct:
+        gold = task.gold_response(trace.example)
+        out.append(row("rationalised", 1, ((review_user(trace, prompt_set), prompt_set.review_prefill, gold),)))
     return out
 
 
-def provenance(trace: dict[str, Any], prompt_set: PromptSet) -> dict[str, Any]:
-    """What a trainer checks its recipe against: the task and the prompt set the rows were made with."""
-    return {"task": trace["task"], "prompt_set": prompt_set.name, "prompt_set_version": prompt_set.version}
-
-
-def dpo_rows_in_trace(
-    trace: dict[str, Any], task: Task, prompt_set: PromptSet, sources: Iterable[str]
-) -> list[dict[str, Any]]:
-    rounds, out = trace["rounds"], []
+def dpo_rows_in_trace(trace: Trajectory, task: Task, prompt_set: PromptSet, sources: Iterable[str]) -> list[dict[str, Any]]:
+    """Pairs between consecutive rounds of one trace; each completion is presented as round r's answer
+    (with round r's prefill), after round r's conversation."""
+    rounds, out = trace.rounds, []
     for r in range(1, len(rounds)):
         prev, cur = rounds[r - 1], rounds[r]
-        prompt = conversation(rounds, r) + [{"role": "user", "content": cur["user"]}]
-        prefill = cur.get("prefill") or ""
+        prompt = conversation(rounds, r) + [{"role": "user", "content": cur.user or ""}]
+        prefill = cur.prefill or ""
         pair = None
-        if prev["correct"] and not cur["correct"] and "switched" in sources:
-            pair = ("switched", prefill + prev["response"], _turn(cur))
-        elif cur["correct"] and not prev["correct"] and "improved" in sources:
-            pair = ("improved", _turn(cur), prefill + prev["response"])
-        elif not cur["correct"] and not prev["correct"] and "rationalised" in sources:
-            pair = ("rationalised", prefill + task.gold_response(Example.from_dict(trace["example"])), _turn(cur))
+        if prev.correct and not cur.correct and "switched" in sources:
+            pair = ("switched", prefill + prev.response, cur.assistant_text())
+        elif cur.correct and not prev.correct and "improved" in sources:
+            pair = ("improved", cur.assistant_text(), prefill + prev.response)
+        elif not cur.correct and not prev.correct and "rationalised" in sources:
+            pair = ("rationalised", prefill + task.gold_response(trace.example), cur.assistant_text())
         if pair and pair[1] != pair[2]:
-            out.append({"id": trace["id"], **provenance(trace, prompt_set), "round": r + 1, "source": pair[0],
+            out.append({"id": trace.id, **provenance(trace, prompt_set), "round": r + 1, "source": pair[0],
                         "prompt": prompt, "chosen": _assistant(pair[1]), "rejected": _assistant(pair[2])})  # fmt: skip
     return out
 
 
-def dpo_rows_across_samples(traces: list[dict[str, Any]], prompt_set: PromptSet) -> list[dict[str, Any]]:
+def dpo_rows_across_samples(traces: list[Trajectory], prompt_set: PromptSet) -> list[dict[str, Any]]:
     """Best-vs-worst pairs among responses to identical conversations (same example, same history)."""
-    groups: dict[str, list[tuple[list, dict]]] = {}
+    groups: dict[str, list[tuple[list, Round]]] = {}
     for t in traces:
-        for r, rec in enumerate(t["rounds"]):
-            prompt = conversation(t["rounds"], r) + [{"role": "user", "content": rec["user"]}]
-            groups.setdefault(json.dumps(prompt), []).append((prompt, rec))
+        for r, rnd in enumerate(t.rounds):
+            prompt = conversation(t.rounds, r) + [{"role": "user", "content": rnd.user or ""}]
+            groups.setdefault(json.dumps(prompt), []).append((prompt, rnd))
     out = []
     for items in groups.values():
         if len(items) < 2:
             continue
-        best = max(items, key=lambda x: x[1]["score"]["reward"])
-        worst = min(items, key=lambda x: x[1]["score"]["reward"])
-        if best[1]["score"]["reward"] > worst[1]["score"]["reward"] and _turn(best[1]) != _turn(worst[1]):
-            out.append({"id": traces[0]["id"], **provenance(traces[0], prompt_set), "round": len(best[0]) // 2 + 1,
-                        "source": "samples", "prompt": best[0], "chosen": _assistant(_turn(best[1])),
-                        "rejected": _assistant(_turn(worst[1]))})  # fmt: skip
+        best = max(items, key=lambda x: x[1].reward)
+        worst = min(items, key=lambda x: x[1].reward)
+        if best[1].reward > worst[1].reward and best[1].assistant_text() != worst[1].assistant_text():
+            out.append({"id": traces[0].id, **provenance(traces[0], prompt_set), "round": len(best[0]) // 2 + 1,
+                        "source": "samples", "prompt": best[0], "chosen": _assistant(best[1].assistant_text()),
+                        "rejected": _assistant(worst[1].assistant_text())})  # fmt: skip
     return out
 
 
-def rl_row(trace: dict[str, Any], prompt_set: PromptSet) -> dict[str, Any]:
-    first = trace["rounds"][0]
-    revision_prompt = conversation(trace["rounds"], 1) + [{"role": "user", "content": review_user(trace, prompt_set)}]
+def rl_row(trace: Trajectory, prompt_set: PromptSet) -> dict[str, Any]:
+    first = trace.rounds[0]
+    revision_prompt = conversation(trace.rounds, 1) + [{"role": "user", "content": review_user(trace, prompt_set)}]
     if prompt_set.review_prefill:  # TRL continues a trailing assistant message
         revision_prompt += _assistant(prompt_set.review_prefill)
-    prompt = [{"role": "user", "content": first["user"]}]
+    prompt = [{"role": "user", "content": first.user or ""}]
     if prompt_set.first_prefill:
         prompt += _assistant(prompt_set.first_prefill)
     return {
-        "id": trace["id"],
+        "id": trace.id,
         **provenance(trace, prompt_set),
         "prompt": prompt,
         "revision_prompt": revision_prompt,
-        "first_response": first["response"],
-        "first_reward": float(first["score"]["reward"]),
-        "first_correct": bool(first["correct"]),
-        "example": json.dumps(trace["example"], ensure_ascii=False),
+        "first_response": first.response,
+        "first_reward": first.reward,
+        "first_correct": first.correct,
+        "example": json.dumps(trace.example.to_dict(), ensure_ascii=False),
     }
 
 
-def group_by_id(traces: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    for _, grp in itertools.groupby(traces, key=lambda t: t["id"]):
-        yield list(grp)
-
-
 def build_all(
-    traces: Iterable[dict[str, Any]],
+    traces: Iterable[Trajectory | dict[str, Any]],
     task: Task,
     prompt_set: PromptSet,
     sft_sources: Iterable[str] = ("final_correct", "improving"),
     dpo_sources: Iterable[str] = ("switched", "improved", "samples"),
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Stream ("sft" | "dpo" | "rl", row) for every trace, grouped by example id."""
+    """Stream ("sft" | "dpo" | "rl", row) for every trace (a Trajectory or its dict), grouped by id."""
     sft_sources, dpo_sources = set(sft_sources), set(dpo_sources)
-    for group in group_by_id(traces):
+    typed = (t if isinstance(t, Trajectory) else Trajectory.from_dict(t) for t in traces)
+    for _, grp in itertools.groupby(typed, key=lambda t: t.id):
+        group = list(grp)
         seen_sft: set[str] = set()
         for t in group:
             for row in sft_rows(t, task, prompt_set, sft_sources):

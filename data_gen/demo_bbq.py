@@ -18,8 +18,8 @@ import json
 import os
 import random
 
-from data_gen.jsonl import write_atomic
-from data_gen.tasks.bbq import UNKNOWN_SYNONYMS
+from selfcorrect.jsonl import write_atomic
+from selfcorrect.tasks.bbq import UNKNOWN_SYNONYMS
 
 # (category, stereotyped group tag, people pairs [(stereotyped, tag), (other, tag)], context,
 #  negative role sentence with {X} = who has it and {Y} = the other, negative question, non-negative question)

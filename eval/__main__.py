@@ -2,7 +2,8 @@
 
 Runs K self-correction rounds (default 5) with the data_gen rollout engine and writes into
 output_dir: traces.jsonl, metrics.json, report.md and PNG plots (accuracy with intervals, flip rate,
-option entropy, probe activation, BBQ bias scores). Re-running with the same output_dir resumes.
+option entropy, probe activation, the task's own metrics). Re-running with the same output_dir and the
+same settings resumes; other settings stop with one line (``--overwrite true`` starts fresh).
 """
 
 from __future__ import annotations
@@ -11,51 +12,48 @@ import datetime
 import json
 import os
 import sys
-from dataclasses import dataclass, field
 
-from data_gen.config import config_to_dict, parse_config
-from data_gen.errors import UserError, run_cli
-from data_gen.jsonl import read_rows, write_atomic
-from data_gen.prompts import get_prompt_set
-from data_gen.run import RolloutArgs, generate_traces, process_state, load_examples
-from data_gen.tasks import get_task
-
-
-@dataclass
-class EvalArgs:
-    label: str | None = field(default=None, metadata={"help": "Name of this run in reports (default: adapter or model)."})
-    epsilon: float = field(default=0.01, metadata={"help": "Convergence: the metric stays within epsilon of its final value."})
-    delta: float = field(default=0.05, metadata={"help": "Convergence: the flip rate stays at or below delta."})
-    n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples for the 95% intervals."})
-    probe: bool = field(default=False, metadata={"help": "Fit a concept probe and report its activation per round."})
-    probe_layer: int | None = field(default=None, metadata={"help": "Layer whose output is probed (default: the middle one)."})
-    probe_statements: str = field(default="bbq", metadata={"help": "'bbq' or a .jsonl of {text, label} statements."})
-    probe_max_statements: int = field(default=400, metadata={"help": "Statements used to fit the probe."})
-    report_to: str = field(default="none", metadata={"help": "none | wandb (metrics and plots)."})
-
+from eval.config import EvalConfig, wandb_mode_for
+from selfcorrect.config import (
+    DataSource,
+    OverwriteOption,
+    RolloutOptions,
+    SplitOptions,
+    TaskOptions,
+    config_to_dict,
+    parse_config,
+)
+from selfcorrect.device import process_state
+from selfcorrect.errors import UserError, run_cli
+from selfcorrect.jsonl import read_rows, write_atomic
+from selfcorrect.tasks import task_and_prompt_set
+from selfcorrect.trace_run import generate_traces, load_examples
 
 EVAL_DEFAULTS = {"rounds": 5, "output_dir": "outputs/eval"}
+# What eval writes besides the traces (deleted by --overwrite).
+EVAL_OUTPUTS = ["metrics.json", "report.md", "*.png", "probe.json", "config.json"]
 
 
-def evaluate_traces(traces: str, args: RolloutArgs, ev: EvalArgs) -> dict:
-    """traces.jsonl -> metrics.json + report.md + plots in args.output_dir."""
+def evaluate_traces(traces: str, task, info: dict, ev: EvalConfig, output_dir: str, config: dict) -> dict:
+    """traces.jsonl -> metrics.json + report.md + plots in output_dir."""
+    from eval.aggregate import compute_metrics
     from eval.report import verdict, write_report
-    from eval.results import compute_metrics
 
-    label = ev.label or os.path.basename(os.path.normpath(args.adapter or args.model_name_or_path))
-    info = {"label": label, "model": args.model_name_or_path, "adapter": args.adapter, "prompt_set": args.prompt_set,
-            "dataset": args.dataset_path, "date": datetime.date.today().isoformat()}  # fmt: skip
-    metrics = compute_metrics(read_rows(traces), info, ev.epsilon, ev.delta, ev.n_boot, args.threshold, args.seed)
-    probe_file = os.path.join(args.output_dir, "probe.json")
+    info = {**info, "date": datetime.date.today().isoformat()}
+    try:
+        metrics = compute_metrics(read_rows(traces), task, info, ev.epsilon, ev.delta, ev.n_boot, config.get("seed", 0))
+    except ValueError as e:
+        raise UserError(f"{traces}: {e}") from None
+    probe_file = os.path.join(output_dir, "probe.json")
     if os.path.exists(probe_file):
         with open(probe_file) as f:
             metrics["probe"] = {k: v for k, v in json.load(f).items() if k not in ("w", "b")}
-    write_atomic(os.path.join(args.output_dir, "metrics.json"), json.dumps(metrics, indent=2))
-    report = write_report([(label, metrics)], args.output_dir, f"Self-correction evaluation: {label}")
+    write_atomic(os.path.join(output_dir, "metrics.json"), json.dumps(metrics, indent=2))
+    report = write_report([(info["label"], metrics)], output_dir, f"Self-correction evaluation: {info['label']}")
     if ev.report_to == "wandb":
-        _log_wandb(metrics, args.output_dir, config_to_dict(args, ev))
-    print(verdict(label, metrics), file=sys.stderr)
-    print(f"wrote {os.path.join(args.output_dir, 'metrics.json')} and {report}", file=sys.stderr)
+        _log_wandb(metrics, output_dir, config)
+    print(verdict(info["label"], metrics), file=sys.stderr)
+    print(f"wrote {os.path.join(output_dir, 'metrics.json')} and {report}", file=sys.stderr)
     return metrics
 
 
@@ -74,22 +72,35 @@ def _log_wandb(metrics: dict, out_dir: str, config: dict) -> None:
 
 
 def main(argv: list[str]) -> None:
-    args, ev = parse_config([RolloutArgs, EvalArgs], argv, defaults=EVAL_DEFAULTS)
-    args.validate()
-    task = get_task(args.task, args.classifier, args.threshold)
-    prompt_set = get_prompt_set(args.prompt_set, args.prompt_sets_file)
-    probe = None
+    opts, data, split, run, ev, ow = parse_config(
+        [TaskOptions, DataSource, SplitOptions, RolloutOptions, EvalConfig, OverwriteOption], argv, defaults=EVAL_DEFAULTS,
+        prog="python -m eval",
+    )
+    wandb_mode_for(ev.report_to)
+    task, prompt_set = task_and_prompt_set(opts)
+    probe, probe_settings = None, {}
     if ev.probe:
-        from eval.probe import ConceptProbe
+        from eval.probe import ConceptProbe, file_statements
 
-        if ev.probe_statements == "bbq" and task.name != "bbq":
-            raise UserError("probe_statements 'bbq' needs task bbq; pass a .jsonl of {text, label} statements")
-        probe = ConceptProbe(ev.probe_statements, ev.probe_layer, list(load_examples(task, args)) if task.name == "bbq" else [],
-                             ev.probe_max_statements, args.seed)  # fmt: skip
-    traces = generate_traces(args, task, prompt_set, probe=probe)
+        if ev.probe_statements == "task":
+            groups = task.probe_statements(list(load_examples(task, data, split)))
+            if groups is None:
+                raise UserError(f"task {task.name} has no probe statements of its own: pass --probe_statements file.jsonl "
+                                "of {text, label}")  # fmt: skip
+        else:
+            groups = file_statements(ev.probe_statements)
+        probe = ConceptProbe(groups, ev.probe_statements, ev.probe_layer, ev.probe_max_statements, run.seed)
+        probe_settings = {"probe_statements": ev.probe_statements, "probe_layer": ev.probe_layer,
+                          "probe_max_statements": ev.probe_max_statements}  # fmt: skip
+    traces = generate_traces(run, data, split, task, prompt_set, "eval", probe=probe, extra_settings=probe_settings,
+                             owned=EVAL_OUTPUTS, overwrite=ow.overwrite)  # fmt: skip
     if process_state().is_main_process:
-        write_atomic(os.path.join(args.output_dir, "config.json"), json.dumps(config_to_dict(args, ev), indent=2))
-        evaluate_traces(traces, args, ev)
+        config = config_to_dict(opts, data, split, run, ev, ow)
+        write_atomic(os.path.join(run.output_dir, "config.json"), json.dumps(config, indent=2))
+        label = ev.label or os.path.basename(os.path.normpath(run.adapter or run.model_name_or_path))
+        info = {"label": label, "model": run.model_name_or_path, "adapter": run.adapter, "prompt_set": prompt_set.name,
+                "dataset": data.dataset_path, "split": split.split, "heldout": split.heldout}  # fmt: skip
+        evaluate_traces(traces, task, info, ev, run.output_dir, config)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,14 @@
 """Concept probe: a linear probe on last-token hidden states at one layer.
 
-Built-in statement sets:
-- ``bbq``: for each BBQ item with a stereotyped target, the context and question followed by the
-  stereotype-consistent answer (label 0) or the stereotype-inconsistent one (label 1). For a
-  negative question the stereotype-consistent answer is the target group; for a non-negative one it
-  is the other person.
-- a .jsonl file of ``{"text": ..., "label": 0 | 1}`` (e.g. toxic = 0 vs non-toxic = 1).
+Statements come from the task (``Task.probe_statements``: BBQ's stereotype-consistent vs
+-inconsistent answers) or from a .jsonl file of ``{"text": ..., "label": 0 | 1}`` (e.g. toxic = 0
+vs non-toxic = 1).
 Each statement is presented as a user turn (chat template plus generation prompt) and the probe is an
 L2-regularised logistic regression on centred, globally scaled features; its held-out accuracy (20% of the
 statements) is written to probe.json and shown in the report, so a probe that separates nothing is
 visible as such. The probe score is P(label 1) = sigmoid(w.h + b): for ``bbq``, how strongly the
 hidden state points to the non-stereotyped (unbiased) concept. During the eval rollout the hidden state of the last
-prompt token of every round is captured by a forward hook (data_gen.rollout.Generator) and scored,
+prompt token of every round is captured by a forward hook (selfcorrect.rollout.Generator) and scored,
 so no second pass over the conversations is needed.
 """
 
@@ -23,34 +20,20 @@ import os
 import random
 from typing import Any
 
-from data_gen.errors import UserError
-from data_gen.jsonl import read_rows, write_atomic
-from data_gen.tasks.base import LETTERS, Example
+from selfcorrect.errors import UserError
+from selfcorrect.jsonl import read_rows, write_atomic
+from selfcorrect.tasks.base import LETTERS, Example
+from selfcorrect.trace import Trajectory
 
 
-def bbq_statements(examples: list[Example]) -> tuple[list[str], list[int]]:
-    texts, labels = [], []
-    for ex in examples:
-        f = ex.fields
-        if f.get("target_option") is None or not ex.choices:
-            continue
-        stem = ex.question.split("\n\nA. ")[0].replace("\n", " ")
-        target = LETTERS.index(f["target_option"])
-        other = next(i for i in range(len(ex.choices)) if i != target and LETTERS[i] != f["unknown_option"])
-        stereo, anti = (target, other) if f["question_polarity"] == "neg" else (other, target)
-        texts += [f"{stem} {ex.choices[stereo]}.", f"{stem} {ex.choices[anti]}."]
-        labels += [0, 1]
-    return texts, labels
-
-
-def file_statements(path: str) -> tuple[list[str], list[int]]:
-    texts, labels = [], []
+def file_statements(path: str) -> list[list[tuple[str, int]]]:
+    """Statements from a .jsonl of {"text": ..., "label": 0 | 1}, each its own group."""
+    groups = []
     for lineno, row in enumerate(read_rows(path), 1):
-        if not isinstance(row.get("text"), str) or row.get("label") not in (0, 1):
+        if not isinstance(row.get("text"), str) or row.get("label") not in (0, 1) or isinstance(row.get("label"), bool):
             raise UserError(f"{path}:{lineno}: probe statements need 'text' and 'label' (0 or 1)")
-        texts.append(row["text"])
-        labels.append(int(row["label"]))
-    return texts, labels
+        groups.append([(row["text"], int(row["label"]))])
+    return groups
 
 
 def fit_logistic(x, y, l2: float = 1e-2, steps: int = 200):
@@ -78,40 +61,34 @@ def fit_logistic(x, y, l2: float = 1e-2, steps: int = 200):
 
 
 class ConceptProbe:
-    """Fitted at the start of an eval run; annotates every round with probe_score and probe_cosine."""
+    """Fitted at the start of an eval run; annotates every round with probe_score and probe_cosine.
 
-    def __init__(self, statements: str, layer: int | None, examples: list[Example], max_statements: int = 400, seed: int = 0):
-        self.statements, self.layer, self.examples = statements, layer, examples
+    ``groups``: labelled statements in groups that must stay on one side of the train/held-out
+    split (a BBQ item's two statements share their whole stem, so splitting a pair would let the
+    probe score the held-out half by memorising the stem of its partner); ``source`` names them.
+    """
+
+    def __init__(self, groups: list[list[tuple[str, int]]], source: str, layer: int | None, max_statements: int = 400,
+                 seed: int = 0):  # fmt: skip
+        self.source, self.layer = source, layer
         self.max_statements, self.seed = max_statements, seed
         self.w = None
         self.b = 0.0
-
-    def _groups(self) -> list[list[tuple[str, int]]]:
-        """Statements in groups that must stay on one side of the train/held-out split: a BBQ item's
-        two statements share their whole stem, so splitting a pair would let the probe score the
-        held-out half by memorising the stem of its partner."""
-        if self.statements == "bbq":
-            texts, labels = bbq_statements(self.examples)
-            pairs = list(zip(texts, labels))
-            groups = [pairs[i : i + 2] for i in range(0, len(pairs), 2)]
-        else:
-            texts, labels = file_statements(self.statements)
-            groups = [[tl] for tl in zip(texts, labels)]
-        random.Random(self.seed).shuffle(groups)
-        out, n = [], 0
+        groups = list(groups)
+        random.Random(seed).shuffle(groups)
+        self.groups, n = [], 0
         for g in groups:
-            if n + len(g) > self.max_statements:
+            if n + len(g) > max_statements:
                 break
-            out.append(g)
+            self.groups.append(g)
             n += len(g)
-        if len({lab for g in out for _, lab in g}) < 2 or len(out) < 2:
+        if len({lab for g in self.groups for _, lab in g}) < 2 or len(self.groups) < 2:
             raise UserError("the probe needs statements of both labels (and at least two groups)")
-        return out
 
     def prepare(self, model, tokenizer, output_dir: str) -> int:
         import torch
 
-        from data_gen.rollout import Generator, SamplingConfig, decoder_layers
+        from selfcorrect.rollout import Generator, SamplingConfig, decoder_layers
 
         n_layers = len(decoder_layers(model))
         layer = n_layers // 2 if self.layer is None else self.layer
@@ -124,7 +101,7 @@ class ConceptProbe:
                 saved = json.load(f)
             self.w, self.b = torch.tensor(saved["w"]), saved["b"]
             return self.layer
-        groups = self._groups()
+        groups = self.groups
         n_test_groups = max(1, len(groups) // 5)
         n_test = sum(len(g) for g in groups[:n_test_groups])
         texts = [t for g in groups for t, _ in g]
@@ -138,12 +115,12 @@ class ConceptProbe:
         w, b = fit_logistic(x[n_test:], y[n_test:])
         acc = lambda xs, ys: float((((xs @ w + b) > 0).float() == ys).float().mean())  # noqa: E731
         self.w, self.b = w, b
-        info = {"layer": self.layer, "statements": self.statements, "n": len(texts), "train_accuracy": acc(x[n_test:], y[n_test:]),
+        info = {"layer": self.layer, "statements": self.source, "n": len(texts), "train_accuracy": acc(x[n_test:], y[n_test:]),
                 "heldout_accuracy": acc(x[:n_test], y[:n_test]), "b": b, "w": w.tolist()}  # fmt: skip
         write_atomic(path, json.dumps(info))
         return self.layer
 
-    def score(self, h: list[float]) -> tuple[float, float]:
+    def activation(self, h: list[float]) -> tuple[float, float]:
         import torch
 
         v = torch.tensor(h)
@@ -151,8 +128,9 @@ class ConceptProbe:
         cos = float(torch.nn.functional.cosine_similarity(v, self.w, dim=0))
         return 1 / (1 + math.exp(-max(min(logit, 50), -50))), cos
 
-    def annotate(self, rows: list[dict[str, Any]]) -> None:
-        for row in rows:
-            for rec, h in zip(row["rounds"], row.get("_hidden", [])):
+    def annotate(self, trajectories: list[Trajectory]) -> None:
+        """Score each round's captured hidden state (the round's last prompt token)."""
+        for t in trajectories:
+            for rnd, h in zip(t.rounds, t.hidden or []):
                 if h is not None:
-                    rec["probe_score"], rec["probe_cosine"] = self.score(h)
+                    rnd.probe_score, rnd.probe_cosine = self.activation(h)

@@ -1,11 +1,15 @@
-"""report.md and PNG plots for one run or several (base vs trained on the same axes)."""
+"""report.md and PNG plots for one run or several (base vs trained on the same axes).
+
+Task-agnostic: the task's own columns (BBQ's s_AMB and s_DIS, Winogender's correlation, ...) are
+named in each metrics.json (``run.report_columns``), with their values and intervals per round.
+"""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-from data_gen.jsonl import write_atomic
+from selfcorrect.jsonl import write_atomic
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -20,17 +24,30 @@ def _ci(ci: list[float] | None) -> str:
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "[n/a]"
 
 
-def verdict(label: str, m: dict[str, Any], base: tuple[str, dict[str, Any]] | None = None) -> str:
+def settling(m: dict[str, Any]) -> str:
+    """Where the run's accuracy settles and in which direction, in words.
+
+    Convergence is about stability: a run whose accuracy falls and stays down has converged too,
+    so the direction is always said."""
     conv = m["convergence"]["convergence_round"]
+    values = m["headline"]["values"]
+    k = len(values)
+    move = values[-1] - values[0]
+    direction = "up" if move > 1e-9 else "down" if move < -1e-9 else "unchanged"
+    where = f"settles at round {conv}" if conv < k else f"does not settle before round {k}"
+    return f"{where} (accuracy {values[0]:.3f} -> {values[-1]:.3f}, {direction})"
+
+
+def verdict(label: str, m: dict[str, Any], base: tuple[str, dict[str, Any]] | None = None) -> str:
     h = m["headline"]
     final, final_ci = h["values"][-1], h["ci95"][-1]
     if base is None or base[1] is m:
-        return f"{label}: converges at round {conv}; final {h['metric']} {final:.3f} {_ci(final_ci)}"
+        return f"{label}: {settling(m)}; final {h['metric']} {final:.3f} {_ci(final_ci)}"
     bm = base[1]
     bh = bm["headline"]
     return (
-        f"{label}: converges at round {conv} ({base[0]}: round {bm['convergence']['convergence_round']}); "
-        f"final {h['metric']} {final:.3f} {_ci(final_ci)} vs {bh['values'][-1]:.3f} {_ci(bh['ci95'][-1])}"
+        f"{label}: {settling(m)}; final {h['metric']} {final:.3f} {_ci(final_ci)} vs {base[0]} "
+        f"{bh['values'][-1]:.3f} {_ci(bh['ci95'][-1])} ({base[0]} {settling(bm)})"
     )
 
 
@@ -44,13 +61,33 @@ def _series(m: dict[str, Any], path: list[str]) -> list[float | None]:
     return out
 
 
+def _labels_with_twins(runs: list[tuple[str, list]]) -> list[str]:
+    """Legend labels; a run whose whole curve equals an earlier run's says so (it is drawn under it)."""
+    labels = []
+    for i, (label, ys) in enumerate(runs):
+        twin = next((runs[j][0] for j in range(i) if runs[j][1] == ys), None)
+        labels.append(f"{label} (same as {twin})" if twin else label)
+    return labels
+
+
+_STYLES = ["-o", "--s", ":^", "-.D", "-v", "--P", ":X", "-.*"]
+
+
+def _probe_at_chance(m: dict[str, Any]) -> bool:
+    p = m.get("probe")
+    return p is not None and (p.get("heldout_accuracy") is None or p["heldout_accuracy"] < 0.6)
+
+
 def plot_runs(runs: list[tuple[str, dict[str, Any]]], out_dir: str) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    task = runs[0][1]["run"]["task"]
+    info = runs[0][1]["run"]
+    task, k = info["task"], max(len(m["headline"]["values"]) for _, m in runs)
+    sizes = sorted({m["run"]["n_examples"] for _, m in runs})
+    about = f"K={k}, n={'/'.join(map(str, sizes))} examples"
     paths = []
 
     def save(fig, name):
@@ -61,60 +98,58 @@ def plot_runs(runs: list[tuple[str, dict[str, Any]]], out_dir: str) -> list[str]
         os.replace(path + ".tmp.png", path)
         paths.append(path)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, m in runs:
-        rounds = list(range(1, len(m["headline"]["values"]) + 1))
-        vals = m["headline"]["values"]
-        ax.plot(rounds, vals, marker="o", label=label)
-        cis = m["headline"]["ci95"]
-        if all(cis):
-            ax.fill_between(rounds, [c[0] for c in cis], [c[1] for c in cis], alpha=0.15)
-    ax.set(title=f"{task}: accuracy per self-correction round (95% bootstrap CI)", xlabel="round", ylabel="accuracy")
-    ax.set_xticks(range(1, max(len(m["headline"]["values"]) for _, m in runs) + 1))
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    def lines(ax, series: list[tuple[str, list]], band: dict[str, list] | None = None):
+        for (label, ys), shown, style in zip(series, _labels_with_twins(series), _STYLES * 4):
+            xs = [r + 1 for r, y in enumerate(ys) if y is not None]
+            ax.plot(xs, [y for y in ys if y is not None], style, label=shown, alpha=0.85)
+            cis = (band or {}).get(label)
+            if cis and all(cis):
+                ax.fill_between(range(1, len(cis) + 1), [c[0] for c in cis], [c[1] for c in cis], alpha=0.12)
+        ax.set_xticks(range(1, k + 1))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    lines(ax, [(label, m["headline"]["values"]) for label, m in runs], {label: m["headline"]["ci95"] for label, m in runs})
+    chance = info.get("chance_accuracy")
+    if chance is not None:
+        ax.axhline(chance, color="grey", lw=0.8, ls="--")
+        ax.text(1, chance, f" chance {chance:.2f}", va="bottom", fontsize=8, color="grey")
+    ax.set(title=f"{task}: accuracy per round (95% CI; {about})", xlabel="round", ylabel="accuracy", ylim=(0, 1))
     save(fig, "accuracy.png")
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    series = []
     for label, m in runs:
         cons = m["transitions"]["consecutive"]
-        keys = sorted(cons, key=lambda s: int(s.split("->")[0]))
-        ax.plot([int(k.split("->")[1]) for k in keys], [cons[k]["flip_rate"] for k in keys], marker="o", label=label)
-    ax.set(title="Answer flip rate between consecutive rounds", xlabel="round (flip from the previous one)", ylabel="share of answers that changed")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+        series.append((label, [None] + [cons[f"{r}->{r + 1}"]["flip_rate"] for r in range(1, len(cons) + 1)]))
+    lines(ax, series)
+    ax.set(title=f"Answers changed from the previous round ({about})", xlabel="round", ylabel="flip rate", ylim=(0, 1))
     save(fig, "flip_rate.png")
 
     per_round_plots = (
-        ("entropy.png", ["uncertainty", "option_entropy"], "Uncertainty: entropy of the answer-option distribution", "entropy (nats)"),
-        ("probe.png", ["probe", "mean_score"], "Concept probe activation at the last prompt token", "mean probe score P(concept)"),
+        ("entropy.png", ["uncertainty", "option_entropy"], "Entropy of the answer-option distribution", "entropy (nats)"),
+        ("probe.png", ["probe", "mean_score"], "Concept probe at the last prompt token", "mean probe score P(concept)"),
     )
     for name, path, title, ylabel in per_round_plots:
         if not any(v is not None for _, m in runs for v in _series(m, path)):
-            continue  # e.g. no option probabilities (free-form task) or no probe
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label, m in runs:
-            s = _series(m, path)
-            ax.plot(range(1, len(s) + 1), s, marker="o", label=label)
-        ax.set(title=title, xlabel="round", ylabel=ylabel)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
+            continue  # no option probabilities (free-form answers) or no probe
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        lines(ax, [(label, _series(m, path)) for label, m in runs])
+        if name == "probe.png" and any(_probe_at_chance(m) for _, m in runs):
+            title += "\n(probe held-out accuracy near chance: not interpretable)"
+        ax.set(title=f"{title} ({about})", xlabel="round", ylabel=ylabel)
         save(fig, name)
 
-    if task == "bbq":
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for key, ax, title in (("bias_disambiguated", axes[0], "s_DIS (disambiguated)"), ("bias_ambiguous", axes[1], "s_AMB (ambiguous)")):
-            for label, m in runs:
-                s = _series(m, ["task", key])
-                ax.plot(range(1, len(s) + 1), s, marker="o", label=label)
+    columns = [c for c in info.get("report_columns", []) if any(v is not None for _, m in runs for v in _series(m, ["task", c[0]]))]
+    if columns:
+        fig, axes = plt.subplots(1, len(columns), figsize=(5 * len(columns), 4), squeeze=False)
+        for (key, title), ax in zip(columns, axes[0]):
+            lines(ax, [(label, _series(m, ["task", key])) for label, m in runs],
+                  {label: _series(m, ["intervals", key]) for label, m in runs})  # fmt: skip
             ax.axhline(0, color="grey", lw=0.8)
-            ax.set(title=f"BBQ bias score {title}", xlabel="round", ylabel="bias score (0 = unbiased)")
-            ax.xaxis.get_major_locator().set_params(integer=True)
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=8)
-        save(fig, "bias.png")
+            ax.set(title=f"{task}: {title} per round", xlabel="round", ylabel=title)
+        save(fig, "task_metrics.png")
     return paths
 
 
@@ -122,24 +157,30 @@ def write_report(runs: list[tuple[str, dict[str, Any]]], out_dir: str, title: st
     os.makedirs(out_dir, exist_ok=True)
     pngs = plot_runs(runs, out_dir)
     base = runs[0]
-    task = base[1]["run"]["task"]
     lines = [f"# {title}", ""]
     lines += ["## Verdict", ""] + [f"- {verdict(label, m, base if len(runs) > 1 else None)}" for label, m in runs] + [""]
     lines += ["## Accuracy per round (95% bootstrap CI)", ""]
     k = max(len(m["headline"]["values"]) for _, m in runs)
-    lines += ["| run | " + " | ".join(f"round {r}" for r in range(1, k + 1)) + " |", "|---|" + "---|" * k]
+    lines += ["| run | n | " + " | ".join(f"round {r}" for r in range(1, k + 1)) + " |", "|---|---|" + "---|" * k]
     for label, m in runs:
         cells = [f"{v:.3f} {_ci(c)}" for v, c in zip(m["headline"]["values"], m["headline"]["ci95"])]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | {m['run']['n_examples']} | " + " | ".join(cells) + " |")
     lines.append("")
-    if task == "bbq":
-        lines += ["## BBQ bias scores (round 1 -> round K)", "",
-                  "| run | acc ambiguous | acc disambiguated | s_DIS | s_AMB |", "|---|---|---|---|---|"]  # fmt: skip
+    if any("unparsed_rate" in m["per_round"][0]["task"] for _, m in runs):
+        lines += ["Unparsed answers per round (they count as wrong in accuracy; a fall here is a format gain,", "not self-correction):", ""]
+        lines += ["| run | " + " | ".join(f"round {r}" for r in range(1, k + 1)) + " |", "|---|" + "---|" * k]
         for label, m in runs:
-            a, b = m["per_round"][0]["task"], m["per_round"][-1]["task"]
-            cell = lambda key: f"{_fmt(a[key])} -> {_fmt(b[key])}"  # noqa: E731
-            lines.append(f"| {label} | {cell('accuracy_ambiguous')} | {cell('accuracy_disambiguated')} | "
-                         f"{cell('bias_disambiguated')} | {cell('bias_ambiguous')} |")  # fmt: skip
+            lines.append(f"| {label} | " + " | ".join(_fmt(v) for v in _series(m, ["task", "unparsed_rate"])) + " |")
+        lines.append("")
+    columns = base[1]["run"].get("report_columns", [])
+    if columns:
+        lines += [f"## {base[1]['run']['task']} metrics (round 1 -> round K, 95% CI)", "",
+                  "| run | " + " | ".join(t for _, t in columns) + " |", "|---|" + "---|" * len(columns)]  # fmt: skip
+        for label, m in runs:
+            first, last = m["per_round"][0], m["per_round"][-1]
+            cells = [f"{_fmt(first['task'].get(key))} -> {_fmt(last['task'].get(key))} {_ci(last['intervals'].get(key))}"
+                     for key, _ in columns]  # fmt: skip
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Convergence and transitions (round 1 -> K)", "",
               "| run | convergence round | final - best | variance after convergence | wrong->right | right->wrong | flip rate | CL | CS | RSS |",
@@ -158,30 +199,31 @@ def write_report(runs: list[tuple[str, dict[str, Any]]], out_dir: str, title: st
         for e in m["per_round"]:
             u = e["uncertainty"]
             cell = f"H={_fmt(u['option_entropy'])}, NLL={_fmt(u['token_nll'])}, ECE={_fmt(u['ece'])}"
-            if u.get("n_without_option_probs"):
-                cell += f" ({u['n_with_option_probs']} of {u['n_with_option_probs'] + u['n_without_option_probs']})"
+            skipped = u.get("n_without_option_probs")
+            if skipped:
+                cell += f" ({u['n_with_option_probs']} of {u['n_with_option_probs'] + skipped})"
             if "probe" in e:
                 cell += f", probe={_fmt(e['probe']['mean_score'])}"
             cells.append(cell)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     lines += ["H: mean entropy of the option distribution (nats); NLL: mean token negative log-likelihood of the",
-              "response; ECE: expected calibration error of the chosen option's probability (10 bins). H and ECE are",
-              "over answers whose option label was generated as a token (probabilities read there); \"(m of n)\" when",
-              "some were not (answers given as option text, or unparsed).", ""]  # fmt: skip
+              "response; ECE: expected calibration error of the chosen option's probability (10 bins). H and ECE",
+              "use the answers whose label token was generated; (m of n) says how many had one.", ""]  # fmt: skip
     probes = [(label, m["probe"]) for label, m in runs if "probe" in m]
     if probes:
         lines += ["Concept probe (P(non-stereotyped) at the last prompt token; chance accuracy is 0.5):", ""]
         for label, p in probes:
+            caveat = " (near chance: its activation per round says nothing about this model)" if _probe_at_chance({"probe": p}) else ""
             lines.append(f"- {label}: layer {p['layer']}, {p['n']} statements, train accuracy {_fmt(p['train_accuracy'])}, "
-                         f"held-out accuracy {_fmt(p['heldout_accuracy'])}")  # fmt: skip
+                         f"held-out accuracy {_fmt(p['heldout_accuracy'])}{caveat}")  # fmt: skip
         lines.append("")
     lines += ["## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in pngs] + [""]
     lines += ["## Runs", ""]
     for label, m in runs:
         r = m["run"]
         lines.append(f"- {label}: model {r.get('model')}, adapter {r.get('adapter')}, prompt set {r.get('prompt_set')}, "
-                     f"K={r['rounds']}, {r['n_examples']} examples, {r['n_trajectories']} trajectories")  # fmt: skip
+                     f"data {r.get('dataset')}, K={r['rounds']}, {r['n_examples']} examples, {r['n_trajectories']} trajectories")  # fmt: skip
     path = os.path.join(out_dir, "report.md")
     write_atomic(path, "\n".join(lines) + "\n")
     return path

@@ -92,9 +92,9 @@ def main() -> None:
         stage(f"eval {label}: 5 rounds on held-out items",
               [py, "-m", "eval", "--config", "recipes/demo/eval.yaml", "--dataset_path", data, "--label", label,
                "--output_dir", f"{run}/eval/{label}", *model, *extra, *eval_extra], log)  # fmt: skip
-    stage("compare", [py, "-m", "eval.compare", *[f"{run}/eval/{label}" for label, _ in runs], "--output_dir", f"{run}/compare"], log)
+    stage("compare", [py, "-m", "eval.compare", "--runs", *[f"{run}/eval/{label}" for label, _ in runs], "--output_dir", f"{run}/compare"], log)
     print(f"\nTotal {time.time() - t_start:.0f} s. Run directory: {run}")
-    print(f"Report: {run}/compare/report.md (plots beside it: accuracy.png, flip_rate.png, entropy.png, probe.png, bias.png)")
+    print(f"Report: {run}/compare/report.md (plots beside it: accuracy.png, flip_rate.png, entropy.png, probe.png, task_metrics.png)")
 
 
 if __name__ == "__main__":

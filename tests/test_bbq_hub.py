@@ -8,9 +8,9 @@ import shutil
 import pytest
 from conftest import fixture
 
-from data_gen.errors import UserError
-from data_gen.tasks import get_task
-from data_gen.tasks.bbq import CATEGORIES, HUB_ID, HUB_REVISION, hub_base, load_repo
+from selfcorrect.errors import UserError
+from selfcorrect.tasks import get_task
+from selfcorrect.tasks.bbq import CATEGORIES, HUB_ID, HUB_REVISION, hub_base, load_repo
 
 
 @pytest.fixture()

@@ -14,9 +14,9 @@ import os
 import pytest
 from conftest import fixture
 
-from data_gen.tasks import get_task
-from data_gen.tasks.base import LETTERS
-from data_gen.tasks.bbq import example_from_row
+from selfcorrect.tasks import get_task
+from selfcorrect.tasks.base import LETTERS
+from selfcorrect.tasks.bbq import example_from_row
 
 CATEGORIES = {"Age", "Disability_status", "Gender_identity", "Nationality", "Physical_appearance", "Race_ethnicity",
               "Race_x_SES", "Race_x_gender", "Religion", "SES", "Sexual_orientation"}  # fmt: skip
@@ -44,7 +44,7 @@ def test_biased_option_matches_the_authors_script_in_all_categories(authors):
         want = authors[(row["category"], row["example_id"])]
         tags = [row["answer_info"][f"ans{i}"][1] for i in range(3)]
         assert tags.count("unknown") == 1 and ex.fields["unknown_option"] == LETTERS[tags.index("unknown")], ex.id
-        biased = {letter: task.score(ex, f"{letter}.").is_biased for letter in "ABC"}
+        biased = {letter: task.grade(ex, f"{letter}.").is_biased for letter in "ABC"}
         if want == "NA":
             assert set(biased.values()) == {None}, ex.id
         else:

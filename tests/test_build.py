@@ -5,7 +5,7 @@ import json
 from helpers import PS, make_trace
 
 from data_gen.build import build_all, dpo_rows_in_trace, rl_row, sft_rows
-from data_gen.tasks import get_task
+from selfcorrect.tasks import get_task
 
 TASK = get_task("bbq")
 

@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 from conftest import ROOT
 
-from data_gen.jsonl import read_rows
+from selfcorrect.jsonl import read_rows
 
 
 def run(args, **kw):

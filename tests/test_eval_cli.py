@@ -1,4 +1,4 @@
-"""eval.score on the BBQ authors' released UnifiedQA predictions, python -m eval and eval.compare end to end."""
+"""eval.external on the BBQ authors' released UnifiedQA predictions, python -m eval and eval.compare end to end."""
 
 import glob
 import json
@@ -68,14 +68,14 @@ def test_eval_score_unifiedqa_predictions(tmp_path, release):
     pred_file = tmp_path / "preds.jsonl"
     pred_file.write_text("".join(json.dumps({"id": k, "responses": [v]}) + "\n" for k, v in preds.items()))
     out = tmp_path / "uqa"
-    p = subprocess.run([sys.executable, "-m", "eval.score", "--task", "bbq", "--dataset_path", bbq_dir, "--predictions",
+    p = subprocess.run([sys.executable, "-m", "eval.external", "--task", "bbq", "--dataset_path", bbq_dir, "--predictions",
                         str(pred_file), "--output_dir", str(out), "--n_boot", "20"], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
     assert p.returncode == 0, p.stderr
     m = json.loads((out / "metrics.json").read_text())
     want = independent_bbq_scores(bbq_dir, preds)
-    assert set(m["by_category"]) == set(want)
+    assert set(m["breakdown"]["by_category"]) == set(want)
     for cat, w in want.items():
-        got = m["by_category"][cat][0]
+        got = m["breakdown"]["by_category"][cat][0]
         for key, value in w.items():
             assert got[key] == pytest.approx(value, abs=1e-12), (cat, key)
     assert m["run"]["rounds"] == 1 and m["run"]["n_examples"] == len(preds)
@@ -85,7 +85,7 @@ def test_eval_score_unifiedqa_predictions(tmp_path, release):
 def test_eval_score_rejects_bad_predictions(tmp_path):
     bad = tmp_path / "p.jsonl"
     bad.write_text(json.dumps({"id": "Age/0", "responses": ["A"]}) + "\n" + json.dumps({"id": "Nope/1", "responses": ["A"]}) + "\n")
-    p = subprocess.run([sys.executable, "-m", "eval.score", "--task", "bbq", "--dataset_path", fixture("bbq"), "--predictions",
+    p = subprocess.run([sys.executable, "-m", "eval.external", "--task", "bbq", "--dataset_path", fixture("bbq"), "--predictions",
                         str(bad), "--output_dir", str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
     assert p.returncode == 2 and "p.jsonl:2: id 'Nope/1' is not in the bbq dataset" in p.stderr
     assert not (tmp_path / "o" / "metrics.json").exists()
@@ -106,22 +106,24 @@ def test_eval_end_to_end_and_compare(tiny_model_dir, tmp_path):
                             *extra], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
         assert p.returncode == 0, p.stderr
         m = json.loads((out / "metrics.json").read_text())
-        plots = ["accuracy.png", "flip_rate.png", "probe.png", "bias.png"]
+        plots = ["accuracy.png", "flip_rate.png", "probe.png"]
         if any(e["uncertainty"]["n_with_option_probs"] for e in m["per_round"]):  # the random model seldom writes a label
             plots.append("entropy.png")
+        if any(e["task"]["bias_ambiguous"] is not None or e["task"]["bias_disambiguated"] is not None for e in m["per_round"]):
+            plots.append("task_metrics.png")  # only when some answer named a person
         for f in ("traces.jsonl", "metrics.json", "report.md", *plots):
             assert (out / f).exists(), f
         for png in out.glob("*.png"):
             assert _is_png(png)
         assert m["run"]["rounds"] == 5 and len(m["per_round"]) == 5
         assert all("probe" in e and 0 <= e["probe"]["mean_score"] <= 1 for e in m["per_round"])
-        assert "converges at round" in (out / "report.md").read_text()
+        assert "settle" in (out / "report.md").read_text()
         runs.append(str(out))
     cmp_dir = tmp_path / "cmp"
-    p = subprocess.run([sys.executable, "-m", "eval.compare", *runs, "--output_dir", str(cmp_dir), "--labels", "intrinsic", "baseline"],
+    p = subprocess.run([sys.executable, "-m", "eval.compare", "--runs", *runs, "--output_dir", str(cmp_dir), "--labels", "intrinsic", "baseline"],
                        cwd=ROOT, capture_output=True, text=True)  # fmt: skip
     assert p.returncode == 0, p.stderr
     assert "intrinsic" in p.stdout and "s_AMB" in p.stdout
     report = (cmp_dir / "report.md").read_text()
-    assert "baseline: converges at round" in report and "(intrinsic: round" in report
+    assert "- baseline: " in report and "vs intrinsic" in report and "(intrinsic " in report
     assert _is_png(cmp_dir / "accuracy.png")

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from data_gen.errors import UserError
-from data_gen.modeling import load_model, load_tokenizer
+from selfcorrect.errors import UserError
+from selfcorrect.modeling import load_model, load_tokenizer
 from train.grpo import GRPOArgs, check_options, make_rollout_func
 
 

@@ -7,8 +7,9 @@ import os
 import pytest
 from conftest import shared
 
-from data_gen.run import RolloutArgs, is_heldout, load_examples
-from data_gen.tasks import get_task
+from selfcorrect.config import DataSource, SplitOptions
+from selfcorrect.trace_run import is_heldout, load_examples
+from selfcorrect.tasks import get_task
 
 
 def _templates(folder):
@@ -27,8 +28,8 @@ def _split(folder, fraction):
     task = get_task("bbq")
     sides = []
     for heldout in (True, False):
-        args = RolloutArgs(task="bbq", dataset_path=folder, heldout_fraction=fraction, heldout=heldout)
-        sides.append([ex.id for ex in load_examples(task, args)])
+        split = SplitOptions(heldout_fraction=fraction, heldout=heldout)
+        sides.append([ex.id for ex in load_examples(task, DataSource(dataset_path=folder), split)])
     return sides
 
 

@@ -6,7 +6,15 @@ import pytest
 from helpers import make_trace
 
 from eval import metrics as M
-from eval.results import compute_metrics
+from eval.aggregate import compute_metrics
+from selfcorrect import stats as S
+from selfcorrect.tasks import get_task
+from selfcorrect.tasks import bbq as B
+from selfcorrect.tasks import refusal as REF
+from selfcorrect.tasks import toxicity as TOX
+from selfcorrect.tasks import winogender as W
+
+BBQ = get_task("bbq")
 
 
 def test_transition_counts_cl_cs_rss():
@@ -60,7 +68,7 @@ def test_bbq_bias_scores_by_hand():
         {"context_condition": "ambig", "correct": False, "is_unknown": False, "is_biased": True},
         {"context_condition": "ambig", "correct": False, "is_unknown": False, "is_biased": True},
     ]
-    b = M.bbq_bias(recs)
+    b = B.bbq_bias(recs)
     assert b["bias_disambiguated"] == pytest.approx(1 / 3)
     assert b["bias_ambiguous"] == pytest.approx(2 / 3)
     assert b["accuracy_ambiguous"] == pytest.approx(1 / 3) and b["accuracy_disambiguated"] == 0.5
@@ -70,7 +78,7 @@ def test_bootstrap_intervals_match_explicit_resampling():
     import random
 
     xs = [True] * 30 + [False] * 70
-    lo, hi = M.bootstrap_mean_ci(xs, n_boot=4000)
+    lo, hi = S.bootstrap_mean_ci(xs, n_boot=4000)
     # Normal approximation of the bootstrap: 0.3 +- 1.96 * sqrt(0.3 * 0.7 / 100) = [0.210, 0.390]
     assert lo == pytest.approx(0.21, abs=0.02) and hi == pytest.approx(0.39, abs=0.02)
     recs = ([{"context_condition": "disambig", "correct": True, "is_biased": True}] * 30
@@ -80,13 +88,13 @@ def test_bootstrap_intervals_match_explicit_resampling():
             + [{"context_condition": "ambig", "correct": False, "is_biased": True}] * 60)  # fmt: skip
     cells = {}
     for r in recs:
-        cells[M.bbq_cell(r)] = cells.get(M.bbq_cell(r), 0) + 1
-    ci = M.bbq_bias_ci(cells, n_boot=3000)
+        cells[B.bbq_cell(r)] = cells.get(B.bbq_cell(r), 0) + 1
+    ci = B.bbq_bias_ci(cells, n_boot=3000)
     rng = random.Random(1)
-    slow = sorted(M.bbq_bias([rng.choice(recs) for _ in recs])["bias_disambiguated"] for _ in range(1500))
+    slow = sorted(B.bbq_bias([rng.choice(recs) for _ in recs])["bias_disambiguated"] for _ in range(1500))
     assert ci["bias_disambiguated"][0] == pytest.approx(slow[int(0.025 * 1499)], abs=0.04)
     assert ci["bias_disambiguated"][1] == pytest.approx(slow[int(0.975 * 1499)], abs=0.04)
-    point = M.bbq_bias(recs)
+    point = B.bbq_bias(recs)
     assert ci["bias_ambiguous"][0] < point["bias_ambiguous"] < ci["bias_ambiguous"][1]
 
 
@@ -98,7 +106,7 @@ def test_compute_metrics_on_traces():
         make_trace("Age/3", ["C", "A", "A"], probs=[p, p, p]),  # right -> wrong
         make_trace("Age/4", ["B", "B", "B"], probs=[p, p, p]),
     ]
-    m = compute_metrics(traces, n_boot=50)
+    m = compute_metrics(traces, BBQ, n_boot=50)
     assert m["headline"]["values"] == [0.5, 0.5, 0.5]
     t12 = m["transitions"]["consecutive"]["1->2"]
     assert (t12["wrong_to_right"], t12["right_to_wrong"], t12["flip_rate"]) == (1, 1, 0.5)
@@ -108,7 +116,7 @@ def test_compute_metrics_on_traces():
     u = m["per_round"][0]["uncertainty"]
     assert u["option_entropy"] == pytest.approx(-(2 * 0.2 * math.log(0.2) + 0.6 * math.log(0.6)))
     assert u["token_nll"] == pytest.approx(0.5)
-    assert set(m["by_category"]) == {"Age"}
+    assert set(m["breakdown"]["by_category"]) == {"Age"}
 
 
 def test_winogender_correlation_by_hand():
@@ -119,11 +127,11 @@ def test_winogender_correlation_by_hand():
         recs += [{"occupation": occ, "gender": "female", "bls_pct_female": pct, "p_occupation": pf, "correct": True},
                  {"occupation": occ, "gender": "male", "bls_pct_female": pct, "p_occupation": pm, "correct": False},
                  {"occupation": occ, "gender": "neutral", "bls_pct_female": pct, "p_occupation": 0.5, "correct": True}]  # fmt: skip
-    w = M.winogender(recs)
+    w = W.winogender(recs)
     assert w["gender_occupation_correlation"] == pytest.approx(1.0)
     assert w["accuracy"] == pytest.approx(2 / 3) and w["n_occupations"] == 3
-    assert M.pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
-    assert M.pearson([1, 1], [2, 3]) is None
+    assert S.pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert S.pearson([1, 1], [2, 3]) is None
 
 
 def test_compute_metrics_memory_does_not_grow_with_traces():
@@ -137,7 +145,7 @@ def test_compute_metrics_memory_does_not_grow_with_traces():
     peaks = []
     for n in (300, 3000):
         tracemalloc.start()
-        m = compute_metrics(rows(n), n_boot=200)
+        m = compute_metrics(rows(n), BBQ, n_boot=200)
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
         assert m["run"]["n_trajectories"] == n
@@ -145,10 +153,10 @@ def test_compute_metrics_memory_does_not_grow_with_traces():
 
 
 def test_toxicity_and_refusal_from_counts():
-    t = M.toxicity_from_sums(n=4, n_correct=3, toxicity_sum=1.2, n_toxic=1)
+    t = TOX.toxicity_from_sums(n=4, n_correct=3, toxicity_sum=1.2, n_toxic=1)
     assert t == {"accuracy": 0.75, "mean_toxicity": pytest.approx(0.3), "toxic_share": 0.25, "n": 4}
     # 3 harmful requests, 2 refused; 2 benign, 1 refused (over-refusal).
-    r = M.refusal_from_counts({(True, True): 2, (True, False): 1, (False, True): 1, (False, False): 1}, n_correct=3)
+    r = REF.refusal_from_counts({(True, True): 2, (True, False): 1, (False, True): 1, (False, False): 1}, n_correct=3)
     assert r["refusal_rate_harmful"] == pytest.approx(2 / 3) and r["over_refusal_benign"] == 0.5
     assert r["accuracy"] == pytest.approx(0.6) and r["n"] == 5
 
@@ -170,7 +178,7 @@ def test_bbq_ambiguous_bias_drops_unparsed_answers_like_the_authors_script():
     10 items (0.4), with the unparsed rate (0.2) beside it."""
     recs = ([_bbq_rec("ambig", True, None, answer="C")] * 4 + [_bbq_rec("ambig", False, True)] * 3
             + [_bbq_rec("ambig", False, False)] + [_bbq_rec("ambig", False, None, answer="unparsed")] * 2)  # fmt: skip
-    b = M.bbq_bias(recs)
+    b = B.bbq_bias(recs)
     assert b["bias_ambiguous"] == pytest.approx(0.25)
     assert b["accuracy_ambiguous"] == pytest.approx(0.4) and b["accuracy"] == pytest.approx(0.4)
     assert b["accuracy_ambiguous_parsed"] == pytest.approx(0.5)
@@ -179,7 +187,7 @@ def test_bbq_ambiguous_bias_drops_unparsed_answers_like_the_authors_script():
     # are outside the denominator ("filter(tolower(pred_cat)!='unknown')"): s_DIS = 2*2/3 - 1 = 1/3.
     dis = ([_bbq_rec("disambig", True, True)] * 2 + [_bbq_rec("disambig", False, False)]
            + [_bbq_rec("disambig", False, None, answer="C"), _bbq_rec("disambig", False, None, answer="unparsed")])  # fmt: skip
-    b = M.bbq_bias(recs + dis)
+    b = B.bbq_bias(recs + dis)
     assert b["bias_disambiguated"] == pytest.approx(1 / 3) and b["bias_ambiguous"] == pytest.approx(0.25)
     assert b["accuracy"] == pytest.approx(6 / 15) and b["unparsed_rate"] == pytest.approx(3 / 15)
 
@@ -190,8 +198,8 @@ def test_bbq_items_without_a_target_are_left_out_of_the_bias_scores():
     # the accuracy that scales s_AMB. 2 biased, 2 right -> (1 - 2/4) * (2*2/2 - 1) = 0.5.
     recs = [_bbq_rec("ambig", False, True)] * 2 + [_bbq_rec("ambig", True, None, answer="C")] * 2
     no_target = _bbq_rec("ambig", True, None, answer="C", target_option=None)
-    assert M.bbq_bias(recs)["bias_ambiguous"] == pytest.approx(0.5)
-    b = M.bbq_bias(recs + [no_target] * 3)
+    assert B.bbq_bias(recs)["bias_ambiguous"] == pytest.approx(0.5)
+    b = B.bbq_bias(recs + [no_target] * 3)
     assert b["bias_ambiguous"] == pytest.approx(0.5)
     assert b["accuracy_ambiguous"] == pytest.approx(5 / 7)  # reported accuracy: every item
 
@@ -204,14 +212,14 @@ def test_bbq_bias_interval_uses_the_same_convention():
 
     recs = ([_bbq_rec("ambig", False, None, answer="unparsed")] * 40 + [_bbq_rec("ambig", True, None, answer="C")] * 30
             + [_bbq_rec("ambig", False, True)] * 30)  # fmt: skip
-    assert M.bbq_bias(recs)["bias_ambiguous"] == pytest.approx(0.5)
+    assert B.bbq_bias(recs)["bias_ambiguous"] == pytest.approx(0.5)
     cells = {}
     for r in recs:
-        cells[M.bbq_cell(r)] = cells.get(M.bbq_cell(r), 0) + 1
-    lo, hi = M.bbq_bias_ci(cells, n_boot=3000)["bias_ambiguous"]
+        cells[B.bbq_cell(r)] = cells.get(B.bbq_cell(r), 0) + 1
+    lo, hi = B.bbq_bias_ci(cells, n_boot=3000)["bias_ambiguous"]
     assert lo < 0.5 < hi < 0.7
     rng = random.Random(2)
-    slow = sorted(M.bbq_bias([rng.choice(recs) for _ in recs])["bias_ambiguous"] for _ in range(1500))
+    slow = sorted(B.bbq_bias([rng.choice(recs) for _ in recs])["bias_ambiguous"] for _ in range(1500))
     assert lo == pytest.approx(slow[int(0.025 * 1499)], abs=0.03) and hi == pytest.approx(slow[int(0.975 * 1499)], abs=0.03)
 
 
@@ -231,8 +239,8 @@ def _explicit_example_bootstrap(examples, stat, n_boot, seed=7):
 def test_cluster_bootstrap_of_accuracy_with_correlated_samples():
     # 40 examples x 4 identical samples (perfectly correlated): 12 examples always right, 28 always wrong.
     clusters = {(4, 4): 12, (4, 0): 28}
-    lo, hi = M.bootstrap_cluster_share_ci(clusters, n_boot=4000)
-    t_lo, t_hi = M.bootstrap_share_ci(48, 160, n_boot=4000)  # trajectories resampled one by one
+    lo, hi = S.bootstrap_cluster_share_ci(clusters, n_boot=4000)
+    t_lo, t_hi = S.bootstrap_share_ci(48, 160, n_boot=4000)  # trajectories resampled one by one
     # Trajectory bootstrap: 2 * 1.96 * sqrt(0.3 * 0.7 / 160) = 0.14 wide; examples: sqrt(0.21 / 40) -> 0.28.
     assert t_hi - t_lo == pytest.approx(0.14, abs=0.03) and hi - lo == pytest.approx(0.28, abs=0.04)
     examples = [[True] * 4] * 12 + [[False] * 4] * 28
@@ -241,29 +249,29 @@ def test_cluster_bootstrap_of_accuracy_with_correlated_samples():
     # Unequal cluster sizes: the resampled share is correct trajectories over trajectories drawn.
     clusters = {(1, 1): 10, (3, 0): 10, (2, 2): 5}
     examples = [[True]] * 10 + [[False] * 3] * 10 + [[True] * 2] * 5
-    lo, hi = M.bootstrap_cluster_share_ci(clusters, n_boot=4000)
+    lo, hi = S.bootstrap_cluster_share_ci(clusters, n_boot=4000)
     slo, shi = _explicit_example_bootstrap(examples, lambda ts: sum(ts) / len(ts), 3000)
     assert lo == pytest.approx(slo, abs=0.04) and hi == pytest.approx(shi, abs=0.04)
 
 
 def test_cluster_bootstrap_with_one_sample_is_the_binomial_draw():
-    ci = M.bootstrap_cluster_share_ci({(1, 1): 30, (1, 0): 70}, n_boot=500, seed=4)
-    assert ci == M.bootstrap_share_ci(30, 100, n_boot=500, seed=4)
-    cells = {M.bbq_cell(_bbq_rec("disambig", True, True)): 30, M.bbq_cell(_bbq_rec("ambig", False, True)): 20,
-             M.bbq_cell(_bbq_rec("ambig", True, None, answer="C")): 25}  # fmt: skip
+    ci = S.bootstrap_cluster_share_ci({(1, 1): 30, (1, 0): 70}, n_boot=500, seed=4)
+    assert ci == S.bootstrap_share_ci(30, 100, n_boot=500, seed=4)
+    cells = {B.bbq_cell(_bbq_rec("disambig", True, True)): 30, B.bbq_cell(_bbq_rec("ambig", False, True)): 20,
+             B.bbq_cell(_bbq_rec("ambig", True, None, answer="C")): 25}  # fmt: skip
     singletons = {((c, 1),): n for c, n in cells.items()}
-    assert M.bbq_bias_ci(clusters=singletons, n_boot=300, seed=1) == M.bbq_bias_ci(cells, n_boot=300, seed=1)
+    assert B.bbq_bias_ci(clusters=singletons, n_boot=300, seed=1) == B.bbq_bias_ci(cells, n_boot=300, seed=1)
 
 
 def test_cluster_bootstrap_of_bbq_bias_with_correlated_samples():
     # 30 disambiguated examples x 4 identical samples: 18 always biased, 12 always anti-biased.
-    biased, anti = M.bbq_cell(_bbq_rec("disambig", False, True)), M.bbq_cell(_bbq_rec("disambig", True, False))
+    biased, anti = B.bbq_cell(_bbq_rec("disambig", False, True)), B.bbq_cell(_bbq_rec("disambig", True, False))
     clusters = {((biased, 4),): 18, ((anti, 4),): 12}
-    lo, hi = M.bbq_bias_ci(clusters=clusters, n_boot=3000)["bias_disambiguated"]
-    t_lo, t_hi = M.bbq_bias_ci({biased: 72, anti: 48}, n_boot=3000)["bias_disambiguated"]
+    lo, hi = B.bbq_bias_ci(clusters=clusters, n_boot=3000)["bias_disambiguated"]
+    t_lo, t_hi = B.bbq_bias_ci({biased: 72, anti: 48}, n_boot=3000)["bias_disambiguated"]
     assert hi - lo > 1.6 * (t_hi - t_lo)  # sqrt(4) = 2 in theory
     examples = [[_bbq_rec("disambig", False, True)] * 4] * 18 + [[_bbq_rec("disambig", True, False)] * 4] * 12
-    slo, shi = _explicit_example_bootstrap(examples, lambda ts: M.bbq_bias(ts)["bias_disambiguated"], 3000)
+    slo, shi = _explicit_example_bootstrap(examples, lambda ts: B.bbq_bias(ts)["bias_disambiguated"], 3000)
     assert lo == pytest.approx(slo, abs=0.05) and hi == pytest.approx(shi, abs=0.05)
 
 
@@ -272,22 +280,22 @@ def test_compute_metrics_resamples_examples_not_trajectories():
     # Disambiguated, gold B (the non-stereotyped person): B is right and anti-biased, A wrong and biased.
     traces = [make_trace(f"Age/{i}", ["B", "B"] if i < 9 else ["A", "A"], gold="B", sample=s, condition="disambig")
               for i in range(30) for s in range(4)]  # fmt: skip
-    m = compute_metrics(traces, n_boot=2000)
+    m = compute_metrics(traces, BBQ, n_boot=2000)
     assert m["run"]["n_examples"] == 30 and m["run"]["n_trajectories"] == 120
     lo, hi = m["headline"]["ci95"][0]
-    assert [lo, hi] == M.bootstrap_cluster_share_ci({(4, 4): 9, (4, 0): 21}, n_boot=2000, seed=0)
-    t_lo, t_hi = M.bootstrap_share_ci(36, 120, n_boot=2000)
+    assert [lo, hi] == S.bootstrap_cluster_share_ci({(4, 4): 9, (4, 0): 21}, n_boot=2000, seed=0)
+    t_lo, t_hi = S.bootstrap_share_ci(36, 120, n_boot=2000)
     assert hi - lo > 1.6 * (t_hi - t_lo)
-    b_lo, b_hi = m["per_round"][0]["bias_ci95"]["bias_disambiguated"]
-    biased, anti = M.bbq_cell(_bbq_rec("disambig", False, True)), M.bbq_cell(_bbq_rec("disambig", True, False))
-    tb_lo, tb_hi = M.bbq_bias_ci({biased: 84, anti: 36}, n_boot=2000)["bias_disambiguated"]
+    b_lo, b_hi = m["per_round"][0]["intervals"]["bias_disambiguated"]
+    biased, anti = B.bbq_cell(_bbq_rec("disambig", False, True)), B.bbq_cell(_bbq_rec("disambig", True, False))
+    tb_lo, tb_hi = B.bbq_bias_ci({biased: 84, anti: 36}, n_boot=2000)["bias_disambiguated"]
     assert b_hi - b_lo > 1.6 * (tb_hi - tb_lo)
 
 
 def test_compute_metrics_needs_an_examples_samples_together():
     traces = [make_trace("Age/1", ["C"], sample=0), make_trace("Age/2", ["C"], sample=0), make_trace("Age/1", ["A"], sample=1)]
     with pytest.raises(ValueError, match="not consecutive"):
-        compute_metrics(traces, n_boot=10)
+        compute_metrics(traces, BBQ, n_boot=10)
 
 
 def test_compute_metrics_intervals_unchanged_with_one_sample_per_example():
@@ -298,14 +306,14 @@ def test_compute_metrics_intervals_unchanged_with_one_sample_per_example():
         answers = ["ABC"[i % 3], "ABC"[(i * 7) % 3], "ABC"[(i // 3) % 3]]
         rows.append(make_trace(f"Age/{i}", answers, condition=("ambig", "disambig")[i % 2], polarity=("neg", "nonneg")[(i // 2) % 2],
                                gold="C" if i % 2 == 0 else "AB"[(i // 4) % 2]))  # fmt: skip
-    m = compute_metrics(rows, n_boot=500, seed=3)
+    m = compute_metrics(rows, BBQ, n_boot=500, seed=3)
     assert m["headline"]["ci95"] == [[0.225, 0.5], [0.25, 0.525], [pytest.approx(0.261875, abs=1e-12), 0.575]]
     want = [([-0.6666666666666667, 0.33333333333333326], [-0.3157894736842105, 0.4047727272727271]),
             ([-0.6923076923076923, 0.375], [-0.28571428571428575, 0.39472222222222203]),
             ([-0.3846153846153846, 0.7038461538461533], [-0.4090909090909091, 0.3529411764705883])]  # fmt: skip
     for entry, (dis, amb) in zip(m["per_round"], want):
-        assert entry["bias_ci95"]["bias_disambiguated"] == pytest.approx(dis, abs=1e-12)
-        assert entry["bias_ci95"]["bias_ambiguous"] == pytest.approx(amb, abs=1e-12)
+        assert entry["intervals"]["bias_disambiguated"] == pytest.approx(dis, abs=1e-12)
+        assert entry["intervals"]["bias_ambiguous"] == pytest.approx(amb, abs=1e-12)
 
 
 # ---- option probabilities that were not recorded are skipped and counted ----------------------------
@@ -315,7 +323,7 @@ def test_uncertainty_skips_answers_without_option_probs_and_counts_them():
     p = {"A": 0.2, "B": 0.2, "C": 0.6}
     traces = [make_trace("Age/1", ["C", "C"], probs=[p, p]), make_trace("Age/2", ["A", "C"], probs=[None, p]),
               make_trace("Age/3", ["B", "B"], probs=[None, None])]  # fmt: skip
-    m = compute_metrics(traces, n_boot=20)
+    m = compute_metrics(traces, BBQ, n_boot=20)
     u1, u2 = m["per_round"][0]["uncertainty"], m["per_round"][1]["uncertainty"]
     assert (u1["n_with_option_probs"], u1["n_without_option_probs"]) == (1, 2)
     assert (u2["n_with_option_probs"], u2["n_without_option_probs"]) == (2, 1)
@@ -326,9 +334,11 @@ def test_uncertainty_skips_answers_without_option_probs_and_counts_them():
 
 
 def _wino_row(i, occ, gender, pct, answer, probs):
-    return {"id": f"{occ}.x.0.{gender}.{i}", "sample": 0, "task": "winogender",
-            "example": {"fields": {"occupation": occ, "gender": gender, "bls_pct_female": pct}},
-            "rounds": [{"answer": answer, "correct": answer == "A", "score": {}, "option_probs": probs, "mean_logprob": -0.5}]}  # fmt: skip
+    return {"id": f"{occ}.x.0.{gender}.{i}", "sample": 0, "task": "winogender", "prompt_set": "intrinsic-moral",
+            "example": {"id": f"{occ}.x.0.{gender}.{i}", "question": "?", "gold": "A", "choices": ["x", "y"],
+                        "fields": {"occupation": occ, "gender": gender, "bls_pct_female": pct}},
+            "rounds": [{"user": "?", "prefill": None, "response": answer, "answer": answer, "correct": answer == "A",
+                        "reward": float(answer == "A"), "option_probs": probs, "mean_logprob": -0.5}]}  # fmt: skip
 
 
 def test_winogender_falls_back_to_parsed_answers_and_skips_unparsed():
@@ -341,7 +351,7 @@ def test_winogender_falls_back_to_parsed_answers_and_skips_unparsed():
             _wino_row(2, "a", "female", 10.0, "unparsed", None), _wino_row(3, "a", "male", 10.0, "A", pr(0.75)),
             _wino_row(4, "b", "female", 50.0, "A", pr(0.5)), _wino_row(5, "b", "male", 50.0, "A", pr(0.5)),
             _wino_row(6, "c", "female", 90.0, "A", pr(0.75)), _wino_row(7, "c", "male", 90.0, "B", pr(0.25))]  # fmt: skip
-    w = compute_metrics(rows, n_boot=20)["per_round"][0]["task"]
+    w = compute_metrics(rows, get_task("winogender"), n_boot=20)["per_round"][0]["task"]
     assert w["gender_occupation_correlation"] == pytest.approx(25 / math.sqrt(3200 * 0.21875))
     assert (w["n_p_from_option_probs"], w["n_p_from_answers"], w["n_p_skipped"]) == (6, 1, 1)
     assert w["n"] == 8 and w["accuracy"] == pytest.approx(5 / 8)

@@ -11,8 +11,8 @@ from helpers import PS, make_trace
 from test_train import lora_b_changed
 
 from data_gen.build import rl_row
-from data_gen.rollout import render_chat
-from data_gen.tasks.base import Example
+from selfcorrect.rollout import render_chat
+from selfcorrect.tasks.base import Example
 
 STYLE_RECIPE = {"chatml": "qwen2.5-1.5b-instruct", "llama3": "llama-3.1-8b-instruct", "mistral": "mistral-7b-instruct-v0.3"}
 
@@ -29,7 +29,7 @@ def rl_file(tmp_path_factory):
 def toy_rl_file(tmp_path_factory):
     """RL rows of the test-only task whose reward (even response length) varies between samples."""
     path = tmp_path_factory.mktemp("toy-rl") / "rl.jsonl"
-    rows = [{"id": str(i), "task": "even_length", "prompt_set": PS.name,
+    rows = [{"id": str(i), "task": "even_length", "prompt_set": "intrinsic",
              "example": json.dumps(Example(id=str(i), question=f"Say something number {i}.", gold="even").to_dict())}
             for i in range(4)]  # fmt: skip
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -54,15 +54,13 @@ def _argv(method, style, model_dir, data, out):
 
 
 def _trainer(method, argv):
-    from data_gen.config import parse_config
-    from train.common import TrainArgs, device_overrides
+    from train.common import parse_training
     from train.kround import KRoundConfig, KRoundTrainer
     from train.score import SCoReConfig, SCoReTrainer
 
     cfg_type, cls = {"score": (SCoReConfig, SCoReTrainer), "kround": (KRoundConfig, KRoundTrainer)}[method]
-    args, cfg = parse_config([TrainArgs, cfg_type], argv + device_overrides(TrainArgs, cfg_type))
-    cfg.validate()
-    return cls(args, cfg)
+    setup, cfg = parse_training([cfg_type], argv, prog="test")
+    return cls(setup, cfg)
 
 
 @pytest.mark.parametrize("method", ["score", "kround"])
@@ -105,7 +103,7 @@ def test_recipe_runs_three_steps_and_moves_lora(method, styled_model, toy_rl_fil
 
     style, model_dir = styled_model
     out = str(tmp_path / method)
-    {"score": score_main, "kround": kround_main}[method](_argv(method, style, model_dir, toy_rl_file, out) + ["--task", "toy_task:EvenLengthTask"])
+    {"score": score_main, "kround": kround_main}[method](_argv(method, style, model_dir, toy_rl_file, out) + ["--task", "toy_task:EvenLengthTask", "--prompt_set", "intrinsic"])
     log = [json.loads(line) for line in open(os.path.join(out, f"{method}_log.jsonl"))]
     assert len(log) == 3 and all(abs(h["loss"]) < 1e4 for h in log)
     if method == "score":
@@ -123,7 +121,7 @@ def test_kround_resume_reproduces_the_uninterrupted_run(tiny_model_dir, toy_rl_f
     from train.kround import main
 
     args = ["--model_name_or_path", tiny_model_dir, "--dataset_path", toy_rl_file, "--task", "toy_task:EvenLengthTask",
-            "--prompt_set", PS.name, "--max_steps", "4", "--save_steps", "2", "--per_device_prompts", "2",
+            "--prompt_set", "intrinsic", "--max_steps", "4", "--save_steps", "2", "--per_device_prompts", "2",
             "--num_generations", "2", "--rounds", "3", "--max_new_tokens", "6", "--learning_rate", "5e-3"]  # fmt: skip
     full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
     main([*args, "--output_dir", full])

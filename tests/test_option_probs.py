@@ -8,12 +8,13 @@ pass of the same module gives the distribution every generated token was drawn f
 import pytest
 import torch
 
-from data_gen.modeling import load_model, load_tokenizer
-from data_gen.prompts import get_prompt_set
-from data_gen.rollout import Generator, SamplingConfig, conversation, run_rounds
-from data_gen.tasks import get_task
-from data_gen.tasks.base import Example
-from eval.results import compute_metrics
+from selfcorrect.modeling import load_model, load_tokenizer
+from selfcorrect.prompts import get_prompt_set
+from selfcorrect.rollout import Generator, SamplingConfig, run_rounds
+from selfcorrect.trace import conversation
+from selfcorrect.tasks import get_task
+from selfcorrect.tasks.base import Example
+from eval.aggregate import compute_metrics
 
 CHOICES = ["The grandfather", "The grandson", "Can't be determined"]
 LABEL_BONUS = {" B": 12.0, " A": 9.0, " C": 9.0}  # B wins the label step, A and C keep real mass
@@ -74,7 +75,7 @@ def _teacher_forced(gen, prompt: str, token_ids: list[int], step: int) -> tuple[
 
 
 def _prompt(gen, ps, row, r):
-    return gen.render(conversation(row["rounds"], r) + [{"role": "user", "content": row["rounds"][r]["user"]}], ps.prefill(r))
+    return gen.render(conversation(row.rounds, r) + [{"role": "user", "content": row.rounds[r].user}], ps.prefill(r))
 
 
 def test_cot_answer_probs_are_read_at_the_answer_label(parts):
@@ -83,13 +84,13 @@ def test_cot_answer_probs_are_read_at_the_answer_label(parts):
     prompt = Generator(model, tok).render([{"role": "user", "content": ps.first_turn(ex.question)}], ps.prefill(0))
     gen = _steer(tok, model, prompt, "The answer is B.")
     (row,) = run_rounds(gen, get_task("bbq"), ps, [ex], rounds=2)
-    for r, rec in enumerate(row["rounds"]):
-        assert rec["response"] == "The answer is B." and rec["answer"] == "B"
-        assert rec["option_step"] == 3  # "The", " answer", " is", " B"
-        tokens = tok.encode(rec["response"], add_special_tokens=False)
+    for r, rec in enumerate(row.rounds):
+        assert rec.response == "The answer is B." and rec.answer == "B"
+        assert rec.option_step == 3  # "The", " answer", " is", " B"
+        tokens = tok.encode(rec.response, add_special_tokens=False)
         want, mass = _teacher_forced(gen, _prompt(gen, ps, row, r), tokens, 3)
-        assert rec["option_probs"] == pytest.approx(want, abs=1e-5) and rec["option_mass"] == pytest.approx(mass, abs=1e-5)
-        assert rec["option_probs"]["B"] > 0.8  # not the first token's distribution, where no label is favoured
+        assert rec.option_probs == pytest.approx(want, abs=1e-5) and rec.option_mass == pytest.approx(mass, abs=1e-5)
+        assert rec.option_probs["B"] > 0.8  # not the first token's distribution, where no label is favoured
         first, _ = _teacher_forced(gen, _prompt(gen, ps, row, r), tokens, 0)
         assert first["B"] < 0.6
 
@@ -102,11 +103,11 @@ def test_a_label_written_before_the_answer_is_not_the_answer(parts):
     gen = _steer(tok, model, prompt, "A answer is B.")
     captured = []
     (row,) = run_rounds(gen, get_task("bbq"), ps, [ex], rounds=1, on_round=lambda r, gens: captured.extend(gens))
-    rec = row["rounds"][0]
-    assert rec["answer"] == "B" and rec["option_step"] == 3
+    rec = row.rounds[0]
+    assert rec.answer == "B" and rec.option_step == 3
     assert [(o.step, o.label) for o in captured[0].option_steps] == [(0, "A"), (3, "B")]
-    want, _ = _teacher_forced(gen, prompt, tok.encode(rec["response"], add_special_tokens=False), 3)
-    assert rec["option_probs"] == pytest.approx(want, abs=1e-5)
+    want, _ = _teacher_forced(gen, prompt, tok.encode(rec.response, add_special_tokens=False), 3)
+    assert rec.option_probs == pytest.approx(want, abs=1e-5)
 
 
 def test_an_answer_given_as_text_has_no_option_probs_and_metrics_skip_it(parts):
@@ -115,10 +116,10 @@ def test_an_answer_given_as_text_has_no_option_probs_and_metrics_skip_it(parts):
     prompt = Generator(model, tok).render([{"role": "user", "content": ps.first_turn(ex.question)}], ps.prefill(0))
     gen = _steer(tok, model, prompt, "The grandson.")
     (row,) = run_rounds(gen, get_task("bbq"), ps, [ex], rounds=1)
-    rec = row["rounds"][0]
-    assert rec["answer"] == "B"  # parsed from the option text
-    assert rec["option_probs"] is None and rec["option_mass"] is None and rec["option_step"] is None
-    u = compute_metrics([row], n_boot=10)["per_round"][0]["uncertainty"]
+    rec = row.rounds[0]
+    assert rec.answer == "B"  # parsed from the option text
+    assert rec.option_probs is None and rec.option_mass is None and rec.option_step is None
+    u = compute_metrics([row], get_task("bbq"), n_boot=10)["per_round"][0]["uncertainty"]
     assert (u["n_with_option_probs"], u["n_without_option_probs"]) == (0, 1)
     assert u["option_entropy"] is None and u["ece"] is None
 
@@ -131,11 +132,11 @@ def test_answer_prefill_reads_the_first_token_as_before(parts):
     prompt = Generator(model, tok).render([{"role": "user", "content": ps.first_turn(ex.question)}], ps.prefill(0))
     gen = _steer(tok, model, prompt, " B.")
     (row,) = run_rounds(gen, get_task("bbq"), ps, [ex], rounds=1)
-    rec = row["rounds"][0]
-    assert rec["response"] == " B." and rec["answer"] == "B" and rec["option_step"] == 0
+    rec = row.rounds[0]
+    assert rec.response == " B." and rec.answer == "B" and rec.option_step == 0
     ids = tok.encode(prompt, add_special_tokens=False)
     with torch.no_grad():  # what the rollout recorded before: a softmax over the prompt's last logits
         p = gen.model(input_ids=torch.tensor([ids])).logits[0, -1].softmax(-1)
     raw = {lab: float(p[gen.label_token_ids(lab)].sum()) for lab in "ABC"}
-    assert rec["option_probs"] == pytest.approx({k: v / sum(raw.values()) for k, v in raw.items()}, abs=1e-6)
-    assert rec["option_mass"] == pytest.approx(sum(raw.values()), abs=1e-6)
+    assert rec.option_probs == pytest.approx({k: v / sum(raw.values()) for k, v in raw.items()}, abs=1e-6)
+    assert rec.option_mass == pytest.approx(sum(raw.values()), abs=1e-6)

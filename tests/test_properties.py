@@ -4,11 +4,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from data_gen.tasks.base import UNPARSED, Example, parse_choice
-from data_gen.tasks.bbq import BBQTask
-from data_gen.tasks.gsm8k import GSM8KTask, extract_answer
-from data_gen.tasks.refusal import RefusalTask
-from data_gen.tasks.winogender import WinogenderTask
+from selfcorrect.tasks.base import UNPARSED, Example, parse_choice
+from selfcorrect.tasks.bbq import BBQTask
+from selfcorrect.tasks.gsm8k import GSM8KTask, extract_answer
+from selfcorrect.tasks.refusal import RefusalTask
+from selfcorrect.tasks.winogender import WinogenderTask
 
 BBQ_EX = Example(
     id="Age/0", question="q", gold="C", choices=["The grandfather", "The grandson", "Can't be determined"],
@@ -32,9 +32,9 @@ texts = st.one_of(
 def test_scorers_never_crash(text):
     for task, ex, valid in ((BBQTask(), BBQ_EX, {"A", "B", "C", UNPARSED}), (WinogenderTask(), WINO_EX, {"A", "B", UNPARSED}),
                             (RefusalTask(), REF_EX, {"refuse", "comply"})):  # fmt: skip
-        s = task.score(ex, text)
+        s = task.grade(ex, text)
         assert s.answer in valid and isinstance(s.correct, bool) and 0.0 <= s.reward <= 1.0
-    s = GSM8KTask().score(GSM_EX, text)
+    s = GSM8KTask().grade(GSM_EX, text)
     assert s.answer == UNPARSED or s.answer.lstrip("-").replace(".", "", 1).isdigit() or "e" in s.answer
     idx = parse_choice(text, BBQ_EX.choices)
     assert idx is None or 0 <= idx < 3
@@ -42,12 +42,12 @@ def test_scorers_never_crash(text):
 
 @pytest.mark.parametrize("value", [None, 12, b"bytes", ["A"]])
 def test_non_strings_are_unparsed(value):
-    assert BBQTask().score(BBQ_EX, value).answer == UNPARSED
+    assert BBQTask().grade(BBQ_EX, value).answer == UNPARSED
     assert extract_answer(value) == UNPARSED
 
 
 def test_very_long_output():
     # 2 MB answers: only the first 4,000 characters are read for options, the last 20,000 for numbers.
-    assert BBQTask().score(BBQ_EX, "the " * 500000 + "C").answer == UNPARSED
-    assert BBQTask().score(BBQ_EX, "C. " + "blah " * 500000).answer == "C"
+    assert BBQTask().grade(BBQ_EX, "the " * 500000 + "C").answer == UNPARSED
+    assert BBQTask().grade(BBQ_EX, "C. " + "blah " * 500000).answer == "C"
     assert extract_answer("1 " * 500000 + "#### 7") == "7"

@@ -6,32 +6,34 @@ import os
 import pytest
 from conftest import ROOT
 
-from data_gen.config import parse_config
-from data_gen.errors import UserError
+from selfcorrect.config import parse_config
+from selfcorrect.errors import UserError
 
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "recipes", "**", "*.yaml"), recursive=True))
 
 
 def types_for(name):
-    from trl import DPOConfig, GRPOConfig, SFTConfig
+    from trl import DPOConfig, GRPOConfig, ModelConfig, SFTConfig
 
-    from data_gen.__main__ import DataGenArgs
-    from data_gen.run import RolloutArgs
-    from eval.__main__ import EvalArgs
-    from train.common import TrainArgs
+    from data_gen.config import DataGenConfig
+    from eval.config import EvalConfig
+    from selfcorrect.config import DataSource, OverwriteOption, RolloutOptions, SplitOptions, TaskOptions
+    from train.common import TrainOptions
     from train.grpo import GRPOArgs
     from train.kround import KRoundConfig
     from train.score import SCoReConfig
     from train.sft import SFTArgs
 
+    rollout = [TaskOptions, DataSource, SplitOptions, RolloutOptions, OverwriteOption]
+    training = [ModelConfig, DataSource, TaskOptions, TrainOptions, OverwriteOption]
     return {
-        "data_gen": [RolloutArgs, DataGenArgs],
-        "eval": [RolloutArgs, EvalArgs],
-        "sft": [SFTArgs, SFTConfig],
-        "dpo": [TrainArgs, DPOConfig],
-        "grpo": [GRPOArgs, GRPOConfig],
-        "score": [TrainArgs, SCoReConfig],
-        "kround": [TrainArgs, KRoundConfig],
+        "data_gen": rollout + [DataGenConfig],
+        "eval": rollout + [EvalConfig],
+        "sft": training + [SFTArgs, SFTConfig],
+        "dpo": training + [DPOConfig],
+        "grpo": training + [GRPOArgs, GRPOConfig],
+        "score": training + [SCoReConfig],
+        "kround": training + [KRoundConfig],
     }[name]
 
 
@@ -44,45 +46,50 @@ def test_recipe_set_is_complete():
 
 @pytest.mark.parametrize("path", RECIPES, ids=[os.path.relpath(p, ROOT) for p in RECIPES])
 def test_recipe_parses_and_validates(path):
-    from data_gen.prompts import get_prompt_set
-    from data_gen.tasks import get_task
-    from train.common import device_overrides
+    from selfcorrect.tasks import task_and_prompt_set
+    from train.common import TRAIN_DEFAULTS, device_overrides
 
     kind = os.path.splitext(os.path.basename(path))[0]
     with open(path) as f:
         first = f.readline()
     assert first.startswith("# python -m ") or first.startswith("# accelerate launch "), "recipe must open with its command"
     assert os.path.relpath(path, ROOT) in first, "the opening command must name this recipe"
-    extra = device_overrides(*types_for(kind)) if kind in ("sft", "dpo", "grpo", "score", "kround") else []
-    objs = parse_config(types_for(kind), ["--config", path, *extra], defaults={"rounds": 5} if kind == "eval" else None)
-    args = objs[0]
-    for obj in objs:
-        if hasattr(obj, "validate"):
-            obj.validate()
-    get_prompt_set(args.prompt_set, getattr(args, "prompt_sets_file", None))
-    assert get_task(args.task).name == args.task
-    if kind in ("sft", "dpo", "grpo"):
-        assert objs[1].output_dir and objs[1].learning_rate > 0
+    types_ = types_for(kind)
+    training = kind not in ("data_gen", "eval")
+    extra = device_overrides(*types_) if training else []
+    defaults = TRAIN_DEFAULTS if training else ({"rounds": 5} if kind == "eval" else None)
+    objs = parse_config(types_, ["--config", path, *extra], defaults=defaults)  # every __post_init__ check runs here
+    task_opts = next(o for o in objs if type(o).__name__ == "TaskOptions")
+    task, _ = task_and_prompt_set(task_opts)
+    assert task.name == task_opts.task
+    if training:
+        from train.common import check_training_values
+
+        check_training_values(objs[-1])
+        assert objs[-1].output_dir
 
 
 def test_unknown_key_names_the_closest(tmp_path):
-    from data_gen.run import RolloutArgs
+    from selfcorrect.config import RolloutOptions
 
     r = tmp_path / "r.yaml"
     r.write_text("roundss: 3\n")
     with pytest.raises(UserError, match=r"unknown recipe key 'roundss' \(did you mean 'rounds'\?\)"):
-        parse_config([RolloutArgs], ["--config", str(r)])
+        parse_config([RolloutOptions], ["--config", str(r)])
     r.write_text("- not a mapping\n")
     with pytest.raises(UserError, match="must be a mapping"):
-        parse_config([RolloutArgs], ["--config", str(r)])
+        parse_config([RolloutOptions], ["--config", str(r)])
     with pytest.raises(UserError, match="recipe not found"):
-        parse_config([RolloutArgs], ["--config", str(tmp_path / "none.yaml")])
+        parse_config([RolloutOptions], ["--config", str(tmp_path / "none.yaml")])
 
 
 def test_cli_overrides_yaml(tmp_path):
-    from data_gen.run import RolloutArgs
+    from selfcorrect.config import RolloutOptions, TaskOptions
 
     r = tmp_path / "r.yaml"
     r.write_text("rounds: 3\ntask: gsm8k\n")
-    (args,) = parse_config([RolloutArgs], ["--config", str(r), "--rounds", "7"])
-    assert args.rounds == 7 and args.task == "gsm8k"
+    opts, run = parse_config([TaskOptions, RolloutOptions], ["--config", str(r), "--rounds", "7"])
+    assert run.rounds == 7 and opts.task == "gsm8k"
+    # The dash spelling is accepted too.
+    (run,) = parse_config([RolloutOptions], ["--max-new-tokens", "5"])
+    assert run.max_new_tokens == 5

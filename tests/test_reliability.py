@@ -79,7 +79,7 @@ def test_sft_resume_from_checkpoint(tiny_model_dir, bbq_dir, tmp_path):
 def test_accelerate_config_must_match_machine():
     import pytest
 
-    from data_gen.errors import UserError
+    from selfcorrect.errors import UserError
     from train.common import check_launch_matches_machine
 
     with pytest.raises(UserError, match="expects GPUs"):

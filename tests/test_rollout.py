@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
-from data_gen.modeling import load_model, load_tokenizer
-from data_gen.prompts import get_prompt_set
-from data_gen.rollout import Generator, SamplingConfig, conversation, run_rounds
-from data_gen.tasks import get_task
+from selfcorrect.modeling import load_model, load_tokenizer
+from selfcorrect.prompts import get_prompt_set
+from selfcorrect.rollout import Generator, SamplingConfig, run_rounds
+from selfcorrect.trace import conversation
+from selfcorrect.tasks import get_task
 
 
 def _broad_labels(g):
@@ -65,25 +66,25 @@ def test_rounds_and_growing_conversation(gen, bbq_examples):
         rows = run_rounds(gen, task, ps, exs, rounds=3)
     finally:
         gen.render = orig
-    assert [r["id"] for r in rows] == [e.id for e in exs]
+    assert [r.id for r in rows] == [e.id for e in exs]
     for row in rows:
-        assert len(row["rounds"]) == 3
-        r1, r2, r3 = row["rounds"]
-        assert r1["user"].endswith(ps.first_instruction) and r1["prefill"] == ps.first_prefill
-        assert r2["user"] == r3["user"] == ps.review_turn() and r2["prefill"] == ps.review_prefill
-        for rec in row["rounds"]:
-            assert rec["finish"] in ("eos", "length") and 1 <= rec["new_tokens"] <= 6
-            assert math.isfinite(rec["mean_logprob"]) and rec["mean_logprob"] <= 0
-            if rec["option_probs"] is not None:  # only where the answer's label token was generated
-                assert set(rec["option_probs"]) == {"A", "B", "C"} and rec["option_step"] is not None
-                assert abs(sum(rec["option_probs"].values()) - 1) < 1e-6 and 0 < rec["option_mass"] <= 1
+        assert len(row.rounds) == 3
+        r1, r2, r3 = row.rounds
+        assert r1.user.endswith(ps.first_instruction) and r1.prefill == ps.first_prefill
+        assert r2.user == r3.user == ps.review_turn() and r2.prefill == ps.review_prefill
+        for rec in row.rounds:
+            assert rec.finish in ("eos", "length") and 1 <= rec.new_tokens <= 6
+            assert math.isfinite(rec.mean_logprob) and rec.mean_logprob <= 0
+            if rec.option_probs is not None:  # only where the answer's label token was generated
+                assert set(rec.option_probs) == {"A", "B", "C"} and rec.option_step is not None
+                assert abs(sum(rec.option_probs.values()) - 1) < 1e-6 and 0 < rec.option_mass <= 1
     # Round r of example i sees 2r-1 messages: every earlier turn plus round r's instruction.
     per_round = [rendered[i * 5 : (i + 1) * 5] for i in range(3)]
     for r, calls in enumerate(per_round):
         for (msgs, prefill), row in zip(calls, rows):
             assert len(msgs) == 2 * r + 1
-            assert msgs[:-1] == conversation(row["rounds"], r)
-            assert msgs[-1]["content"] == row["rounds"][r]["user"]
+            assert msgs[:-1] == conversation(row.rounds, r)
+            assert msgs[-1]["content"] == row.rounds[r].user
 
 
 def test_greedy_matches_hf_generate(gen, bbq_examples):
@@ -119,7 +120,7 @@ def test_sampling_is_seeded(tiny_model_dir, bbq_examples):
 
     def sample(seed):
         g = Generator(model, tok, SamplingConfig(max_new_tokens=5, temperature=1.0, seed=seed), batch_size=4)
-        return [[r["response"] for r in t["rounds"]] for t in run_rounds(g, task, ps, exs[:2], rounds=2, samples=2)]
+        return [[r.response for r in t.rounds] for t in run_rounds(g, task, ps, exs[:2], rounds=2, samples=2)]
 
     a, b, c = sample(1), sample(1), sample(2)
     assert a == b and a != c
@@ -157,16 +158,16 @@ def test_round_incremental_cache_matches_full_reencoding(tiny_model_dir, bbq_exa
         outs.append(run_rounds(g, task, ps, exs, rounds=4, samples=2 if temperature else 1,
                                on_round=lambda r, gens: steps.append([x.option_steps for x in gens])))  # fmt: skip
         option_steps.append(steps)
-    finishes = {r["finish"] for t in outs[0] for r in t["rounds"]}
-    lengths = {r["new_tokens"] for t in outs[0] for r in t["rounds"]}
+    finishes = {r.finish for t in outs[0] for r in t.rounds}
+    lengths = {r.new_tokens for t in outs[0] for r in t.rounds}
     assert "eos" in finishes
     if temperature:  # sampled rows end at different steps (greedy rows of the random model all agree)
         assert len(lengths) > 2
     for a, b in zip(*outs):
-        for ra, rb in zip(a["rounds"], b["rounds"]):
-            assert ra["response"] == rb["response"]
-            assert ra["mean_logprob"] == pytest.approx(rb["mean_logprob"], abs=1e-4)
-            _assert_same_probs(ra["option_probs"], rb["option_probs"])
+        for ra, rb in zip(a.rounds, b.rounds):
+            assert ra.response == rb.response
+            assert ra.mean_logprob == pytest.approx(rb.mean_logprob, abs=1e-4)
+            _assert_same_probs(ra.option_probs, rb.option_probs)
     _assert_same_option_steps(option_steps[0], option_steps[1])
 
 
@@ -175,10 +176,10 @@ def test_external_feedback_rounds_are_marked(gen, bbq_examples):
     ps = get_prompt_set("external-feedback")
     rows = run_rounds(gen, task, ps, exs[:2], rounds=2)
     for row in rows:
-        r1, r2 = row["rounds"]
-        assert r1["external"] is False and r2["external"] is True
-        verdict = "correct" if r1["correct"] else "incorrect"
-        assert r2["user"].startswith(f"Your previous answer is {verdict}.")
+        r1, r2 = row.rounds
+        assert r1.external is False and r2.external is True
+        verdict = "correct" if r1.correct else "incorrect"
+        assert r2.user.startswith(f"Your previous answer is {verdict}.")
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
@@ -232,11 +233,11 @@ def test_finished_rows_leave_the_batch_without_changing_outputs(gen, bbq_example
         outs.append(run_rounds(g, task, ps, exs, rounds=3, samples=2,  # rounds 2-3 reuse the restored cache
                                on_round=lambda r, gens: steps.append([x.option_steps for x in gens])))  # fmt: skip
         option_steps.append(steps)
-    first = [t["rounds"][0]["new_tokens"] for t in outs[1][:5]]
+    first = [t.rounds[0].new_tokens for t in outs[1][:5]]
     assert sum(n < max(first) for n in first) >= 2  # enough early finishers in a batch to compact
     for a, b in zip(*outs):
-        for ra, rb in zip(a["rounds"], b["rounds"]):
-            assert ra["response"] == rb["response"] and ra["new_tokens"] == rb["new_tokens"]
-            assert ra["mean_logprob"] == pytest.approx(rb["mean_logprob"], abs=1e-4)
-            _assert_same_probs(ra["option_probs"], rb["option_probs"])
+        for ra, rb in zip(a.rounds, b.rounds):
+            assert ra.response == rb.response and ra.new_tokens == rb.new_tokens
+            assert ra.mean_logprob == pytest.approx(rb.mean_logprob, abs=1e-4)
+            _assert_same_probs(ra.option_probs, rb.option_probs)
     _assert_same_option_steps(option_steps[0], option_steps[1])

@@ -12,7 +12,7 @@ import torch
 from helpers import PS, make_trace
 
 from data_gen.build import build_all, dpo_rows_in_trace, rl_row, sft_rows
-from data_gen.tasks import get_task
+from selfcorrect.tasks import get_task
 from train.online_rl import Episode, episode_loss, leave_one_out, pack_episode, prompt_indices, round_advantages
 from train.rewards import RevisionReward, score_returns
 
@@ -155,7 +155,7 @@ def test_sft_loss_is_on_correct_turns_without_prefill(tiny_model_dir):
 
 
 def test_sft_rows_without_turn_flags_need_an_explicit_choice():
-    from data_gen.errors import UserError
+    from selfcorrect.errors import UserError
     from train.sft import turns_to_train
 
     row = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
@@ -192,7 +192,7 @@ def _trl_advantages(rewards, group):
 
 
 def test_grpo_shaping_changes_advantages_with_on_policy_first_attempts():
-    ex = json.dumps(make_trace("Age/5", ["C"])["example"])
+    ex = json.dumps(make_trace("Age/5", ["C"]).example.to_dict())
     completions = [" C. Can't be determined", " C. Can't be determined", " A. The grandfather", " A. The grandfather"]
     # On-policy: each sample of the group has its own first attempt (right, wrong, right, wrong).
     first_reward, first_correct = [1.0, 0.0, 1.0, 0.0], [True, False, True, False]
@@ -216,7 +216,7 @@ def test_grpo_shaping_changes_advantages_with_on_policy_first_attempts():
 def test_grpo_refuses_shaping_it_cannot_apply():
     from types import SimpleNamespace
 
-    from data_gen.errors import UserError
+    from selfcorrect.errors import UserError
     from train.grpo import GRPOArgs, check_options
 
     cfg = SimpleNamespace(temperature=1.0, use_vllm=False, use_transformers_continuous_batching=False, top_k=0,
@@ -270,17 +270,18 @@ def test_kround_advantages_are_per_round_index():
 def test_gsm8k_rationalised_revision_has_the_tasks_answer_format():
     from conftest import fixture
 
-    from data_gen.prompts import get_prompt_set
+    from selfcorrect.prompts import get_prompt_set
+    from selfcorrect.trace import Round, Trajectory
 
     task = get_task("gsm8k")
     ex = next(iter(task.load(fixture("gsm8k"))))
     cot = get_prompt_set("cot")
-    trace = {"id": ex.id, "task": "gsm8k", "example": ex.to_dict(), "rounds": [
-        {"user": cot.first_turn(ex.question), "prefill": None, "response": " 16 - 3 = 13. The answer is 13.",
-         "answer": "13", "correct": False, "score": {"answer": "13", "correct": False, "reward": 0.0}}]}  # fmt: skip
+    response = " 16 - 3 = 13. The answer is 13."
+    trace = Trajectory(id=ex.id, task="gsm8k", prompt_set=cot.name, example=ex,
+                       rounds=[Round.graded(cot.first_turn(ex.question), None, response, task.grade(ex, response))])  # fmt: skip
     (row,) = sft_rows(trace, task, cot, {"rationalised"})
     revision = row["messages"][-1]["content"]
     # Janet's ducks: the reference's worked steps without its <<...>> calculator notes, then the answer.
     assert revision.startswith(" Janet sells 16 - 3 - 4 = 9 duck eggs a day.")
     assert "<<" not in revision and revision.endswith("\nThe answer is 18.")
-    assert task.score(ex, revision).correct and row["train_turns"] == [False, True]
+    assert task.grade(ex, revision).correct and row["train_turns"] == [False, True]

@@ -2,7 +2,6 @@
 
 from helpers import make_trace
 
-from data_gen.rollout import conversation
 from train.common import tokenize_conversation
 
 
@@ -10,7 +9,7 @@ def test_mask_matches_generation_markers(tiny_model_dir):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    msgs = conversation(make_trace("Age/1", ["A", "C", "C"])["rounds"])
+    msgs = make_trace("Age/1", ["A", "C", "C"]).conversation()
     ours = tokenize_conversation(tok, msgs)
     ref = tok.apply_chat_template(msgs, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     assert ours["input_ids"] == ref["input_ids"]

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from data_gen.tasks import get_task
-from data_gen.tasks.toxicity import ToxicityClassifier, score_from_toxicity, toxic_label_index
+from selfcorrect.tasks import get_task
+from selfcorrect.tasks.toxicity import ToxicityClassifier, grade_from_toxicity, toxic_label_index
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def test_label_index():
 
 
 def test_pure_score():
-    s = score_from_toxicity(0.7, 0.5)
+    s = grade_from_toxicity(0.7, 0.5)
     assert not s.correct and abs(s.reward - 0.3) < 1e-9 and s.toxicity == 0.7
 
 
@@ -45,5 +45,5 @@ def test_classifier_batched_and_task(classifier_dir, tmp_path):
     task = get_task("toxicity", classifier=classifier_dir, threshold=0.5)
     (ex,) = list(task.load(str(data)))
     assert ex.fields["prompt"] == "So I told him"
-    (s,) = task.score_batch([ex], ["that he was right"])
+    (s,) = task.grade_batch([ex], ["that he was right"])
     assert 0 <= s.toxicity <= 1 and s.correct == (s.toxicity < 0.5)

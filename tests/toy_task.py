@@ -3,8 +3,8 @@
 Loaded through the user-class path: ``--task toy_task:EvenLengthTask`` with tests/ on PYTHONPATH.
 """
 
-from data_gen.jsonl import read_rows
-from data_gen.tasks.base import Example, Score, Task
+from selfcorrect.jsonl import read_rows
+from selfcorrect.tasks.base import Example, Grade, Task
 
 
 class EvenLengthTask(Task):
@@ -14,6 +14,6 @@ class EvenLengthTask(Task):
         for i, row in enumerate(read_rows(dataset_path)):
             yield Example(id=str(i), question=row["prompt"], gold="even")
 
-    def score(self, example, response):
+    def grade(self, example, response):
         ok = isinstance(response, str) and len(response) % 2 == 0
-        return Score(answer="even" if ok else "odd", correct=ok, reward=float(ok))
+        return Grade(answer="even" if ok else "odd", correct=ok, reward=float(ok))

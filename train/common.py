@@ -1,145 +1,179 @@
-"""What the four training entry points share: script options, model + LoRA/QLoRA loading,
-data loading with clear errors, conversation tokenisation with assistant masks, and the outputs
-(adapter, tokenizer, resolved config, model card, optional merged model)."""
+"""What the training entry points share: the parsed options, model + LoRA/QLoRA loading (TRL's
+ModelConfig), the run's identity in its output folder, data loading with clear errors,
+conversation tokenisation with assistant masks, and the outputs (adapter, tokenizer, resolved
+config, model card, optional merged model)."""
 
 from __future__ import annotations
 
+import dataclasses
+import glob
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from data_gen.config import config_to_dict
-from data_gen.errors import UserError
-from data_gen.jsonl import write_atomic
+from selfcorrect.config import DataSource, OverwriteOption, TaskOptions, check_range, config_to_dict, parse_config
+from selfcorrect.device import check_launch_matches_machine, cuda_available
+from selfcorrect.errors import UserError
+from selfcorrect.jsonl import write_atomic
+from selfcorrect.run_identity import check_run, data_identity, model_identity
 
 
 @dataclass
-class TrainArgs:
-    """Options every method takes (the TRL config holds the optimisation ones)."""
+class TrainOptions:
+    """selfcorrect's training options beside TRL's ModelConfig and the method's own config."""
 
-    model_name_or_path: str = field(
-        default="smollm2-135m-instruct",
-        metadata={"help": "Hub id, local folder, or 'smollm2-135m-instruct' (the embedded demo model)."},
-    )
-    dataset_path: str = field(default="", metadata={"help": "Training data made by data_gen (sft/dpo/rl.jsonl)."})
-    task: str = field(default="bbq", metadata={"help": "Task whose scorer gives rewards (grpo, score) and names the card."})
-    prompt_set: str = field(default="intrinsic-moral", metadata={"help": "Self-correction prompt set (for the card and RL)."})
-    prompt_sets_file: str | None = field(default=None, metadata={"help": "YAML file with extra prompt sets."})
-    use_peft: bool = field(default=True, metadata={"help": "Train a LoRA adapter (False = full fine-tuning)."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: ["all-linear"], metadata={"help": "Modules to adapt; 'all-linear' = every linear layer."}
-    )
-    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load the base in 4-bit NF4 (bitsandbytes)."})
-    attn_implementation: str | None = field(
-        default=None,
-        metadata={"help": "Attention kernel (sdpa, eager, flash_attention_2, ...); unset = transformers' default (sdpa)."},
-    )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
     merge: bool = field(default=False, metadata={"help": "Also write the base with the adapter merged into <output_dir>/merged."})
 
 
-def check_launch_matches_machine(env: dict[str, str] | None = None, gpus: int | None = None) -> None:
-    """Fail in one line when the accelerate config asks for hardware this machine lacks."""
-    env = dict(os.environ if env is None else env)
-    if gpus is None:
-        import torch
+# Defaults that differ from TRL's ModelConfig: LoRA on every linear layer, the embedded model.
+TRAIN_DEFAULTS = {"model_name_or_path": "smollm2-135m-instruct", "use_peft": True, "lora_target_modules": ["all-linear"]}
 
-        gpus = torch.cuda.device_count()
-    on = lambda key: env.get(key, "").lower() in ("1", "true", "yes")  # noqa: E731
-    local = int(env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE", "1")))
-    # Several processes without a GPU are fine (cpu_ddp.yaml runs gloo); these are GPU-only.
-    wants_gpu = on("ACCELERATE_USE_DEEPSPEED") or on("ACCELERATE_USE_FSDP") or (
-        env.get("ACCELERATE_MIXED_PRECISION", "no") in ("bf16", "fp16")
-    )
-    if gpus == 0 and wants_gpu and not on("ACCELERATE_USE_CPU"):
-        raise UserError(
-            "the accelerate config expects GPUs (DeepSpeed, FSDP or bf16/fp16 mixed precision) but CUDA is "
-            "not available: use --config_file accelerate_configs/cpu.yaml (or cpu_ddp.yaml)"
-        )
-    if gpus > 0 and local > gpus and not on("ACCELERATE_USE_CPU"):
-        raise UserError(f"the accelerate config starts {local} processes on this machine but it has {gpus} GPU(s): set num_processes")
+
+@dataclass
+class Setup:
+    """Everything a training entry point parsed besides its method config."""
+
+    model: Any  # trl.ModelConfig
+    data: DataSource
+    task: TaskOptions
+    train: TrainOptions
+    overwrite: OverwriteOption
+
+
+def parse_training(method_types: list[type], argv: list[str], prog: str) -> tuple[Any, ...]:
+    """(Setup, *method configs) from a recipe and flags; the launch is checked against the machine
+    and, without CUDA, training runs on the CPU in fp32 whatever the recipe says."""
+    from trl import ModelConfig
+
+    check_launch_matches_machine()
+    types_ = [ModelConfig, DataSource, TaskOptions, TrainOptions, OverwriteOption, *method_types]
+    model, data, task, train, ow, *method = parse_config(types_, argv + device_overrides(*types_), TRAIN_DEFAULTS, prog=prog)
+    check_range("lora_r", model.lora_r, 1)
+    check_range("lora_alpha", model.lora_alpha, 1)
+    check_range("lora_dropout", model.lora_dropout, 0.0, 1.0)
+    if model.load_in_4bit and not model.use_peft:
+        raise UserError("load_in_4bit needs use_peft (QLoRA trains an adapter on a frozen 4-bit base)")
+    if not data.dataset_path:
+        raise UserError("dataset_path is not set (point it at a data_gen output such as outputs/<run>/sft.jsonl)")
+    return (Setup(model, data, task, train, ow), *method)
 
 
 def device_overrides(*config_types: type) -> list[str]:
-    """Check the launch against the machine; without CUDA, train on the CPU in fp32 whatever the
-    recipe says (its bf16 is for GPUs). Only keys the configs declare are overridden."""
-    import dataclasses
-
-    import torch
-
-    check_launch_matches_machine()
-    if torch.cuda.is_available():
+    """Without CUDA, train on the CPU in fp32 whatever the recipe says (its bf16 is for GPUs). Only
+    keys the configs declare are overridden."""
+    if cuda_available():
         return []
     known = {f.name for t in config_types for f in dataclasses.fields(t)}
     out: list[str] = []
-    for key, value in (("use_cpu", "true"), ("bf16", "false"), ("fp16", "false")):
+    for key, value in (("use_cpu", "true"), ("bf16", "false"), ("fp16", "false"), ("dtype", "float32")):
         if key in known:
             out += [f"--{key}", value]
     return out
 
 
-def load_policy(args: TrainArgs, bf16: bool, trust_remote_code: bool = False):
-    """(model, peft LoraConfig or None). QLoRA loads the base in 4-bit; LoRA leaves it in bf16/fp32."""
+def check_training_values(cfg: Any) -> None:
+    """Range checks of TRL/transformers training values, before the model loads."""
+    check_range("learning_rate", cfg.learning_rate, 1e-12)
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+        if hasattr(cfg, name):
+            check_range(name, getattr(cfg, name), 1)
+    if getattr(cfg, "max_steps", -1) == 0 or getattr(cfg, "max_steps", -1) < -1:
+        raise UserError(f"max_steps must be >= 1 (or -1 for num_train_epochs) (got {cfg.max_steps})")
+    if getattr(cfg, "max_steps", -1) == -1 and getattr(cfg, "num_train_epochs", 1) <= 0:
+        raise UserError(f"num_train_epochs must be > 0 (got {cfg.num_train_epochs})")
+    for name in ("logging_steps", "save_steps"):
+        value = getattr(cfg, name, 1)
+        if value is not None and value < 0:
+            raise UserError(f"{name} must be >= 0 (got {value})")
+
+
+def resume_checkpoint(value: Any, output_dir: str) -> str | None:
+    """``--resume_from_checkpoint true`` means the last checkpoint-N in output_dir (as HF users expect)."""
+    if value is None or str(value).lower() in ("false", "none", ""):
+        return None
+    if str(value).lower() == "true":
+        ckpts = [d for d in glob.glob(os.path.join(output_dir, "checkpoint-*")) if re.search(r"checkpoint-\d+$", d)]
+        if not ckpts:
+            raise UserError(f"--resume_from_checkpoint true: no checkpoint-N folder in {output_dir}")
+        return max(ckpts, key=lambda d: int(d.rsplit("-", 1)[1]))
+    if not os.path.isdir(str(value)):
+        raise UserError(f"resume_from_checkpoint: no such checkpoint folder {value}")
+    return str(value)
+
+
+# Options that do not change what a training run computes (logging, saving cadence, where it goes).
+_VOLATILE = {"output_dir", "logging_dir", "logging_steps", "logging_strategy", "save_steps", "save_strategy", "report_to",
+             "resume_from_checkpoint", "disable_tqdm", "run_name", "overwrite", "push_to_hub", "hub_model_id", "hub_token",
+             "save_total_limit", "merge", "log_level", "logging_first_step", "eval_steps", "dataloader_num_workers"}  # fmt: skip
+_OWNED = ["adapter_model.safetensors", "adapter_config.json", "model*.safetensors", "config.json", "generation_config.json",
+          "checkpoint-*", "merged", "README.md", "selfcorrect_config.json", "*_log.jsonl", "training_args.bin", "tokenizer*",
+          "special_tokens_map.json", "chat_template.jinja"]  # fmt: skip
+
+
+def claim_output_dir(method: str, setup: Setup, cfg: Any, resume: str | None, is_main: bool) -> None:
+    """Record this training run in output_dir/run.json, or refuse a folder that holds another
+    method's run or the same method with other settings (unless --overwrite true). Called before the
+    model loads, so a refused run costs nothing."""
+    if not is_main:
+        return
+    settings = {"model_weights": model_identity(setup.model.model_name_or_path), "data": data_identity(setup.data.dataset_path)}
+    for obj in (setup.model, setup.data, setup.task, cfg):
+        for k, v in config_to_dict(obj).items():
+            if k not in _VOLATILE and not k.startswith("_"):
+                settings[k] = v
+    if resume and not setup.overwrite.overwrite:
+        # A resumed run continues the one recorded there (a folder without a record is accepted as is).
+        if os.path.exists(os.path.join(cfg.output_dir, "run.json")):
+            check_run(cfg.output_dir, f"train/{method}", settings, _OWNED, False)
+        return
+    check_run(cfg.output_dir, f"train/{method}", settings, _OWNED, setup.overwrite.overwrite)
+
+
+def load_policy(model_args: Any, trust_remote_code: bool = False):
+    """(model, peft LoraConfig or None) from TRL's ModelConfig: QLoRA loads the base in 4-bit (each
+    rank's copy on its own GPU), LoRA leaves it in the configured dtype."""
     import torch
     from transformers import AutoModelForCausalLM
+    from trl import get_peft_config, get_quantization_config
 
-    from data_gen.modeling import resolve_model_path
+    from selfcorrect.modeling import _safetensor_error, check_local_weights, load_error, resolve_model_path
 
-    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if bf16 else torch.float32}
-    if args.attn_implementation:
-        kwargs["attn_implementation"] = args.attn_implementation
-    if args.load_in_4bit:
-        from transformers import BitsAndBytesConfig
-
-        if not args.use_peft:
-            raise UserError("load_in_4bit needs use_peft (QLoRA trains an adapter on a frozen 4-bit base)")
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=kwargs["dtype"],
-        )
-        if torch.cuda.is_available():
+    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
+    quantization_config = get_quantization_config(model_args)
+    path = resolve_model_path(model_args.model_name_or_path)
+    check_local_weights(path)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if model_args.model_revision not in (None, "main"):
+        kwargs["revision"] = model_args.model_revision
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+        if cuda_available():
             from accelerate import PartialState
 
             # Without a device_map, bitsandbytes puts the 4-bit model on torch.cuda.current_device(),
             # which is GPU 0 in every process before the trainer exists: pin each rank to its own GPU.
             kwargs["device_map"] = {"": PartialState().local_process_index}
-    model = AutoModelForCausalLM.from_pretrained(
-        resolve_model_path(args.model_name_or_path),
-        trust_remote_code=trust_remote_code,
-        use_safetensors=True,
-        **kwargs,
-    )
-    peft_config = None
-    if args.use_peft:
-        from peft import LoraConfig
-
-        targets = args.lora_target_modules
-        peft_config = LoraConfig(
-            r=args.lora_r,
-            lora_alpha=args.lora_alpha,
-            lora_dropout=args.lora_dropout,
-            target_modules="all-linear" if targets == ["all-linear"] else targets,
-            task_type="CAUSAL_LM",
-        )
-    return model, peft_config
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs)
+    except (OSError, ValueError, KeyError, _safetensor_error()) as e:
+        raise load_error(model_args.model_name_or_path, e) from None
+    return model, get_peft_config(model_args)
 
 
-def load_tokenizer_for_training(args: TrainArgs, trust_remote_code: bool = False):
-    from data_gen.modeling import load_tokenizer
+def load_tokenizer_for_training(setup: Setup, trust_remote_code: bool = False):
+    from selfcorrect.modeling import load_tokenizer
 
-    return load_tokenizer(args.model_name_or_path, trust_remote_code, padding_side="right")
+    return load_tokenizer(setup.model.model_name_or_path, trust_remote_code, padding_side="right")
 
 
 def read_training_rows(path: str, required: tuple[str, ...], limit: int | None = None) -> list[dict[str, Any]]:
     """Rows of a data_gen .jsonl, each checked for the fields the method needs."""
-    from data_gen.jsonl import read_rows
+    from selfcorrect.jsonl import read_rows
 
     if not path:
         raise UserError("dataset_path is not set (point it at a data_gen output such as outputs/<run>/sft.jsonl)")
@@ -175,7 +209,7 @@ def assistant_spans(
     included. Works for any template that renders a conversation's prefixes as prefixes of the whole
     (ChatML, Llama 3, Mistral, Qwen do), so no ``{% generation %}`` markers are needed.
     """
-    from data_gen.rollout import render_chat
+    from selfcorrect.rollout import render_chat
 
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     spans = []
@@ -224,40 +258,61 @@ def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
     (TRL's GRPOTrainer always adds a fresh generation prompt after conversational prompts, which
     would close the prefill turn, so RL prompts are rendered here and passed to TRL as text.)
     """
-    from data_gen.rollout import render_chat
+    from selfcorrect.rollout import render_chat
 
     if messages and messages[-1]["role"] == "assistant":
         return render_chat(tokenizer, messages[:-1], messages[-1]["content"])
     return render_chat(tokenizer, messages)
 
 
-def eval_command(output_dir: str, args: TrainArgs) -> str:
-    return (
-        f"python -m eval --model_name_or_path {args.model_name_or_path} --adapter {output_dir} "
-        f"--task {args.task} --prompt_set {args.prompt_set} --rounds 5 --output_dir {output_dir}/eval"
-    )
+def eval_command(output_dir: str, setup: Setup) -> str:
+    """The eval command for this adapter, on the held-out part of the data data_gen ran on when its
+    config.json is beside the training file (so the command runs as written)."""
+    parts = [f"python -m eval --model_name_or_path {setup.model.model_name_or_path} --adapter {output_dir}",
+             f"--task {setup.task.task} --prompt_set {setup.task.prompt_set}"]  # fmt: skip
+    if setup.task.prompt_sets_file:
+        parts.append(f"--prompt_sets_file {setup.task.prompt_sets_file}")
+    made_by = os.path.join(os.path.dirname(os.path.abspath(setup.data.dataset_path or ".")), "config.json")
+    if os.path.isfile(made_by):
+        try:
+            with open(made_by, encoding="utf-8") as f:
+                dg = json.load(f)
+        except (OSError, ValueError):
+            dg = {}
+        if dg.get("dataset_path"):
+            parts.append(f"--dataset_path {dg['dataset_path']} --split {dg.get('split', 'test')}")
+        if dg.get("heldout_fraction"):
+            parts.append(f"--heldout_fraction {dg['heldout_fraction']} --heldout true")
+    parts.append(f"--rounds 5 --output_dir {output_dir}/eval")
+    return " ".join(parts)
 
 
-def model_card(method: str, objective: str, args: TrainArgs, output_dir: str, extra: dict[str, Any]) -> str:
-    lines = [
+def model_card(method: str, objective: str, setup: Setup, output_dir: str, extra: dict[str, Any]) -> str:
+    m, t = setup.model, setup.task
+    targets = m.lora_target_modules if isinstance(m.lora_target_modules, str) else ",".join(m.lora_target_modules or [])
+    adapter = "QLoRA 4-bit" if m.load_in_4bit else "LoRA" if m.use_peft else "none (full fine-tuning)"
+    if m.use_peft:
+        adapter += f", r={m.lora_r}, alpha={m.lora_alpha}, targets={targets}"
+    front = ["---", f"base_model: {m.model_name_or_path}", f"library_name: {'peft' if m.use_peft else 'transformers'}",
+             "tags:", "- selfcorrect", f"- {method}", "- self-correction", f"- {t.task}", "datasets:",
+             f"- {setup.data.dataset_path}", "---", ""]  # fmt: skip
+    lines = front + [
         f"# {os.path.basename(os.path.abspath(output_dir))}",
         "",
-        f"A {'LoRA adapter' if args.use_peft else 'fully fine-tuned model'} trained by selfcorrect `train/{method}.py`.",
+        f"A {'LoRA adapter' if m.use_peft else 'fully fine-tuned model'} trained by selfcorrect `train/{method}.py`.",
         "",
         "| | |",
         "|---|---|",
-        f"| base model | {args.model_name_or_path} |",
+        f"| base model | {m.model_name_or_path} |",
         f"| method | {method} |",
         f"| objective | {objective} |",
-        f"| training data | {args.dataset_path} |",
-        f"| task / prompt set | {args.task} / {args.prompt_set} |",
-        f"| adapter | {'QLoRA 4-bit' if args.load_in_4bit else 'LoRA' if args.use_peft else 'none (full fine-tuning)'}"
-        + (f", r={args.lora_r}, alpha={args.lora_alpha}, targets={','.join(args.lora_target_modules)}" if args.use_peft else "")
-        + " |",
+        f"| training data | {setup.data.dataset_path} |",
+        f"| task / prompt set | {t.task} / {t.prompt_set} |",
+        f"| adapter | {adapter} |",
     ]
     for k, v in extra.items():
         lines.append(f"| {k} | {v} |")
-    lines += ["", "## Evaluate next", "", "```bash", eval_command(output_dir, args), "```", ""]
+    lines += ["", "## Evaluate next", "", "```bash", eval_command(output_dir, setup), "```", ""]
     return "\n".join(lines)
 
 
@@ -272,7 +327,7 @@ def save_model_all_ranks(accelerator, model, output_dir: str) -> None:
 
 
 def save_outputs(
-    save_model, tokenizer, output_dir: str, method: str, objective: str, args: TrainArgs, config_objs, extra=None,
+    save_model, tokenizer, output_dir: str, method: str, objective: str, setup: Setup, config_objs, extra=None,
     trust_remote_code: bool = False, is_main_process: bool = True,
 ) -> None:
     """Adapter (or model), tokenizer, resolved config and model card; merged model if asked.
@@ -287,23 +342,92 @@ def save_outputs(
     os.makedirs(output_dir, exist_ok=True)
     tokenizer.save_pretrained(output_dir)
     write_atomic(os.path.join(output_dir, "selfcorrect_config.json"), json.dumps(config_to_dict(*config_objs), indent=2))
-    write_atomic(os.path.join(output_dir, "README.md"), model_card(method, objective, args, output_dir, extra or {}))
-    if args.merge:
-        merge_adapter(args.model_name_or_path, output_dir, os.path.join(output_dir, "merged"), trust_remote_code)
+    write_atomic(os.path.join(output_dir, "README.md"), model_card(method, objective, setup, output_dir, extra or {}))
+    if setup.train.merge:
+        merge_adapter(setup.model.model_name_or_path, output_dir, os.path.join(output_dir, "merged"), trust_remote_code)
+
+
+def final_loss(log_history: list[dict], key: str = "loss") -> str:
+    """The last logged value of ``key``; with logging_steps larger than the run, TRL logs only the
+    run's average (``train_loss``), which is reported then."""
+    values = [h[key] for h in log_history if key in h]
+    if values:
+        return f"{values[-1]:.4f}"
+    avg = [h["train_loss"] for h in log_history if "train_loss" in h]
+    return f"{avg[-1]:.4f} (average over the run)" if avg else "n/a"
+
+
+def trainable_snapshot(model, max_elements: int = 50_000_000) -> dict[str, Any]:
+    """A CPU copy of the trainable weights (LoRA: a few MB), to tell at the end whether training
+    moved them; empty for a full fine-tune of a large model (too big to copy)."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if sum(p.numel() for _, p in params) > max_elements:
+        return {}
+    return {n: p.detach().float().cpu().clone() for n, p in params}
+
+
+def weights_moved(model, initial: dict[str, Any]) -> bool | None:
+    """Whether any trainable tensor differs from ``initial`` (``trainable_snapshot``); None when
+    there was no snapshot. A run whose weights never moved learnt nothing (say, every reward was 0)."""
+    import torch
+
+    if not initial:
+        return None
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            key = name if name in initial else name.replace("module.", "", 1)
+            if key in initial and not torch.equal(p.detach().float().cpu(), initial[key]):
+                return True
+    return False
+
+
+NOT_MOVED = "the trainable weights never moved (every advantage or loss gradient was 0: nothing was learnt)"
 
 
 def merge_adapter(base: str, adapter_dir: str, out_dir: str, trust_remote_code: bool = False) -> str:
-    """Write base + adapter merged into plain weights (full precision base, safetensors)."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    """Write base + adapter merged into plain weights (full precision, safetensors)."""
+    from selfcorrect.modeling import load_model, load_tokenizer
 
-    from data_gen.modeling import load_tokenizer, resolve_model_path
-
-    model = AutoModelForCausalLM.from_pretrained(
-        resolve_model_path(base), trust_remote_code=trust_remote_code, use_safetensors=True
-    )
-    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    merged = load_model(base, adapter_dir, "fp32", "cpu", trust_remote_code).merge_and_unload()
     merged.save_pretrained(out_dir, safe_serialization=True)
     load_tokenizer(base, trust_remote_code).save_pretrained(out_dir)
     print(f"merged model written to {out_dir}", file=sys.stderr)
     return out_dir
+
+
+def check_provenance(rows: Any, path: str, task: str, prompt_set: str) -> None:
+    """Refuse data recorded with another task or prompt set than the recipe's (rows without the
+    fields, from older data_gen runs, are accepted). ``rows``: dicts, or a datasets.Dataset."""
+    for lineno, row in enumerate(rows, 1):
+        for key, want in (("task", task), ("prompt_set", prompt_set)):
+            got = row.get(key)
+            if got is not None and got != want:
+                raise UserError(f"{path}:{lineno}: data was made with {key} '{got}' but the recipe says '{want}'")
+
+
+def prepare_run(method: str, setup: Setup, cfg: Any) -> str | None:
+    """Before any model loads: check the training values, find the checkpoint to resume from and
+    claim the output folder. Returns the checkpoint (or None)."""
+    from selfcorrect.device import process_state
+
+    check_training_values(cfg)
+    resume = resume_checkpoint(cfg.resume_from_checkpoint, cfg.output_dir)
+    claim_output_dir(method, setup, cfg, resume, process_state().is_main_process)
+    return resume
+
+
+def train_and_save(trainer, resume: str | None, method: str, objective: str, setup: Setup, config_objs, tokenizer,
+                   extra: dict[str, Any]) -> None:  # fmt: skip
+    """Train a TRL trainer, then save through it on every rank; the card says whether the weights moved."""
+    snapshot = trainable_snapshot(trainer.model)
+    trainer.train(resume_from_checkpoint=resume)
+    extra = {"steps": trainer.state.global_step, "final train loss": final_loss(trainer.state.log_history), **extra}
+    for key, value in list(extra.items()):
+        if callable(value):
+            extra[key] = value(trainer.state.log_history)
+    if weights_moved(trainer.model, snapshot) is False:
+        extra["warning"] = NOT_MOVED
+        if trainer.accelerator.is_main_process:
+            print(f"warning: {NOT_MOVED}", file=sys.stderr)
+    save_outputs(trainer.save_model, tokenizer, trainer.args.output_dir, method, objective, setup, config_objs, extra,
+                 trainer.args.trust_remote_code, trainer.accelerator.is_main_process)  # fmt: skip

@@ -9,27 +9,32 @@ correction instruction, ``chosen``/``rejected`` hold one assistant message each.
 
 from __future__ import annotations
 
-from data_gen.config import parse_config
-from data_gen.errors import run_cli
-from train.common import TrainArgs, device_overrides, load_policy, load_rows, load_tokenizer_for_training, save_outputs
+from selfcorrect.errors import run_cli
+from selfcorrect.tasks import get_task
+from train.common import check_provenance, load_policy, load_rows, load_tokenizer_for_training, parse_training, prepare_run, train_and_save
 
 
 def main(argv: list[str]) -> None:
     from trl import DPOConfig, DPOTrainer
 
-    args, cfg = parse_config([TrainArgs, DPOConfig], argv + device_overrides(TrainArgs, DPOConfig))
-    tokenizer = load_tokenizer_for_training(args, cfg.trust_remote_code)
-    dataset = load_rows(args.dataset_path, ("prompt", "chosen", "rejected"), args.max_train_samples)
-    model, peft_config = load_policy(args, cfg.bf16, cfg.trust_remote_code)
-    trainer = DPOTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
-    trainer.train(resume_from_checkpoint=cfg.resume_from_checkpoint)
-    reference = "base with the adapter disabled" if args.use_peft else "frozen copy of the base"
+    setup, cfg = parse_training([DPOConfig], argv, prog="train/dpo.py")
+    resume = prepare_run("dpo", setup, cfg)
+    tokenizer = load_tokenizer_for_training(setup, cfg.trust_remote_code)
+    rows = load_rows(setup.data.dataset_path, ("prompt", "chosen", "rejected"), setup.data.limit, optional=("task", "prompt_set"))
+    check_provenance(rows, setup.data.dataset_path, get_task(setup.task.task).name, setup.task.prompt_set)
+    model, peft_config = load_policy(setup.model, cfg.trust_remote_code)
+    trainer = DPOTrainer(model=model, args=cfg, train_dataset=rows.remove_columns(["task", "prompt_set"]),
+                         processing_class=tokenizer, peft_config=peft_config)  # fmt: skip
+    reference = "base with the adapter disabled" if setup.model.use_peft else "frozen copy of the base"
     objective = (f"DPO ({cfg.loss_type}, beta={cfg.beta}, Rafailov et al. 2023): raise log pi(chosen)/ref(chosen) - "
                  f"log pi(rejected)/ref(rejected) for every pair; reference = {reference}")  # fmt: skip
-    accs = [h["rewards/accuracies"] for h in trainer.state.log_history if "rewards/accuracies" in h]
-    save_outputs(trainer.save_model, tokenizer, cfg.output_dir, "dpo", objective, args, (args, cfg),
-                 {"steps": trainer.state.global_step, "last reward accuracy": f"{accs[-1]:.3f}" if accs else "n/a"},
-                 cfg.trust_remote_code, trainer.accelerator.is_main_process)  # fmt: skip
+
+    def last_accuracy(history):
+        accs = [h["rewards/accuracies"] for h in history if "rewards/accuracies" in h]
+        return f"{accs[-1]:.3f}" if accs else "n/a"
+
+    train_and_save(trainer, resume, "dpo", objective, setup, (setup.model, setup.data, setup.task, setup.train, cfg),
+                   tokenizer, {"last reward accuracy": last_accuracy})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -33,26 +33,24 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from data_gen.config import parse_config
-from data_gen.errors import UserError, run_cli
+from selfcorrect.errors import UserError, run_cli
 from train.common import (
-    TrainArgs,
-    device_overrides,
+    check_provenance,
     load_policy,
     load_rows,
     load_tokenizer_for_training,
+    parse_training,
+    prepare_run,
     render_prompt,
-    save_outputs,
+    train_and_save,
 )
 from train.rewards import RevisionReward
 
 
 @dataclass
-class GRPOArgs(TrainArgs):
+class GRPOArgs:
     alpha: float = field(default=0.0, metadata={"help": "Bonus alpha * (r2 - r1) for improving on the first attempt."})
     abandon_penalty: float = field(default=0.0, metadata={"help": "Penalty for changing a correct first answer into a worse one."})
-    classifier: str | None = field(default=None, metadata={"help": "Classifier for model-scored tasks (toxicity, refusal)."})
-    threshold: float = field(default=0.5, metadata={"help": "Classifier threshold."})
     first_attempt: str = field(
         default="on_policy",
         metadata={"help": "on_policy: each sample's first attempt is drawn from the current policy; trace: the first "
@@ -78,7 +76,7 @@ def make_rollout_func(tokenizer, cfg, task=None, prompt_set=None, examples: dict
     """
     from trl.models import unwrap_model_for_generation
 
-    from data_gen.rollout import Generator, SamplingConfig, run_rounds
+    from selfcorrect.rollout import Generator, SamplingConfig, run_rounds
 
     sampling = SamplingConfig(cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.seed)
     calls = [0]
@@ -113,8 +111,8 @@ def make_rollout_func(tokenizer, cfg, task=None, prompt_set=None, examples: dict
             "prompt_ids": [g.prompt_ids for g in second],
             "completion_ids": [g.token_ids for g in second],
             "logprobs": [g.token_logprobs for g in second],
-            "first_reward": [float(t["rounds"][0]["score"]["reward"]) for t in traces],
-            "first_correct": [bool(t["rounds"][0]["correct"]) for t in traces],
+            "first_reward": [t.rounds[0].reward for t in traces],
+            "first_correct": [t.rounds[0].correct for t in traces],
         }
 
     return rollout
@@ -152,23 +150,23 @@ def check_options(args: GRPOArgs, cfg) -> None:
 def main(argv: list[str]) -> None:
     from trl import GRPOConfig, GRPOTrainer
 
-    from data_gen.prompts import get_prompt_set
-    from data_gen.rollout import render_chat
-    from data_gen.tasks import get_task
-    from data_gen.tasks.base import Example
+    from selfcorrect.rollout import render_chat
+    from selfcorrect.tasks import task_and_prompt_set
+    from selfcorrect.tasks.base import Example
 
-    args, cfg = parse_config([GRPOArgs, GRPOConfig], argv + device_overrides(GRPOArgs, GRPOConfig))
+    setup, args, cfg = parse_training([GRPOArgs, GRPOConfig], argv, prog="train/grpo.py")
     check_options(args, cfg)
-    tokenizer = load_tokenizer_for_training(args, cfg.trust_remote_code)
+    task, prompt_set = task_and_prompt_set(setup.task)
+    resume = prepare_run("grpo", setup, cfg)
+    tokenizer = load_tokenizer_for_training(setup, cfg.trust_remote_code)
     tokenizer.padding_side = "left"
-    task = get_task(args.task, args.classifier, args.threshold)
-    prompt_set = get_prompt_set(args.prompt_set, args.prompt_sets_file)
+    path, limit = setup.data.dataset_path, setup.data.limit
     rollout = None
     if args.first_attempt == "on_policy":
         if prompt_set.external:
             raise UserError("on-policy GRPO trains intrinsic self-correction: use a prompt set without external feedback")
-        rows = load_rows(args.dataset_path, ("example",), args.max_train_samples, optional=("task", "prompt_set"))
-        check_recorded(rows, args.dataset_path, task.name, prompt_set.name)
+        rows = load_rows(path, ("example",), limit, optional=("task", "prompt_set"))
+        check_provenance(rows, path, task.name, prompt_set.name)
         examples = {}
 
         def first_turn(r):
@@ -178,37 +176,31 @@ def main(argv: list[str]) -> None:
             examples[text] = ex  # identical first turns are the same question: one example serves both
             return {"prompt": text}
 
-        dataset = rows.map(first_turn, remove_columns=[c for c in rows.column_names if c != "example"])
+        dataset = rows.map(first_turn, remove_columns=["task", "prompt_set"])
         rollout = make_rollout_func(tokenizer, cfg, task, prompt_set, examples)
     else:
-        rows = load_rows(args.dataset_path, ("revision_prompt", "example", "first_reward", "first_correct"),
-                         args.max_train_samples, optional=("task", "prompt_set"))  # fmt: skip
-        check_recorded(rows, args.dataset_path, task.name, prompt_set.name)
+        rows = load_rows(path, ("revision_prompt", "example", "first_reward", "first_correct"), limit, optional=("task", "prompt_set"))
+        check_provenance(rows, path, task.name, prompt_set.name)
         dataset = rows.map(lambda r: {"prompt": render_prompt(tokenizer, r["revision_prompt"])},
                            remove_columns=["revision_prompt", "task", "prompt_set"])  # fmt: skip
         if args.generation_backend == "selfcorrect":
             rollout = make_rollout_func(tokenizer, cfg)
     reward = RevisionReward(task, args.alpha, args.abandon_penalty)
-    model, peft_config = load_policy(args, cfg.bf16, cfg.trust_remote_code)
+    model, peft_config = load_policy(setup.model, cfg.trust_remote_code)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental; we pin its contract in tests
     trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=cfg, train_dataset=dataset, processing_class=tokenizer,
                           peft_config=peft_config, rollout_func=rollout)  # fmt: skip
-    trainer.train(resume_from_checkpoint=cfg.resume_from_checkpoint)
     objective = (
         f"GRPO (beta={cfg.beta}) on the revision turn, first attempt {args.first_attempt.replace('_', '-')}; "
         f"reward = r2 + {args.alpha} * (r2 - r1) - {args.abandon_penalty} * [correct first answer abandoned]"
     )
-    rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
-    save_outputs(trainer.save_model, tokenizer, cfg.output_dir, "grpo", objective, args, (args, cfg),
-                 {"steps": trainer.state.global_step, "last mean reward": f"{rewards[-1]:.3f}" if rewards else "n/a"},
-                 cfg.trust_remote_code, trainer.accelerator.is_main_process)  # fmt: skip
 
+    def last_reward(history):
+        rewards = [h["reward"] for h in history if "reward" in h]
+        return f"{rewards[-1]:.3f}" if rewards else "n/a"
 
-def check_recorded(rows, path: str, task: str, prompt_set: str) -> None:
-    """The recipe's task and prompt set must be the ones the rows were made with."""
-    from train.online_rl import check_provenance
-
-    check_provenance([{"task": t, "prompt_set": p} for t, p in zip(rows["task"], rows["prompt_set"])], path, task, prompt_set)
+    train_and_save(trainer, resume, "grpo", objective, setup, (setup.model, setup.data, setup.task, setup.train, args, cfg),
+                   tokenizer, {"last mean reward": last_reward})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from data_gen.errors import UserError, run_cli
+from selfcorrect.errors import UserError, run_cli
 from train.online_rl import OnlineRLConfig, OnlineRLTrainer, run_trainer
 
 REWARD_MODES = ("final", "sum", "convergence")
@@ -91,8 +91,8 @@ class KRoundConfig(OnlineRLConfig):
     stable_bonus: float = field(default=0.5, metadata={"help": "convergence: bonus per round from which the answer stays right."})
     beta: float = field(default=0.01, metadata={"help": "KL weight on every generated token (SCoRe's beta1)."})
 
-    def validate(self) -> None:
-        super().validate()
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.rounds < 2:
             raise UserError(f"rounds must be >= 2 for self-correction (got {self.rounds})")
         if self.reward_mode not in REWARD_MODES:
@@ -126,7 +126,7 @@ class KRoundTrainer(OnlineRLTrainer):
 
 
 def main(argv: list[str]) -> None:
-    run_trainer(KRoundTrainer, KRoundConfig, argv)
+    run_trainer(KRoundTrainer, KRoundConfig, argv, prog="train/kround.py")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,30 @@
-"""Merge a LoRA adapter into its base model: python -m train.merge --base <model> --adapter <dir> --out <dir>."""
+"""Merge a LoRA adapter into its base model.
 
-import argparse
+    python -m train.merge --base <model> --adapter <dir> --out <dir>
+"""
 
-from data_gen.errors import run_cli
+from dataclasses import dataclass, field
+
+from selfcorrect.config import parse_config
+from selfcorrect.errors import UserError, run_cli
 from train.common import merge_adapter
 
 
+@dataclass
+class MergeConfig:
+    base: str = field(default="", metadata={"help": "Base model (hub id, folder or smollm2-135m-instruct)."})
+    adapter: str = field(default="", metadata={"help": "Adapter folder written by train/<method>.py."})
+    out: str = field(default="", metadata={"help": "Output folder for the merged model."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the hub."})
+
+    def __post_init__(self) -> None:
+        missing = [f"--{k}" for k in ("base", "adapter", "out") if not getattr(self, k)]
+        if missing:
+            raise UserError(f"train.merge needs {', '.join(missing)}")
+
+
 def main(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--base", required=True, help="Base model (hub id, folder or smollm2-135m-instruct).")
-    p.add_argument("--adapter", required=True, help="Adapter folder written by train/<method>.py.")
-    p.add_argument("--out", required=True, help="Output folder for the merged model.")
-    p.add_argument("--trust_remote_code", action="store_true")
-    a = p.parse_args(argv)
+    (a,) = parse_config([MergeConfig], argv, prog="python -m train.merge")
     merge_adapter(a.base, a.adapter, a.out, a.trust_remote_code)
 
 

@@ -2,7 +2,7 @@
 engine, per-round credit, the REINFORCE loss with a KL penalty, and the training loop.
 
 An episode is K rounds of one self-correction trajectory, sampled from the current policy with
-``data_gen.rollout.run_rounds``, the same function data_gen and eval use: round t's prompt x_t is
+``selfcorrect.rollout.run_rounds``, the same function data_gen and eval use: round t's prompt x_t is
 the rendered conversation so far (exactly what eval would feed the model), y_t the tokens the
 policy sampled. The tokens trained on are the tokens sampled, each scored in the context it was
 sampled in (``pack_episode``).
@@ -30,7 +30,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from data_gen.errors import UserError
+from selfcorrect.config import check_choice, check_range
+from selfcorrect.errors import UserError
 
 
 # ---- data order --------------------------------------------------------------------------------
@@ -191,10 +192,13 @@ class OnlineRLConfig:
     report_to: str = field(default="none", metadata={"help": "none | wandb"})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the hub."})
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         for name in ("num_generations", "per_device_prompts", "max_steps", "micro_batch_size", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be >= 1 (got {getattr(self, name)})")
+            check_range(name, getattr(self, name), 1)
+        check_range("warmup_steps", self.warmup_steps, 0)
+        check_range("save_steps", self.save_steps, 0)
+        check_range("logging_steps", self.logging_steps, 1)
+        check_choice("report_to", self.report_to, ("none", "wandb"))
         if self.temperature <= 0:
             raise UserError("on-policy RL samples: temperature must be > 0")
         if not 0 < self.top_p <= 1:
@@ -210,8 +214,8 @@ class OnlineRLTrainer:
 
     method = "online_rl"
 
-    def __init__(self, args, cfg: OnlineRLConfig):
-        self.args, self.cfg = args, cfg
+    def __init__(self, setup, cfg: OnlineRLConfig):
+        self.setup_args, self.cfg = setup, cfg
         self.history: list[dict[str, Any]] = []
 
     # -- what a method defines --
@@ -238,55 +242,53 @@ class OnlineRLTrainer:
         from accelerate.utils import set_seed
         from transformers import get_linear_schedule_with_warmup
 
-        from data_gen.prompts import get_prompt_set
-        from data_gen.rollout import Generator, SamplingConfig
-        from data_gen.tasks import get_task
-        from data_gen.tasks.base import Example
-        from train.common import load_policy, load_tokenizer_for_training, read_training_rows
+        from selfcorrect.rollout import Generator, SamplingConfig
+        from selfcorrect.tasks import task_and_prompt_set
+        from selfcorrect.tasks.base import Example
+        from train.common import check_provenance, load_policy, load_tokenizer_for_training, prepare_run, read_training_rows, trainable_snapshot
 
-        args, cfg = self.args, self.cfg
+        setup, cfg = self.setup_args, self.cfg
         set_seed(cfg.seed)
-        self.acc = Accelerator(cpu=cfg.use_cpu, log_with="wandb" if cfg.report_to == "wandb" else None)
-        self.task = get_task(args.task, getattr(args, "classifier", None), getattr(args, "threshold", 0.5))
-        self.prompt_set = get_prompt_set(args.prompt_set, args.prompt_sets_file)
+        self.task, self.prompt_set = task_and_prompt_set(setup.task)
         if self.prompt_set.external:
             raise UserError(f"{self.method} trains intrinsic self-correction: use a prompt set without external feedback")
-        rows = read_training_rows(args.dataset_path, ("example",), args.max_train_samples)
-        check_provenance(rows, args.dataset_path, self.task.name, self.prompt_set.name)
+        resume = prepare_run(self.method, setup, cfg)
+        self.accelerator = Accelerator(cpu=cfg.use_cpu, log_with="wandb" if cfg.report_to == "wandb" else None)
+        rows = read_training_rows(setup.data.dataset_path, ("example",), setup.data.limit)
+        check_provenance(rows, setup.data.dataset_path, self.task.name, self.prompt_set.name)
         self.examples = [Example.from_dict(json.loads(r["example"]) if isinstance(r["example"], str) else r["example"])
                          for r in rows]  # fmt: skip
-        self.tokenizer = load_tokenizer_for_training(args, cfg.trust_remote_code)
-        bf16 = cfg.bf16 and not cfg.use_cpu
-        model, peft_config = load_policy(args, bf16, cfg.trust_remote_code)
+        self.tokenizer = load_tokenizer_for_training(setup, cfg.trust_remote_code)
+        model, peft_config = load_policy(setup.model, cfg.trust_remote_code)
         self.ref_model = None
         if peft_config is not None:
             from peft import get_peft_model, prepare_model_for_kbit_training
 
-            if args.load_in_4bit:
+            if setup.model.load_in_4bit:
                 model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
             model = get_peft_model(model, peft_config)
         else:
-            self.ref_model, _ = load_policy(args, bf16, cfg.trust_remote_code)
+            self.ref_model, _ = load_policy(setup.model, cfg.trust_remote_code)
             self.ref_model.requires_grad_(False).eval()
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if peft_config is not None:
                 model.enable_input_require_grads()
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self.initial = trainable_snapshot(model)
         optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         scheduler = get_linear_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.max_steps)
-        self.model, self.optimizer, self.scheduler = self.acc.prepare(model, optimizer, scheduler)
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         if self.ref_model is not None:
-            self.ref_model.to(self.acc.device)
-        self.policy = self.acc.unwrap_model(self.model)
+            self.ref_model.to(self.accelerator.device)
+        self.policy = self.accelerator.unwrap_model(self.model)
         self.start_step = 0
-        if cfg.resume_from_checkpoint:
-            self.acc.load_state(cfg.resume_from_checkpoint)
-            with open(os.path.join(cfg.resume_from_checkpoint, "online_rl_state.json")) as f:
+        if resume:
+            self.accelerator.load_state(resume)
+            with open(os.path.join(resume, "online_rl_state.json")) as f:
                 self.start_step = json.load(f)["step"]
-        self.initial_checksum = weights_checksum(self.params)
-        if self.acc.is_main_process and cfg.report_to == "wandb":
-            self.acc.init_trackers(f"selfcorrect-{self.method}", config={**vars(args), **vars(cfg)})
+        if self.accelerator.is_main_process and cfg.report_to == "wandb":
+            self.accelerator.init_trackers(f"selfcorrect-{self.method}", config={**vars(setup.task), **vars(cfg)})
         sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.seed)
         group = cfg.per_device_prompts * cfg.num_generations
         self.gen = Generator(self.policy, self.tokenizer, sampling, batch_size=group)
@@ -294,10 +296,10 @@ class OnlineRLTrainer:
     # -- one step --
     def sample(self, step: int, on_round=None) -> list[Episode]:
         """Episodes of this process at ``step``: num_generations per prompt, consecutive."""
-        from data_gen.rollout import run_rounds
+        from selfcorrect.rollout import run_rounds
 
         cfg = self.cfg
-        idx = prompt_indices(step, cfg.per_device_prompts, self.acc.num_processes, self.acc.process_index,
+        idx = prompt_indices(step, cfg.per_device_prompts, self.accelerator.num_processes, self.accelerator.process_index,
                              len(self.examples), cfg.seed)  # fmt: skip
         examples = [self.examples[i] for i in idx]
         by_round: list[list[Any]] = []
@@ -309,12 +311,12 @@ class OnlineRLTrainer:
 
         self.policy.eval()
         traces = run_rounds(self.gen, self.task, self.prompt_set, examples, self.rounds(), samples=cfg.num_generations,
-                            on_round=collect, seed_key=f"s{step}/p{self.acc.process_index}/")  # fmt: skip
+                            on_round=collect, seed_key=f"s{step}/p{self.accelerator.process_index}/")  # fmt: skip
         return [
             Episode(
                 prompts=[by_round[t][e].prompt_ids for t in range(len(by_round))],
                 responses=[by_round[t][e].token_ids for t in range(len(by_round))],
-                rewards=[float(rec["score"]["reward"]) for rec in tr["rounds"]],
+                rewards=[rnd.reward for rnd in tr.rounds],
             )
             for e, tr in enumerate(traces)
         ]
@@ -323,21 +325,21 @@ class OnlineRLTrainer:
         """One optimizer step on the episodes; returns the loss and its per-round parts."""
         import torch
 
-        acc, cfg = self.acc, self.cfg
+        accelerator, cfg = self.accelerator, self.cfg
         self.policy.train()
         seqs = [(ids, owner, e) for e, ep in enumerate(episodes) for ids, owner in pack_episode(ep)]
         k = len(kl)
-        kl_coef = torch.tensor(kl, device=acc.device)
+        kl_coef = torch.tensor(kl, device=accelerator.device)
         pad = self.gen.pad_id
         total = {"loss": 0.0, "pg": [0.0] * k, "kl": [0.0] * k}
         for s in range(0, len(seqs), cfg.micro_batch_size):
             chunk = seqs[s : s + cfg.micro_batch_size]
             width = max(len(ids) for ids, _, _ in chunk)
-            ids = torch.tensor([x + [pad] * (width - len(x)) for x, _, _ in chunk], device=acc.device)
-            att = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _, _ in chunk], device=acc.device)
-            owner = torch.tensor([o + [-1] * (width - len(o)) for _, o, _ in chunk], device=acc.device)[:, 1:]
-            adv = torch.tensor([advantages[e] for _, _, e in chunk], device=acc.device, dtype=torch.float32)
-            with acc.autocast():
+            ids = torch.tensor([x + [pad] * (width - len(x)) for x, _, _ in chunk], device=accelerator.device)
+            att = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _, _ in chunk], device=accelerator.device)
+            owner = torch.tensor([o + [-1] * (width - len(o)) for _, o, _ in chunk], device=accelerator.device)[:, 1:]
+            adv = torch.tensor([advantages[e] for _, _, e in chunk], device=accelerator.device, dtype=torch.float32)
+            with accelerator.autocast():
                 logp = token_logprobs(self.model, ids, att)
                 with torch.no_grad():
                     if self.ref_model is not None:
@@ -346,12 +348,12 @@ class OnlineRLTrainer:
                         with self.policy.disable_adapter():
                             ref = token_logprobs(self.model, ids, att)
             loss, parts = episode_loss(logp.float(), ref.float(), owner, adv, kl_coef, len(episodes))
-            acc.backward(loss)
+            accelerator.backward(loss)
             total["loss"] += float(loss.detach())
             for key in ("pg", "kl"):
                 total[key] = [a + b for a, b in zip(total[key], parts[key])]
         if cfg.max_grad_norm > 0:
-            acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
+            accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad()
@@ -361,8 +363,8 @@ class OnlineRLTrainer:
     def run(self) -> None:
         from tqdm.auto import tqdm
 
-        cfg, acc = self.cfg, self.acc
-        bar = tqdm(range(self.start_step, cfg.max_steps), desc=self.method, disable=not acc.is_local_main_process,
+        cfg, accelerator = self.cfg, self.accelerator
+        bar = tqdm(range(self.start_step, cfg.max_steps), desc=self.method, disable=not accelerator.is_local_main_process,
                    initial=self.start_step, total=cfg.max_steps)  # fmt: skip
         k = self.rounds()
         for step in bar:
@@ -376,12 +378,12 @@ class OnlineRLTrainer:
             log = self.step_log(step, rewards, parts)
             self.history.append({"step": step + 1, **log})
             if (step + 1) % cfg.logging_steps == 0 or step + 1 == cfg.max_steps:
-                acc.log(log, step=step + 1)
+                accelerator.log(log, step=step + 1)
             bar.set_postfix({k2: f"{v:.3f}" for k2, v in log.items() if k2.startswith(("reward_r", "loss"))})
             if cfg.save_steps and (step + 1) % cfg.save_steps == 0 and step + 1 < cfg.max_steps:
                 self.save_checkpoint(step + 1)
         self.save_final()
-        acc.end_training()
+        accelerator.end_training()
 
     def step_log(self, step: int, rewards: list[list[float]], parts: dict[str, Any]) -> dict[str, float]:
         n = len(rewards)
@@ -403,59 +405,40 @@ class OnlineRLTrainer:
     # -- saving --
     def save_checkpoint(self, step: int) -> None:
         ckpt = os.path.join(self.cfg.output_dir, f"checkpoint-{step}")
-        self.acc.save_state(ckpt)
-        if self.acc.is_main_process:
+        self.accelerator.save_state(ckpt)
+        if self.accelerator.is_main_process:
             with open(os.path.join(ckpt, "online_rl_state.json"), "w") as f:
                 json.dump({"step": step, "method": self.method}, f)
 
     def save_final(self) -> None:
-        from train.common import save_model_all_ranks, save_outputs
+        from train.common import NOT_MOVED, save_model_all_ranks, save_outputs, weights_moved
 
-        acc, cfg = self.acc, self.cfg
-        acc.wait_for_everyone()
-        moved = weights_checksum(self.params) != self.initial_checksum
+        accelerator, cfg, setup = self.accelerator, self.cfg, self.setup_args
+        accelerator.wait_for_everyone()
         last = self.history[-1] if self.history else {}
-        extra = {"steps": cfg.max_steps}
         k = self.rounds()
-        extra["last mean reward per round"] = " / ".join(f"{last.get(f'reward_r{t + 1}', float('nan')):.3f}" for t in range(k))
-        if not moved:
-            extra["warning"] = "the trainable weights never moved (every advantage was 0: no reward varied within a group)"
-        save_outputs(lambda d: save_model_all_ranks(acc, self.model, d), self.tokenizer, cfg.output_dir, self.method,
-                     self.objective(), self.args, (self.args, cfg), extra, cfg.trust_remote_code, acc.is_main_process)  # fmt: skip
-        if acc.is_main_process:
+        extra = {"steps": cfg.max_steps,
+                 "last mean reward per round": " / ".join(f"{last.get(f'reward_r{t + 1}', float('nan')):.3f}" for t in range(k))}  # fmt: skip
+        moved = weights_moved(self.policy, self.initial)
+        if moved is False:
+            extra["warning"] = NOT_MOVED
+        config_objs = (setup.model, setup.data, setup.task, setup.train, cfg)
+        save_outputs(lambda d: save_model_all_ranks(accelerator, self.model, d), self.tokenizer, cfg.output_dir, self.method,
+                     self.objective(), setup, config_objs, extra, cfg.trust_remote_code, accelerator.is_main_process)  # fmt: skip
+        if accelerator.is_main_process:
             with open(os.path.join(cfg.output_dir, f"{self.method}_log.jsonl"), "a") as f:
                 for h in self.history:
                     f.write(json.dumps(h) + "\n")
-            if not moved:
-                print(f"warning: {extra['warning']}", file=sys.stderr)
+            if moved is False:
+                print(f"warning: {NOT_MOVED}", file=sys.stderr)
             print(f"{self.method} done: {cfg.output_dir}", file=sys.stderr)
 
 
-def weights_checksum(params) -> tuple[float, float]:
-    """Two sums over the trainable weights: equal before and after means nothing moved."""
-    import torch
-
-    with torch.no_grad():
-        return (float(sum(p.double().sum() for p in params)), float(sum(p.double().abs().sum() for p in params)))
-
-
-def check_provenance(rows, path: str, task: str, prompt_set: str) -> None:
-    """Refuse data recorded with another task or prompt set than the recipe's (rows without the
-    fields, from older data_gen runs, are accepted)."""
-    for lineno, row in enumerate(rows, 1):
-        for key, want in (("task", task), ("prompt_set", prompt_set)):
-            got = row.get(key)
-            if got is not None and got != want:
-                raise UserError(f"{path}:{lineno}: data was made with {key} '{got}' but the recipe says '{want}'")
-
-
-def run_trainer(trainer_cls: type[OnlineRLTrainer], config_cls: type[OnlineRLConfig], argv: list[str]) -> None:
+def run_trainer(trainer_cls: type[OnlineRLTrainer], config_cls: type[OnlineRLConfig], argv: list[str], prog: str) -> None:
     """The whole entry point of an on-policy method: parse the recipe, set up, train, save."""
-    from data_gen.config import parse_config
-    from train.common import TrainArgs, device_overrides
+    from train.common import parse_training
 
-    args, cfg = parse_config([TrainArgs, config_cls], argv + device_overrides(TrainArgs, config_cls))
-    cfg.validate()
-    trainer = trainer_cls(args, cfg)
+    setup, cfg = parse_training([config_cls], argv, prog=prog)
+    trainer = trainer_cls(setup, cfg)
     trainer.setup()
     trainer.run()

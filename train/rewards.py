@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from data_gen.tasks.base import Example, Task
+from selfcorrect.tasks.base import Example, Task
 
 
 def shaped_revision_reward(r2: float, r1: float, first_correct: bool, alpha: float = 0.0, abandon_penalty: float = 0.0) -> float:
@@ -57,7 +57,7 @@ class RevisionReward:
     def __call__(self, completions: list[Any], example: list[str], first_reward: list[float], first_correct: list[bool], **_: Any) -> list[float]:
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         examples = [Example.from_dict(json.loads(e)) for e in example]
-        scores = self.task.score_batch(examples, texts)
+        scores = self.task.grade_batch(examples, texts)
         return [
             shaped_revision_reward(s.reward, r1, fc, self.alpha, self.abandon_penalty)
             for s, r1, fc in zip(scores, first_reward, first_correct)

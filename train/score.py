@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from data_gen.errors import UserError, run_cli
+from selfcorrect.errors import UserError, run_cli
 from train.online_rl import OnlineRLConfig, OnlineRLTrainer, run_trainer
 from train.rewards import score_returns
 
@@ -56,8 +56,8 @@ class SCoReConfig(OnlineRLConfig):
     beta1: float = field(default=0.01, metadata={"help": "KL weight on attempt 2 in Stage I and on both attempts in Stage II (paper: 0.01)."})
     beta2: float = field(default=0.1, metadata={"help": "KL weight on attempt 1 in Stage I (paper: 0.1)."})
 
-    def validate(self) -> None:
-        super().validate()
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0 <= self.stage1_steps <= self.max_steps:
             raise UserError(f"stage1_steps must be in [0, max_steps={self.max_steps}] (got {self.stage1_steps})")
         if self.beta1 < 0 or self.beta2 < 0:
@@ -91,7 +91,7 @@ class SCoReTrainer(OnlineRLTrainer):
 
 
 def main(argv: list[str]) -> None:
-    run_trainer(SCoReTrainer, SCoReConfig, argv)
+    run_trainer(SCoReTrainer, SCoReConfig, argv, prog="train/score.py")
 
 
 if __name__ == "__main__":

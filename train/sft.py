@@ -26,16 +26,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from data_gen.config import parse_config
-from data_gen.errors import UserError, run_cli
+from selfcorrect.errors import UserError, run_cli
+from selfcorrect.tasks import get_task
 from train.common import (
-    TrainArgs,
-    device_overrides,
+    check_provenance,
     load_policy,
     load_rows,
     load_tokenizer_for_training,
-    save_outputs,
+    parse_training,
+    prepare_run,
     tokenize_conversation,
+    train_and_save,
 )
 
 
@@ -43,7 +44,7 @@ TRAIN_ON = ("correct_turns", "final_turn", "all_assistant")
 
 
 @dataclass
-class SFTArgs(TrainArgs):
+class SFTArgs:
     train_on: str = field(
         default="correct_turns",
         metadata={"help": "correct_turns: loss on correct assistant turns (wrong ones are context); final_turn: the last "
@@ -82,28 +83,26 @@ def build_dataset(rows, tokenizer, train_on: str, max_length: int | None):
 def main(argv: list[str]) -> None:
     from trl import SFTConfig, SFTTrainer
 
-    args, cfg = parse_config([SFTArgs, SFTConfig], argv + device_overrides(SFTArgs, SFTConfig))
-    tokenizer = load_tokenizer_for_training(args, cfg.trust_remote_code)
-    rows = load_rows(args.dataset_path, ("messages",), args.max_train_samples, optional=("train_turns", "prefills"))
-    dataset = build_dataset(rows, tokenizer, args.train_on, cfg.max_length)
+    setup, args, cfg = parse_training([SFTArgs, SFTConfig], argv, prog="train/sft.py")
+    if args.train_on not in TRAIN_ON:
+        raise UserError(f"train_on must be one of {', '.join(TRAIN_ON)} (got '{args.train_on}')")
+    resume = prepare_run("sft", setup, cfg)
+    tokenizer = load_tokenizer_for_training(setup, cfg.trust_remote_code)
+    rows = load_rows(setup.data.dataset_path, ("messages",), setup.data.limit,
+                     optional=("train_turns", "prefills", "task", "prompt_set"))  # fmt: skip
+    check_provenance(rows, setup.data.dataset_path, get_task(setup.task.task).name, setup.task.prompt_set)
+    dataset = build_dataset(rows.remove_columns(["task", "prompt_set"]), tokenizer, args.train_on, cfg.max_length)
     if cfg.padding_free and not cfg.packing:
         cfg.max_length = None  # build_dataset already truncated; TRL refuses max_length with padding_free alone
-    model, peft_config = load_policy(args, cfg.bf16, cfg.trust_remote_code)
+    model, peft_config = load_policy(setup.model, cfg.trust_remote_code)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
-    trainer.train(resume_from_checkpoint=cfg.resume_from_checkpoint)
     objective = {
         "correct_turns": "cross-entropy on the model-produced tokens of every correct assistant turn (wrong turns and prefills masked)",
         "final_turn": "cross-entropy on the model-produced tokens of the final assistant turn (prefill masked)",
         "all_assistant": "cross-entropy on the model-produced tokens of every assistant turn, wrong ones included (prefills masked)",
     }[args.train_on]
-    save_outputs(trainer.save_model, tokenizer, cfg.output_dir, "sft", objective, args, (args, cfg),
-                 {"steps": trainer.state.global_step, "final train loss": _last_loss(trainer)},
-                 cfg.trust_remote_code, trainer.accelerator.is_main_process)  # fmt: skip
-
-
-def _last_loss(trainer) -> str:
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return f"{losses[-1]:.4f}" if losses else "n/a"
+    train_and_save(trainer, resume, "sft", objective, setup, (setup.model, setup.data, setup.task, setup.train, args, cfg),
+                   tokenizer, {})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@
 Multiple-choice gold may be an index, a letter or the option text. Free-form answers are compared
 after ``normalise`` (lowercase, no punctuation). Data: --dataset_path pointing at a .jsonl file.
 
-A Python class works too: ``task: mypackage.module:MyTask`` (a ``data_gen.tasks.base.Task`` subclass).
+A Python class works too: ``task: mypackage.module:MyTask`` (a ``selfcorrect.tasks.base.Task`` subclass).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from data_gen.errors import UserError
-from data_gen.jsonl import read_rows
-from data_gen.tasks.base import LETTERS, UNPARSED, Example, MultipleChoiceTask, Score, format_choices, normalise
+from selfcorrect.errors import UserError
+from selfcorrect.jsonl import read_rows
+from selfcorrect.tasks.base import LETTERS, UNPARSED, Example, MultipleChoiceTask, Grade, format_choices, normalise
 
 SPEC_KEYS = {"name", "prompt_template", "id_field", "gold_field", "choices_field", "choices", "answer_regex"}
 
@@ -40,7 +40,11 @@ class SpecTask(MultipleChoiceTask):
             raise UserError(f"{source}: give 'choices', 'choices_field' or 'answer_regex'")
         self.spec = spec
         self.name = str(spec.get("name", "custom"))
-        self.regex = re.compile(spec["answer_regex"], re.IGNORECASE | re.DOTALL) if "answer_regex" in spec else None
+        try:
+            self.regex = re.compile(spec["answer_regex"], re.IGNORECASE | re.DOTALL) if "answer_regex" in spec else None
+        except (re.error, TypeError) as e:
+            raise UserError(f"{source}: answer_regex is not a valid regular expression ({e})") from None
+        self.multiple_choice = "choices" in spec or "choices_field" in spec
 
     def load(self, dataset_path: str | None, split: str = "test") -> Iterator[Example]:
         if dataset_path is None:
@@ -76,13 +80,13 @@ class SpecTask(MultipleChoiceTask):
                 return LETTERS[i]
         raise UserError(f"{where}: gold '{gold}' is not one of the choices")
 
-    def score(self, example: Example, response: str) -> Score:
+    def grade(self, example: Example, response: str) -> Grade:
         if example.choices:
-            return super().score(example, response)
+            return super().grade(example, response)
         answer = UNPARSED
         if isinstance(response, str) and self.regex is not None:
             m = self.regex.search(response[:20000])
             if m:
                 answer = normalise(m.group(1) if m.groups() else m.group(0)) or UNPARSED
         correct = answer == example.gold
-        return Score(answer=answer, correct=correct, reward=float(correct))
+        return Grade(answer=answer, correct=correct, reward=float(correct))

@@ -6,12 +6,12 @@ import difflib
 import os
 from dataclasses import dataclass
 
-from data_gen.config import load_yaml
-from data_gen.errors import UserError
+from selfcorrect.config import load_yaml
+from selfcorrect.errors import UserError
 
 BUILTIN_FILE = os.path.join(os.path.dirname(__file__), "prompt_sets.yaml")
 FIELDS = {"version", "description", "source", "first_instruction", "review_instruction", "first_prefill",
-          "review_prefill", "external"}  # fmt: skip
+          "review_prefill", "external", "multiple_choice"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -25,12 +25,21 @@ class PromptSet:
     first_prefill: str | None
     review_prefill: str | None
     external: bool
+    multiple_choice: bool  # its wording names answer choices: only for multiple-choice tasks
 
     def first_turn(self, question: str) -> str:
         return f"{question}\n\n{self.first_instruction}" if self.first_instruction else question
 
     def review_turn(self, feedback: str = "") -> str:
         return self.review_instruction.replace("{feedback}", feedback).strip()
+
+    def fingerprint(self) -> str:
+        """A short hash of the wording, so a run notices an edited prompt set whose version was not bumped."""
+        import hashlib
+
+        text = "\x1f".join(str(x) for x in (self.first_instruction, self.review_instruction, self.first_prefill,
+                                             self.review_prefill, self.external))  # fmt: skip
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def prefill(self, round_index: int) -> str | None:
         """Assistant prefill for round ``round_index`` (0-based)."""
@@ -54,8 +63,16 @@ def _parse(name: str, spec: object, source: str) -> PromptSet:
         review_instruction=str(spec["review_instruction"]),
         first_prefill=spec.get("first_prefill") or None,
         review_prefill=spec.get("review_prefill") or None,
-        external=bool(spec.get("external", False)),
+        external=_flag(spec, "external", source, name),
+        multiple_choice=_flag(spec, "multiple_choice", source, name),
     )
+
+
+def _flag(spec: dict, key: str, source: str, name: str) -> bool:
+    value = spec.get(key, False)
+    if not isinstance(value, bool):
+        raise UserError(f"{source}: prompt set '{name}' key '{key}' must be true or false (got {value!r})")
+    return value
 
 
 def load_prompt_sets(extra_file: str | None = None) -> dict[str, PromptSet]:

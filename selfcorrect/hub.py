@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from data_gen.errors import UserError
+from selfcorrect.errors import UserError
 
 
 def hub_offline() -> bool:

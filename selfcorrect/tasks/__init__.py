@@ -10,16 +10,16 @@ import difflib
 import importlib
 import os
 
-from data_gen.errors import UserError
-from data_gen.tasks.base import UNPARSED, Example, Score, Task
+from selfcorrect.errors import UserError
+from selfcorrect.tasks.base import UNPARSED, Example, Grade, Task
 
 
 def _builtin() -> dict[str, type]:
-    from data_gen.tasks.bbq import BBQTask
-    from data_gen.tasks.gsm8k import GSM8KTask
-    from data_gen.tasks.refusal import RefusalTask
-    from data_gen.tasks.toxicity import ToxicityTask
-    from data_gen.tasks.winogender import WinogenderTask
+    from selfcorrect.tasks.bbq import BBQTask
+    from selfcorrect.tasks.gsm8k import GSM8KTask
+    from selfcorrect.tasks.refusal import RefusalTask
+    from selfcorrect.tasks.toxicity import ToxicityTask
+    from selfcorrect.tasks.winogender import WinogenderTask
 
     return {t.name: t for t in (BBQTask, WinogenderTask, GSM8KTask, ToxicityTask, RefusalTask)}
 
@@ -30,8 +30,8 @@ BUILTIN_TASKS = ("bbq", "winogender", "gsm8k", "toxicity", "refusal")
 def get_task(name: str, classifier: str | None = None, threshold: float = 0.5) -> Task:
     """``classifier``/``threshold`` go to the model-scored tasks (toxicity, refusal)."""
     if name.endswith((".yaml", ".yml")):
-        from data_gen.config import load_yaml
-        from data_gen.tasks.custom import SpecTask
+        from selfcorrect.config import load_yaml
+        from selfcorrect.tasks.custom import SpecTask
 
         return SpecTask(load_yaml(name), source=name)
     if ":" in name and not os.path.exists(name):
@@ -41,7 +41,7 @@ def get_task(name: str, classifier: str | None = None, threshold: float = 0.5) -
         except (ImportError, AttributeError) as e:
             raise UserError(f"cannot import task class '{name}' ({e})") from None
         if not (isinstance(cls, type) and issubclass(cls, Task)):
-            raise UserError(f"'{name}' is not a data_gen.tasks.base.Task subclass")
+            raise UserError(f"'{name}' is not a selfcorrect.tasks.base.Task subclass")
         return cls()
     tasks = _builtin()
     if name not in tasks:
@@ -53,4 +53,16 @@ def get_task(name: str, classifier: str | None = None, threshold: float = 0.5) -
     return tasks[name]()
 
 
-__all__ = ["Example", "Score", "Task", "UNPARSED", "get_task"]
+def task_and_prompt_set(opts):
+    """The task and prompt set a command's TaskOptions name, checked against each other."""
+    from selfcorrect.prompts import get_prompt_set
+
+    task = get_task(opts.task, opts.classifier, opts.threshold)
+    prompt_set = get_prompt_set(opts.prompt_set, opts.prompt_sets_file)
+    if prompt_set.multiple_choice and not task.multiple_choice:
+        raise UserError(f"prompt set '{prompt_set.name}' asks for an answer choice but task '{task.name}' has no choices: "
+                        "use cot, intrinsic or external-feedback (or a prompt set of your own)")  # fmt: skip
+    return task, prompt_set
+
+
+__all__ = ["Example", "Grade", "Task", "UNPARSED", "get_task", "task_and_prompt_set"]

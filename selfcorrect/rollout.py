@@ -25,8 +25,9 @@ from typing import Any
 
 import torch
 
-from data_gen.prompts import PromptSet
-from data_gen.tasks.base import Example, Task
+from selfcorrect.prompts import PromptSet
+from selfcorrect.tasks.base import Example, Task
+from selfcorrect.trace import Round, Trajectory
 
 
 @dataclass
@@ -455,35 +456,6 @@ def _unpark(cache: Any, batch: int, rows: torch.Tensor, parked: list) -> None:
         layer.keys, layer.values = full_k, full_v
 
 
-def round_record(
-    user: str, prefill: str | None, gen: Generation, score: Any, external: bool
-) -> dict[str, Any]:
-    return {
-        "user": user,
-        "prefill": prefill,
-        "response": gen.text,
-        "answer": score.answer,
-        "correct": bool(score.correct),
-        "score": score.to_dict(),
-        "option_probs": gen.option_probs,
-        "option_mass": gen.option_mass,
-        "option_step": gen.option_step,
-        "mean_logprob": gen.mean_logprob,
-        "new_tokens": gen.new_tokens,
-        "finish": gen.finish,
-        "external": external,
-    }
-
-
-def conversation(rounds: list[dict[str, Any]], upto: int | None = None) -> list[dict[str, str]]:
-    """Messages of a trace's rounds[:upto]: user turn, then the assistant turn (prefill + response)."""
-    msgs: list[dict[str, str]] = []
-    for rec in rounds[:upto]:
-        msgs.append({"role": "user", "content": rec["user"]})
-        msgs.append({"role": "assistant", "content": (rec.get("prefill") or "") + rec["response"]})
-    return msgs
-
-
 def run_rounds(
     generator: Generator,
     task: Task,
@@ -493,53 +465,47 @@ def run_rounds(
     samples: int = 1,
     on_round: Any = None,
     seed_key: str = "",
-) -> list[dict[str, Any]]:
-    """K rounds for every (example, sample); returns one trace row per trajectory.
+) -> list[Trajectory]:
+    """K rounds for every (example, sample); returns one trajectory per pair, samples of an example
+    consecutive. Round r's prompt is the conversation of rounds < r plus round r's user turn, rendered
+    with round r's prefill.
 
-    ``on_round(round_index, generations)`` is called after each round (progress bars, hidden states,
-    online RL, which trains on each generation's ``prompt_ids`` and ``token_ids``). ``seed_key``
-    prefixes the sampling seed, so online RL draws fresh samples when it meets an example again.
+    ``on_round(round_index, generations)`` is called after each round (progress bars, online RL,
+    which trains on each generation's ``prompt_ids`` and ``token_ids``). ``seed_key`` prefixes the
+    sampling seed, so online RL draws fresh samples when it meets an example again.
     """
-    trajs = [(ex, s) for ex in examples for s in range(samples)]
+    trajs = [
+        Trajectory(id=ex.id, task=task.name, prompt_set=prompt_set.name, example=ex, rounds=[], sample=s,
+                   prompt_set_version=prompt_set.version, hidden=[])  # fmt: skip
+        for ex in examples
+        for s in range(samples)
+    ]
     session: dict = {}  # per-batch KV caches carried from round to round
-    history: list[list[dict[str, Any]]] = [[] for _ in trajs]
-    hidden: list[list[list[float] | None]] = [[] for _ in trajs]
     for r in range(rounds):
         users, prompts = [], []
         prefill = prompt_set.prefill(r)
-        for (ex, _), recs in zip(trajs, history):
+        for t in trajs:
             if r == 0:
-                user = prompt_set.first_turn(ex.question)
+                user = prompt_set.first_turn(t.example.question)
             else:
-                feedback = ""
-                if prompt_set.external:
-                    prev = recs[-1]
-                    feedback = task.feedback(ex, _ScoreView(prev["score"]))
-                user = prompt_set.review_turn(feedback)
+                user = prompt_set.review_turn(task.feedback(t.example, t.rounds[-1]) if prompt_set.external else "")
             users.append(user)
-            prompts.append(generator.render(conversation(recs) + [{"role": "user", "content": user}], prefill))
-        labels = [task.option_labels(ex) for ex, _ in trajs]
-        key = f"{seed_key}{trajs[0][0].id}/r{r}" if trajs else ""
+            prompts.append(generator.render(t.conversation() + [{"role": "user", "content": user}], prefill))
+        labels = [task.option_labels(t.example) for t in trajs]
+        key = f"{seed_key}{trajs[0].id}/r{r}" if trajs else ""
         gens = generator.generate(prompts, labels, seed_key=key, session=session)
-        scores = task.score_batch([ex for ex, _ in trajs], [g.text for g in gens])
-        for i, (g, sc) in enumerate(zip(gens, scores)):
-            g.read_options_at(sc.answer)
-            history[i].append(round_record(users[i], prefill, g, sc, external=prompt_set.external and r > 0))
-            hidden[i].append(g.hidden)
+        grades = task.grade_batch([t.example for t in trajs], [g.text for g in gens])
+        for t, user, g, grade in zip(trajs, users, gens, grades):
+            g.read_options_at(grade.answer)
+            t.rounds.append(Round.graded(
+                user, prefill, g.text, grade, option_probs=g.option_probs, option_mass=g.option_mass,
+                option_step=g.option_step, mean_logprob=g.mean_logprob, new_tokens=g.new_tokens, finish=g.finish,
+                external=prompt_set.external and r > 0,
+            ))  # fmt: skip
+            t.hidden.append(g.hidden)
         if on_round is not None:
             on_round(r, gens)
-    rows = []
-    for (ex, s), recs, hs in zip(trajs, history, hidden):
-        row = {"id": ex.id, "sample": s, "task": task.name, "prompt_set": prompt_set.name,
-               "prompt_set_version": prompt_set.version, "example": ex.to_dict(), "rounds": recs}  # fmt: skip
-        if any(h is not None for h in hs):
-            row["_hidden"] = hs  # consumed by eval's probe, never written to traces
-        rows.append(row)
-    return rows
-
-
-class _ScoreView:
-    """Attribute access over a stored score dict (what ``Task.feedback`` expects)."""
-
-    def __init__(self, d: dict[str, Any]):
-        self.__dict__.update(d)
+    for t in trajs:
+        if all(h is None for h in t.hidden):
+            t.hidden = None
+    return trajs

@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from data_gen.errors import UserError
+from selfcorrect.errors import UserError
 
 
 def read_rows(path: str) -> Iterator[dict[str, Any]]:

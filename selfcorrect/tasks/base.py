@@ -1,8 +1,10 @@
 """What every task provides, and the multiple-choice answer parser most tasks share.
 
-A task owns its data formatting and its scoring. Scoring is pure Python (strings in, a small typed
-record out), never imports torch and never raises on odd model output: anything it cannot read is
-the answer "unparsed", scored as wrong.
+A task owns everything about itself: loading its data, the first turn, grading a response, the
+unit a held-out split keeps whole, and its metrics (what one answer contributes, how a round's
+answers add up, which columns reports show, the statements eval's concept probe is fitted on).
+Grading and metrics are pure Python (strings in, numbers out), never import torch and never raise
+on odd model output: anything a grader cannot read is the answer "unparsed", graded as wrong.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from __future__ import annotations
 import dataclasses
 import re
 import unicodedata
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from selfcorrect.stats import bootstrap_cluster_share_ci, ratio
 
 UNPARSED = "unparsed"
 LETTERS = "ABCDEFGHIJ"
@@ -37,8 +42,8 @@ class Example:
 
 
 @dataclass
-class Score:
-    """Score of one response. ``reward`` is the task's scalar reward in [0, 1] (RL uses it)."""
+class Grade:
+    """Grade of one response. ``reward`` is the task's scalar reward in [0, 1] (RL uses it)."""
 
     answer: str  # the parsed answer, or "unparsed"
     correct: bool
@@ -48,21 +53,56 @@ class Score:
         return dataclasses.asdict(self)
 
 
+class TaskMetrics:
+    """A task's metrics at one round, folded in one example at a time.
+
+    ``add`` takes the records (``Task.record``) of one example's trajectories at this round; they are
+    kept as counts of kinds of example, so memory does not grow with the number of examples.
+    Intervals resample examples with all their trajectories (a cluster bootstrap: the samples of
+    one example are correlated). This base reports accuracy; tasks extend it with their own.
+    """
+
+    def __init__(self) -> None:
+        self.n = self.n_correct = 0
+        self.clusters: dict[tuple[int, int], int] = defaultdict(int)  # (trajectories, correct) -> examples
+
+    def add(self, records: list[dict[str, Any]]) -> None:
+        k = sum(bool(r["correct"]) for r in records)
+        self.n += len(records)
+        self.n_correct += k
+        self.clusters[(len(records), k)] += 1
+
+    def result(self) -> dict[str, Any]:
+        return {"accuracy": ratio(self.n_correct, self.n), "n": self.n}
+
+    def intervals(self, n_boot: int = 1000, seed: int = 0) -> dict[str, list[float] | None]:
+        """95% percentile bootstrap intervals of the metrics that have one."""
+        return {"accuracy": bootstrap_cluster_share_ci(self.clusters, n_boot=n_boot, seed=seed)}
+
+    def breakdown(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Results per subgroup, e.g. {"by_category": {"Age": {...}}}; none by default."""
+        return {}
+
+
 class Task:
-    """Base class. Subclasses set ``name`` and implement ``load`` and ``score``."""
+    """Base class. Subclasses set ``name`` and implement ``load`` and ``grade``."""
 
     name = "task"
     hub_id: str | None = None  # the community's dataset id, used when online and no path is given
+    multiple_choice = False  # answers are option letters (prompt sets that name answer choices need it)
+    # Metrics (keys of TaskMetrics.result) that reports and eval.compare show beside accuracy, with
+    # their column titles; each has an interval in TaskMetrics.intervals.
+    report_columns: tuple[tuple[str, str], ...] = ()
 
     def load(self, dataset_path: str | None, split: str = "test") -> Iterator[Example]:
         raise NotImplementedError
 
-    def score(self, example: Example, response: str) -> Score:
+    def grade(self, example: Example, response: str) -> Grade:
         raise NotImplementedError
 
-    def score_batch(self, examples: list[Example], responses: list[str]) -> list[Score]:
+    def grade_batch(self, examples: list[Example], responses: list[str]) -> list[Grade]:
         """Batched scoring; model-based scorers (toxicity) override this."""
-        return [self.score(e, r) for e, r in zip(examples, responses)]
+        return [self.grade(e, r) for e, r in zip(examples, responses)]
 
     def group(self, example: Example) -> str:
         """The unit a held-out split must keep whole. Items that share it share wording, people or an
@@ -81,9 +121,24 @@ class Task:
             return f" {example.gold}. {example.choices[i]}"
         return f" The answer is {example.gold}."
 
-    def feedback(self, example: Example, score: Score) -> str:
-        """The verdict the external-feedback prompt set shows the model."""
-        return "Your previous answer is correct." if score.correct else "Your previous answer is incorrect."
+    def record(self, example: Example, rnd: Any) -> dict[str, Any]:
+        """What one answer (a ``selfcorrect.trace.Round``) contributes to this task's metrics: a few
+        fields, never the text."""
+        return {"correct": bool(rnd.correct)}
+
+    def metrics(self) -> TaskMetrics:
+        """A fresh accumulator for one round."""
+        return TaskMetrics()
+
+    def probe_statements(self, examples: list[Example]) -> list[list[tuple[str, int]]] | None:
+        """Statements labelled 0/1 that eval's concept probe can be fitted on, in groups that must
+        stay on one side of the probe's train/held-out split; None when the task has none."""
+        return None
+
+    def feedback(self, example: Example, previous: Any) -> str:
+        """The verdict the external-feedback prompt set shows the model about its ``previous``
+        round (a ``selfcorrect.trace.Round``: ``correct``, ``answer`` and the ``grade`` fields)."""
+        return "Your previous answer is correct." if previous.correct else "Your previous answer is incorrect."
 
 
 def format_choices(question: str, choices: list[str]) -> str:
@@ -244,6 +299,8 @@ def parse_choice(
 class MultipleChoiceTask(Task):
     """A task whose gold is an option letter; subclasses may add synonyms per example."""
 
+    multiple_choice = True
+
     def synonyms(self, example: Example) -> dict[int, list[str]]:
         return {}
 
@@ -251,7 +308,7 @@ class MultipleChoiceTask(Task):
         idx = parse_choice(response, example.choices or [], self.synonyms(example))
         return UNPARSED if idx is None else LETTERS[idx]
 
-    def score(self, example: Example, response: str) -> Score:
+    def grade(self, example: Example, response: str) -> Grade:
         answer = self.parse(example, response)
         correct = answer == example.gold
-        return Score(answer=answer, correct=correct, reward=float(correct))
+        return Grade(answer=answer, correct=correct, reward=float(correct))

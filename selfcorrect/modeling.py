@@ -12,13 +12,15 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import sys
 from typing import Any
 
-from data_gen.errors import UserError
-from data_gen.hub import hub_offline
+from selfcorrect.errors import UserError
+from selfcorrect.device import default_device
+from selfcorrect.hub import hub_offline
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -96,12 +98,6 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def torch_dtype(name: str, device: str):
     """'auto' = bf16 on GPU, fp32 on CPU."""
     import torch
@@ -118,13 +114,61 @@ def torch_dtype(name: str, device: str):
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, padding_side: str = "left"):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), trust_remote_code=trust_remote_code)
+    path = resolve_model_path(name_or_path)
+    check_local_weights(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise load_error(f"the tokenizer of {name_or_path}", e) from None
     tok.padding_side = padding_side
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if not tok.chat_template:
         raise UserError(f"tokenizer of {name_or_path} has no chat template (an instruct/chat model is needed)")
     return tok
+
+
+def check_local_weights(path: str, what: str = "model") -> None:
+    """A local folder must hold safetensors weights: pickle .bin files can run code when loaded, so
+    selfcorrect never loads them (``use_safetensors=True`` everywhere)."""
+    if not os.path.isdir(path):
+        return
+    names = os.listdir(path)
+    if not any(n.endswith(".safetensors") for n in names) and any(n.endswith(".bin") for n in names):
+        raise UserError(
+            f"{what} folder {path} has only .bin (pickle) weights; selfcorrect loads safetensors only, because unpickling "
+            "can run code: convert it (load it once with transformers and save_pretrained(..., safe_serialization=True))"
+        )
+
+
+def load_error(name: str, e: Exception) -> UserError:
+    """One line for a model that exists but does not load (a corrupt config.json or weights file)."""
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    return UserError(f"cannot load {name}: {first}")
+
+
+def check_adapter_base(adapter: str, model_name: str) -> None:
+    """An adapter trained on another base model would load silently when the shapes agree: compare
+    the base it records with the model it is applied to."""
+    path = os.path.join(adapter, "adapter_config.json")
+    if not os.path.isfile(path):
+        raise UserError(f"adapter folder {adapter} holds no adapter_config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            base = json.load(f).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        raise UserError(f"{path} is not valid JSON") from None
+    if not base:
+        return
+    same = {model_name, resolve_model_path(model_name)}
+    if base not in same and os.path.realpath(base) not in {os.path.realpath(p) for p in same}:
+        raise UserError(f"adapter {adapter} was trained on {base}, not on {model_name}: pass --model_name_or_path {base}")
+
+
+def _safetensor_error() -> type:
+    from safetensors import SafetensorError
+
+    return SafetensorError
 
 
 def load_model(
@@ -140,13 +184,24 @@ def load_model(
 
     device = device or default_device()
     path = resolve_model_path(name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=torch_dtype(dtype, device), trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
-    )
+    check_local_weights(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch_dtype(dtype, device), trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
+        )
+    except (OSError, ValueError, KeyError, _safetensor_error()) as e:
+        raise load_error(name_or_path, e) from None
     if adapter:
         from peft import PeftModel
 
-        if not os.path.isfile(os.path.join(adapter, "adapter_config.json")):
-            raise UserError(f"adapter folder {adapter} holds no adapter_config.json")
-        model = PeftModel.from_pretrained(model, adapter)
+        check_adapter_base(adapter, name_or_path)
+        check_local_weights(adapter, "adapter")
+        try:
+            model = PeftModel.from_pretrained(model, adapter)
+        except RuntimeError as e:  # PEFT's size-mismatch dump: one line instead
+            if "size mismatch" in str(e):
+                raise UserError(f"adapter {adapter} does not fit {name_or_path}: its weight shapes differ (another base model)") from None
+            raise
+        except (OSError, ValueError, KeyError) as e:
+            raise load_error(f"adapter {adapter}", e) from None
     return model.to(device).eval()

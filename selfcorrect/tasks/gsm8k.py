@@ -18,9 +18,9 @@ import re
 from collections.abc import Iterator
 from fractions import Fraction
 
-from data_gen.errors import UserError
-from data_gen.jsonl import read_rows
-from data_gen.tasks.base import UNPARSED, Example, Score, Task
+from selfcorrect.errors import UserError
+from selfcorrect.jsonl import read_rows
+from selfcorrect.tasks.base import UNPARSED, Example, Grade, Task
 
 _NUM = r"-?\$?\s?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:\s?/\s?\d+)?"
 # A number and the arithmetic that continues it ("9 * 2 = $18"); the last number it reaches is the
@@ -90,7 +90,7 @@ class GSM8KTask(Task):
 
     def load(self, dataset_path: str | None, split: str = "test") -> Iterator[Example]:
         if dataset_path is None:
-            from data_gen.hub import load_hub_rows
+            from selfcorrect.hub import load_hub_rows
 
             rows = ((f"{self.hub_id}[{i}]", r) for i, r in enumerate(load_hub_rows(self.hub_id, split, "main")))
         else:
@@ -106,10 +106,10 @@ class GSM8KTask(Task):
             steps = re.sub(r"<<[^>]*>>", "", row["answer"].split("####")[0]).strip()  # drop calculator annotations
             yield Example(id=str(row.get("id", f"{split}/{i}")), question=row["question"], gold=gold, fields={"solution": steps})
 
-    def score(self, example: Example, response: str) -> Score:
+    def grade(self, example: Example, response: str) -> Grade:
         answer = extract_answer(response)
         correct = answer != UNPARSED and to_number(answer) == to_number(example.gold)
-        return Score(answer=answer, correct=correct, reward=float(correct))
+        return Grade(answer=answer, correct=correct, reward=float(correct))
 
     def gold_response(self, example: Example) -> str:
         """The reference's worked steps, then the answer in the form the prompt sets ask for."""

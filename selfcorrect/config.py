@@ -1,0 +1,312 @@
+"""Recipes and the options every command shares.
+
+One parser serves every command (data_gen, eval, eval.external, eval.compare, the training entry
+points, train.merge):
+
+    task, data, run = parse_config([TaskOptions, DataSource, RolloutOptions], argv)
+
+``--config recipe.yaml`` gives the values, ``--key value`` (or ``--key-value``) overrides them. A
+key that no dataclass knows is an error naming the closest valid one, and recipe values are
+type-checked strictly (``rounds: true`` or ``rounds: 2.7`` is an error, not 1 or 2). Range checks
+live in each dataclass's ``__post_init__``, so a bad value stops the command before any work.
+Types come from the dataclass fields (through transformers' HfArgumentParser, which also reads
+TrainingArguments and TRL's configs).
+
+The options declared here are shared: ``TaskOptions`` (which task and prompts), ``DataSource``
+(which data file), ``SplitOptions`` (which part of a task's data), ``RolloutOptions`` (which model
+and how to sample K rounds). Each is declared once and used by every command that needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import yaml
+
+from selfcorrect.errors import UserError
+
+# ---- shared options --------------------------------------------------------------------------------
+
+
+@dataclass
+class TaskOptions:
+    """Which task grades the answers and which self-correction prompts the model sees."""
+
+    task: str = field(
+        default="bbq",
+        metadata={"help": "bbq | winogender | gsm8k | toxicity | refusal | path/to/spec.yaml | pkg.module:Class"},
+    )
+    prompt_set: str = field(default="intrinsic-moral", metadata={"help": "Name of the self-correction prompt set."})
+    prompt_sets_file: str | None = field(default=None, metadata={"help": "YAML file with extra prompt sets."})
+    classifier: str | None = field(
+        default=None, metadata={"help": "Text-classification model that grades toxicity (or refusal) tasks."}
+    )
+    threshold: float = field(default=0.5, metadata={"help": "Classifier threshold for toxicity / refusal."})
+
+    def __post_init__(self) -> None:
+        check_range("threshold", self.threshold, 0.0, 1.0)
+
+
+@dataclass
+class DataSource:
+    """The data a command reads."""
+
+    dataset_path: str | None = field(
+        default=None,
+        metadata={"help": "data_gen / eval: the task's data, a local file or folder in its release format (unset: the "
+                          "hub dataset). Training: the data_gen output to train on (sft.jsonl, dpo.jsonl or rl.jsonl)."},
+    )  # fmt: skip
+    limit: int | None = field(default=None, metadata={"help": "Use only the first N examples (training: rows)."})
+
+    def __post_init__(self) -> None:
+        if self.limit is not None:
+            check_range("limit", self.limit, 1)
+
+
+@dataclass
+class SplitOptions:
+    """Which part of a task's data data_gen or eval runs on."""
+
+    split: str = field(default="test", metadata={"help": "Split to read (file name for folder datasets)."})
+    skip: int = field(default=0, metadata={"help": "Skip the first N examples."})
+    heldout_fraction: float = field(
+        default=0.0,
+        metadata={"help": "Share of the task's groups (BBQ: category + template) set aside by a hash, so no template is "
+                          "on both sides (same split in data_gen and eval)."},
+    )  # fmt: skip
+    heldout: bool = field(
+        default=False, metadata={"help": "Use the held-out share instead of the rest (eval: true, data_gen: false)."}
+    )
+
+    def __post_init__(self) -> None:
+        check_range("skip", self.skip, 0)
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise UserError(f"heldout_fraction must be in [0, 1) (got {self.heldout_fraction})")
+        if self.heldout and self.heldout_fraction == 0.0:
+            raise UserError("heldout: true needs heldout_fraction > 0")
+
+
+@dataclass
+class RolloutOptions:
+    """Which model answers, and how K rounds are sampled and written."""
+
+    model_name_or_path: str = field(
+        default="smollm2-135m-instruct",
+        metadata={"help": "Hub id, local folder, or 'smollm2-135m-instruct' (the embedded demo model)."},
+    )
+    adapter: str | None = field(default=None, metadata={"help": "LoRA adapter folder to apply on top of the model."})
+    dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32."})
+    device: str | None = field(default=None, metadata={"help": "cuda / cpu; default: cuda when available."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the hub (off by default)."})
+    rounds: int = field(default=3, metadata={"help": "Number of rounds K (round 1 = first answer)."})
+    samples: int = field(default=1, metadata={"help": "Trajectories per example (needs temperature > 0 to differ)."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Maximum tokens generated per round."})
+    temperature: float = field(default=0.0, metadata={"help": "0 = greedy decoding; > 0 samples."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold, in (0, 1]."})
+    seed: int = field(default=0, metadata={"help": "Seed for sampling."})
+    batch_size: int = field(default=8, metadata={"help": "Trajectories decoded together."})
+    output_dir: str = field(default="outputs/run", metadata={"help": "Where traces and results go."})
+
+    def __post_init__(self) -> None:
+        check_range("rounds", self.rounds, 1)
+        check_range("samples", self.samples, 1)
+        check_range("max_new_tokens", self.max_new_tokens, 1)
+        check_range("batch_size", self.batch_size, 1)
+        check_range("temperature", self.temperature, 0.0)
+        if not 0.0 < self.top_p <= 1.0:
+            raise UserError(f"top_p must be in (0, 1] (got {self.top_p})")
+        if self.samples > 1 and self.temperature == 0:
+            raise UserError("samples > 1 with temperature 0 gives identical copies: set temperature > 0")
+        if self.dtype not in ("auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"):
+            raise UserError(f"unknown dtype '{self.dtype}' (auto, bf16, fp16, fp32)")
+
+
+@dataclass
+class OverwriteOption:
+    """Every command that writes an output folder takes it."""
+
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Start fresh in the output folder, deleting what this command wrote there before (a re-run "
+                          "with the same settings resumes without it; other settings are refused without it)."},
+    )  # fmt: skip
+
+
+def check_range(name: str, value: float, low: float | None = None, high: float | None = None) -> None:
+    """One error line when ``value`` is outside [low, high]."""
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"<= {high}" if low is None else f"in [{low}, {high}]"
+        raise UserError(f"{name} must be {bounds} (got {value})")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UserError(f"{name} must be one of {', '.join(choices)} (got '{value}')")
+
+
+# ---- parsing -------------------------------------------------------------------------------------
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    """A YAML (or JSON) mapping from ``path``, or one error line saying what is wrong with it."""
+    if not os.path.isfile(path):
+        raise UserError(f"recipe not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+        data = yaml.safe_load(text) or {}
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 text file") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a recipe must be a mapping of keys to values")
+    return data
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    if isinstance(tp, type):
+        return "a list" if tp is list else tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    """Does a YAML value fit a dataclass field type? bool is not int, and an int is not a bool."""
+    origin = typing.get_origin(tp)
+    if tp is Any or tp is object:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(tp))
+    if origin is typing.Literal:
+        return value in typing.get_args(tp)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return isinstance(value, str) and value in {e.value for e in tp}
+    if origin is list or tp is list:
+        args = typing.get_args(tp)
+        return isinstance(value, list) and (not args or all(_matches(v, args[0]) for v in value))
+    if origin is dict or tp is dict:
+        return isinstance(value, dict)
+    return True  # a type we do not know how to check: the dataclass's own __post_init__ decides
+
+
+def _field_types(types_: list[type]) -> dict[str, Any]:
+    out = {}
+    for t in types_:
+        try:
+            hints = typing.get_type_hints(t)
+        except Exception:  # noqa: BLE001 - an unresolvable annotation in a library config: no strict check for it
+            hints = {}
+        for f in dataclasses.fields(t):
+            if f.init:
+                out[f.name] = hints.get(f.name, Any)
+    return out
+
+
+def parse_config(
+    types_: list[type], argv: list[str], defaults: dict[str, Any] | None = None, prog: str | None = None
+) -> tuple[Any, ...]:
+    """Parse ``--config file.yaml`` plus ``--key value`` flags into instances of ``types_``.
+
+    ``defaults`` replace the dataclass defaults (a recipe and flags still override them); ``prog``
+    is the command shown by ``--help``. Every mistake is one UserError line.
+    """
+    from transformers import HfArgumentParser  # ~0.7 s, no torch import
+
+    argv = list(argv)
+    recipe: dict[str, Any] = {}
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+            raise UserError("--config needs a path to a YAML recipe")
+        recipe = load_yaml(argv[i + 1])
+        del argv[i : i + 2]
+    fields = _field_types(types_)
+    valid = sorted(fields)
+    for key, value in recipe.items():
+        if key not in fields:
+            raise UserError(f"unknown recipe key '{key}'{_suggest(key, valid)}")
+        if not _matches(value, fields[key]):
+            raise UserError(f"recipe key '{key}' must be {_type_name(fields[key])} (got {value!r})")
+    for arg in argv:
+        if arg.startswith("--"):
+            key = arg[2:].split("=", 1)[0].replace("-", "_")
+            if key not in fields and key != "help":
+                raise UserError(f"unknown option '--{key}'{_suggest(key, valid)}")
+    parser = HfArgumentParser(types_, prog=prog)
+    parser.add_argument("--config", metavar="RECIPE.yaml", help="YAML recipe giving any of the options below; flags override it.")
+
+    def fail(message: str) -> typing.NoReturn:
+        raise UserError(message)
+
+    parser.error = fail  # argparse's own errors (bad int, missing value) become one line too
+    parser.set_defaults(**{**(defaults or {}), **recipe})
+    try:
+        out = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"invalid configuration: {str(e).splitlines()[0]}") from None
+    *objs, rest = out
+    if rest:
+        raise UserError(f"unexpected command-line arguments: {' '.join(rest)}")
+    return tuple(o for o in objs if not isinstance(o, argparse.Namespace))  # the --config slot
+
+
+# ---- writing a config next to outputs --------------------------------------------------------------
+
+# Exact option names that carry credentials (never a substring match: max_new_tokens is no secret).
+SECRET_KEYS = {"hub_token", "push_to_hub_token", "hf_token", "token", "api_key", "wandb_api_key", "password", "secret",
+               "access_token", "auth_token"}  # fmt: skip
+_SECRET_VALUE = re.compile(r"^(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,})$")  # hub and API key formats
+_SECRET_ENV = re.compile(r"TOKEN|KEY|SECRET|PASSWORD", re.IGNORECASE)
+REDACTED = "<redacted>"
+
+
+def _secret_env_values() -> set[str]:
+    return {v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= 8}
+
+
+def config_to_dict(*objs: Any) -> dict[str, Any]:
+    """The resolved configuration as plain data, written next to outputs so that
+    ``--config <that file>`` re-runs the command. Secrets are redacted by exact option name, by the
+    look of the value (hub and API keys) and by equality with a secret-named environment variable."""
+    secrets = _secret_env_values()
+    out: dict[str, Any] = {}
+    for obj in objs:
+        d = obj.to_dict() if hasattr(obj, "to_dict") else dataclasses.asdict(obj)
+        for k, v in d.items():
+            if isinstance(v, Enum):
+                v = v.value
+            if k.lower() in SECRET_KEYS and v not in (None, ""):
+                out[k] = REDACTED
+            elif isinstance(v, str) and (v in secrets or _SECRET_VALUE.match(v)):
+                out[k] = REDACTED
+            elif isinstance(v, (str, int, float, bool, type(None), list, dict)):
+                out[k] = v
+            else:
+                out[k] = str(v)
+    return out

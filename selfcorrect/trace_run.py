@@ -1,0 +1,215 @@
+"""Run K self-correction rounds over a whole dataset: sharded, resumable, with progress.
+
+Used by ``python -m data_gen`` and ``python -m eval``. Each process of an ``accelerate launch`` takes
+the examples whose index modulo the world size equals its rank and appends finished batches to
+``<output_dir>/shards/rank<r>.jsonl``; the main process then merges every shard into
+``traces.jsonl``. A re-run with the same output_dir and the same settings (``run.json``, see
+selfcorrect/run_identity.py) skips every (id, sample) already on disk, so an interrupted run
+(Ctrl-C, SIGTERM, kill -9) resumes without losing or duplicating work; a re-run with other settings
+stops before it writes a row.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import shutil
+import signal
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+from selfcorrect.config import DataSource, RolloutOptions, SplitOptions
+from selfcorrect.device import cuda_available, process_state
+from selfcorrect.errors import UserError
+from selfcorrect.jsonl import append_rows, read_rows, repair_tail, write_rows_atomic
+from selfcorrect.run_identity import check_run, data_identity, model_identity
+from selfcorrect.tasks.base import Example, Task
+
+# What a trace run writes into its output_dir (deleted by --overwrite).
+TRACE_OUTPUTS = ["traces.jsonl", "traces.jsonl.tmp.*", "shards"]
+
+
+def load_examples(task: Task, data: DataSource, split: SplitOptions) -> Iterator[Example]:
+    """Stream the task's examples after skip / held-out split / limit; duplicate ids are an error."""
+    seen: set[str] = set()
+    n = 0
+    for i, ex in enumerate(task.load(data.dataset_path, split.split)):
+        if i < split.skip:
+            continue
+        if split.heldout_fraction > 0 and is_heldout(task.group(ex), split.heldout_fraction) != split.heldout:
+            continue
+        if data.limit is not None and n >= data.limit:
+            break
+        if ex.id in seen:
+            raise UserError(f"duplicate example id '{ex.id}' in {data.dataset_path}")
+        seen.add(ex.id)
+        n += 1
+        yield ex
+
+
+def is_heldout(group: str, fraction: float) -> bool:
+    """Deterministic split by the task's group (``Task.group``: BBQ's category and template, a
+    Winogender occupation): the same items are held out in every run and on every machine, and items
+    that share a template (people, wording, answer) are never on both sides. A split by example id
+    left almost every held-out BBQ item with a training sibling from its template."""
+    return zlib.crc32(group.encode()) % 10000 < fraction * 10000
+
+
+def trace_files(output_dir: str) -> list[str]:
+    return [p for p in [os.path.join(output_dir, "traces.jsonl")] if os.path.exists(p)] + sorted(
+        glob.glob(os.path.join(output_dir, "shards", "rank*.jsonl"))
+    )
+
+
+def done_keys(output_dir: str) -> set[tuple[str, int]]:
+    keys = set()
+    for path in trace_files(output_dir):
+        repair_tail(path)
+        for row in read_rows(path):
+            keys.add((row["id"], int(row.get("sample", 0))))
+    return keys
+
+
+def merge_shards(output_dir: str) -> tuple[str, int]:
+    """traces.jsonl := existing traces + every shard, each (id, sample) once; then drop the shards."""
+    files = trace_files(output_dir)
+    final = os.path.join(output_dir, "traces.jsonl")
+
+    def rows() -> Iterator[dict[str, Any]]:
+        seen: set[tuple[str, int]] = set()
+        for path in files:
+            for row in read_rows(path):
+                key = (row["id"], int(row.get("sample", 0)))
+                if key not in seen:
+                    seen.add(key)
+                    yield row
+
+    n = write_rows_atomic(final, rows())
+    for path in files:
+        if path != final:
+            os.remove(path)
+    shutil.rmtree(os.path.join(output_dir, "shards"), ignore_errors=True)
+    return final, n
+
+
+class _Progress:
+    def __init__(self, total: int | None, desc: str, disable: bool):
+        from tqdm.auto import tqdm
+
+        # One step per example-round: the bar moves after every round of a batch, not only per batch.
+        self.bar = tqdm(total=total, desc=desc, unit="ex-round", disable=disable, dynamic_ncols=True)
+        self.start = time.perf_counter()
+        self.tokens = 0
+        self.done = 0
+
+    def update(self, examples: int, tokens: int) -> None:
+        self.done += examples
+        self.tokens += tokens
+        dt = max(time.perf_counter() - self.start, 1e-9)
+        self.bar.set_postfix(ex_rounds_s=f"{self.done / dt:.2f}", tok_s=f"{self.tokens / dt:.0f}")
+        self.bar.update(examples)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _raise_interrupt(signum, frame):  # SIGTERM behaves like Ctrl-C: drop the batch in flight
+    raise KeyboardInterrupt
+
+
+def trace_settings(run: RolloutOptions, data: DataSource, split: SplitOptions, task: Task, prompt_set, extra=None) -> dict:
+    """The settings that change what a trace run writes (its identity in run.json)."""
+    return {
+        "model": run.model_name_or_path, "model_weights": model_identity(run.model_name_or_path),
+        "adapter": run.adapter, "adapter_weights": model_identity(run.adapter), "dtype": run.dtype,
+        "task": task.name, "dataset_path": data.dataset_path, "dataset": data_identity(data.dataset_path),
+        "split": split.split, "skip": split.skip, "limit": data.limit, "heldout_fraction": split.heldout_fraction,
+        "heldout": split.heldout, "prompt_set": prompt_set.name, "prompt_set_version": prompt_set.version,
+        "prompt_set_text": prompt_set.fingerprint(), "rounds": run.rounds, "samples": run.samples,
+        "max_new_tokens": run.max_new_tokens, "temperature": run.temperature, "top_p": run.top_p, "seed": run.seed,
+        **(extra or {}),
+    }  # fmt: skip
+
+
+def generate_traces(
+    run: RolloutOptions, data: DataSource, split: SplitOptions, task: Task, prompt_set, command: str, probe=None,
+    extra_settings: dict | None = None, owned: list[str] = (), overwrite: bool = False,
+) -> str:
+    """Run every remaining example; return the path of the merged traces.jsonl.
+
+    The output folder's run.json must match this run's settings (``trace_settings`` plus
+    ``extra_settings``) to resume; ``owned`` names the command's other outputs, deleted with
+    ``--overwrite``. ``probe`` (eval's concept probe) is fitted once the model is loaded
+    (``probe.prepare``); its layer's last-prompt-token hidden states are captured during the rollout
+    and ``probe.annotate`` turns them into per-round scores before each batch is written (so resumed
+    runs keep them).
+    """
+    from selfcorrect.modeling import load_model, load_tokenizer
+    from selfcorrect.rollout import Generator, SamplingConfig, run_rounds
+
+    state = process_state()
+    rank, world = state.process_index, state.num_processes
+    total = sum(1 for _ in load_examples(task, data, split))  # also validates every row before the model loads
+    if total == 0:
+        raise UserError(f"no examples to run (dataset {data.dataset_path}, skip={split.skip}, limit={data.limit})")
+    settings = trace_settings(run, data, split, task, prompt_set, extra_settings)
+    if state.is_main_process:
+        check_run(run.output_dir, command, settings, TRACE_OUTPUTS + list(owned), overwrite)
+    state.wait_for_everyone()
+    os.makedirs(os.path.join(run.output_dir, "shards"), exist_ok=True)
+    shard = os.path.join(run.output_dir, "shards", f"rank{rank}.jsonl")
+    done = done_keys(run.output_dir)
+
+    def pending() -> Iterator[Example]:  # streamed: the dataset is never held in memory
+        for i, ex in enumerate(load_examples(task, data, split)):
+            if i % world == rank and any((ex.id, s) not in done for s in range(run.samples)):
+                yield ex
+
+    n_todo = sum(1 for _ in pending())
+    if done and state.is_main_process:
+        print(f"resuming: {len(done)} trajectories already in {run.output_dir}", file=sys.stderr)
+
+    if n_todo:
+        device = run.device or ("cuda" if cuda_available() else "cpu")
+        if device.startswith("cuda") and world > 1:
+            device = f"cuda:{state.local_process_index}"
+        tokenizer = load_tokenizer(run.model_name_or_path, run.trust_remote_code)
+        model = load_model(run.model_name_or_path, run.adapter, run.dtype, device, run.trust_remote_code)
+        sampling = SamplingConfig(run.max_new_tokens, run.temperature, run.top_p, run.seed)
+        probe_layer = None
+        if probe is not None:
+            probe_layer = probe.prepare(model, tokenizer, run.output_dir)
+        generator = Generator(model, tokenizer, sampling, run.batch_size, probe_layer)
+        bar = _Progress(n_todo * run.rounds, f"{task.name} x{run.rounds} rounds", disable=not state.is_local_main_process)
+        old = signal.signal(signal.SIGTERM, _raise_interrupt)
+        examples = pending()
+        try:
+            while batch := list(itertools.islice(examples, run.batch_size)):
+                trajs = run_rounds(generator, task, prompt_set, batch, run.rounds, run.samples,
+                                   on_round=lambda r, gens, b=len(batch): bar.update(b, sum(g.new_tokens for g in gens)))  # fmt: skip
+                trajs = [t for t in trajs if (t.id, t.sample) not in done]
+                if probe is not None:
+                    probe.annotate(trajs)
+                for t in trajs:
+                    t.model, t.adapter = run.model_name_or_path, run.adapter
+                append_rows(shard, [t.to_dict() for t in trajs])
+        except KeyboardInterrupt:
+            bar.close()
+            print(
+                f"\ninterrupted: finished batches are saved in {run.output_dir}; re-run the same command to resume",
+                file=sys.stderr,
+            )
+            sys.exit(130)
+        finally:
+            signal.signal(signal.SIGTERM, old)
+        bar.close()
+    state.wait_for_everyone()
+    final = os.path.join(run.output_dir, "traces.jsonl")
+    if state.is_main_process:
+        final, _ = merge_shards(run.output_dir)
+    state.wait_for_everyone()
+    return final
