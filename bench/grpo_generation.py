@@ -46,8 +46,14 @@ def trl_style(model, prompts: list[list[int]], new_tokens: int) -> float:
 
 
 def ours(model, prompts: list[list[int]], new_tokens: int, share: bool) -> float:
-    g = Generator(model, _Tok(), SamplingConfig(max_new_tokens=new_tokens, temperature=1.0), batch_size=len(prompts),
-                  incremental=False, share_prefill=share)  # fmt: skip
+    g = Generator(
+        model,
+        _Tok(),
+        SamplingConfig(max_new_tokens=new_tokens, temperature=1.0),
+        batch_size=len(prompts),
+        incremental=False,
+        share_prefill=share,
+    )
     g.eos_ids = []
     _sync(model)
     t0 = time.perf_counter()
@@ -89,10 +95,16 @@ def main() -> None:
         "name": f"grpo_generation/{a.shape}",
         "device": torch.cuda.get_device_name() if cuda else f"cpu x{torch.get_num_threads()} threads",
         "dtype": str(dtype).replace("torch.", ""),
-        "prompts": n_prompts, "num_generations": a.num_generations, "prompt_len": prompt_len, "new_tokens": new_tokens,
-        "naive_tok_s": round(naive, 1), "no_sharing_tok_s": round(loop, 1), "fast_tok_s": round(fast, 1),
-        "speedup": round(fast / naive, 2), "bound_ratio": None,
-    }  # fmt: skip
+        "prompts": n_prompts,
+        "num_generations": a.num_generations,
+        "prompt_len": prompt_len,
+        "new_tokens": new_tokens,
+        "naive_tok_s": round(naive, 1),
+        "no_sharing_tok_s": round(loop, 1),
+        "fast_tok_s": round(fast, 1),
+        "speedup": round(fast / naive, 2),
+        "bound_ratio": None,
+    }
     add_bound(result, model, len(prompts), fast, a.bandwidth_tb_s)
     print(json.dumps(result))
 

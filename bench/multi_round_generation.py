@@ -28,17 +28,52 @@ from selfcorrect.rollout import Generator, SamplingConfig  # noqa: E402
 
 SHAPES = {
     # Published Qwen2.5 architecture values (config.json of the released models).
-    "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                         num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
-    "qwen2.5-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
-                         num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
-    "qwen2.5-7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                       num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False),
-    "small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
-                  num_key_value_heads=2, vocab_size=8192, tie_word_embeddings=True),
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=512, tie_word_embeddings=False),
-}  # fmt: skip
+    "qwen2.5-0.5b": dict(
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+    "qwen2.5-1.5b": dict(
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+    "qwen2.5-7b": dict(
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        vocab_size=152064,
+        tie_word_embeddings=False,
+    ),
+    "small": dict(
+        hidden_size=256,
+        intermediate_size=768,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=8192,
+        tie_word_embeddings=True,
+    ),
+    "tiny": dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=512,
+        tie_word_embeddings=False,
+    ),
+}
 
 
 class _Tok:
@@ -77,8 +112,9 @@ def hf_generate(model, prompts: list[list[int]], new_tokens: int, sample: bool) 
     ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts], device=dev)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=dev)
     sampling = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0) if sample else dict(do_sample=False)
-    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                         pad_token_id=0, **sampling)  # fmt: skip
+    out = model.generate(
+        input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=0, **sampling
+    )
     return out[:, width:].tolist()
 
 
@@ -95,7 +131,7 @@ def run(model, batch, prompt_len, rounds, new_tokens, instr_len, mode, seed=0):
     if dev.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    for r in range(rounds):
+    for _ in range(rounds):
         if mode == "hf":
             outs = hf_generate(model, prompts, new_tokens, sample=False)
         else:
@@ -141,12 +177,18 @@ def main() -> None:
         "name": f"multi_round_generation/{a.shape}",
         "device": torch.cuda.get_device_name() if cuda else f"cpu x{torch.get_num_threads()} threads",
         "dtype": str(dtype).replace("torch.", ""),
-        "batch": batch, "prompt_len": prompt_len, "rounds": a.rounds, "new_tokens": new_tokens, "instr_len": a.instr_len,
-        "naive_tok_s": round(naive, 1), "no_cache_tok_s": round(no_cache, 1), "fast_tok_s": round(fast, 1),
+        "batch": batch,
+        "prompt_len": prompt_len,
+        "rounds": a.rounds,
+        "new_tokens": new_tokens,
+        "instr_len": a.instr_len,
+        "naive_tok_s": round(naive, 1),
+        "no_cache_tok_s": round(no_cache, 1),
+        "fast_tok_s": round(fast, 1),
         "speedup": round(fast / naive, 2),
         "greedy_outputs_identical": same,
         "bound_ratio": None,
-    }  # fmt: skip
+    }
     add_bound(result, model, batch, fast, a.bandwidth_tb_s)
     print(json.dumps(result))
 

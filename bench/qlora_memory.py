@@ -27,7 +27,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from multi_round_generation import SHAPES, build  # noqa: E402
 from sft_training import tokenizer  # noqa: E402
-
 from trl import ModelConfig  # noqa: E402
 
 from train.common import TRAIN_DEFAULTS, load_policy  # noqa: E402
@@ -48,19 +47,38 @@ def train_peak(folder: str, four_bit: bool, seq: int, steps: int, vocab: int) ->
 
     cuda = torch.cuda.is_available()
     rng = torch.Generator().manual_seed(0)
-    rows = [{"input_ids": torch.randint(2, vocab, (seq,), generator=rng).tolist(), "assistant_masks": [0] * (seq // 2) + [1] * (seq - seq // 2)}
-            for _ in range(steps)]  # fmt: skip
-    args = ModelConfig(**{**TRAIN_DEFAULTS, "model_name_or_path": folder, "load_in_4bit": four_bit,
-                          "dtype": "bfloat16" if cuda else "float32"})  # fmt: skip
+    rows = [
+        {
+            "input_ids": torch.randint(2, vocab, (seq,), generator=rng).tolist(),
+            "assistant_masks": [0] * (seq // 2) + [1] * (seq - seq // 2),
+        }
+        for _ in range(steps)
+    ]
+    args = ModelConfig(
+        **{**TRAIN_DEFAULTS, "model_name_or_path": folder, "load_in_4bit": four_bit, "dtype": "bfloat16" if cuda else "float32"}
+    )
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     model, lora = load_policy(args)
     with tempfile.TemporaryDirectory() as out:
-        cfg = SFTConfig(output_dir=out, per_device_train_batch_size=1, max_steps=steps, learning_rate=1e-4, logging_steps=1,
-                        report_to="none", save_strategy="no", disable_tqdm=True, gradient_checkpointing=True, max_length=seq,
-                        bf16=cuda, use_cpu=not cuda)  # fmt: skip
-        trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tokenizer(), peft_config=lora)
+        cfg = SFTConfig(
+            output_dir=out,
+            per_device_train_batch_size=1,
+            max_steps=steps,
+            learning_rate=1e-4,
+            logging_steps=1,
+            report_to="none",
+            save_strategy="no",
+            disable_tqdm=True,
+            gradient_checkpointing=True,
+            max_length=seq,
+            bf16=cuda,
+            use_cpu=not cuda,
+        )
+        trainer = SFTTrainer(
+            model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tokenizer(), peft_config=lora
+        )
         trainer.train()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     result = {"losses_finite": all(x == x and abs(x) < 1e4 for x in losses), "steps": len(losses)}
@@ -95,8 +113,11 @@ def main() -> None:
     result = {
         "name": f"qlora_memory/{a.shape}",
         "device": torch.cuda.get_device_name() if cuda else f"cpu x{torch.get_num_threads()} threads",
-        "seq": seq, "batch": 1, "qlora": qlora, "bf16_lora": bf16,
-    }  # fmt: skip
+        "seq": seq,
+        "batch": 1,
+        "qlora": qlora,
+        "bf16_lora": bf16,
+    }
     if cuda:
         result["fits_24gb"] = qlora["peak_reserved_gib"] <= 24
         if bf16:

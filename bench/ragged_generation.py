@@ -31,8 +31,14 @@ from selfcorrect.rollout import Generator, SamplingConfig  # noqa: E402
 
 
 def run(model, prompts, new_tokens, end_ids, compact):
-    g = Generator(model, _Tok(), SamplingConfig(max_new_tokens=new_tokens, temperature=1.0, seed=1),
-                  batch_size=len(prompts), incremental=False, compact=compact)  # fmt: skip
+    g = Generator(
+        model,
+        _Tok(),
+        SamplingConfig(max_new_tokens=new_tokens, temperature=1.0, seed=1),
+        batch_size=len(prompts),
+        incremental=False,
+        compact=compact,
+    )
     g.eos_ids = end_ids
     if next(model.parameters()).device.type == "cuda":
         torch.cuda.synchronize()
@@ -76,12 +82,18 @@ def main() -> None:
     result = {
         "name": f"ragged_generation/{a.shape}",
         "device": torch.cuda.get_device_name() if cuda else f"cpu x{torch.get_num_threads()} threads",
-        "dtype": str(dtype).replace("torch.", ""), "batch": batch, "prompt_len": a.prompt_len,
-        "max_new_tokens": a.new_tokens, "mean_answer_tokens": round(statistics.mean(lengths), 1),
+        "dtype": str(dtype).replace("torch.", ""),
+        "batch": batch,
+        "prompt_len": a.prompt_len,
+        "max_new_tokens": a.new_tokens,
+        "mean_answer_tokens": round(statistics.mean(lengths), 1),
         "max_answer_tokens": max(lengths),
-        "naive_tok_s": round(naive, 1), "fast_tok_s": round(fast, 1), "speedup": round(fast / naive, 2),
-        "outputs_identical": same, "bound_ratio": None,
-    }  # fmt: skip
+        "naive_tok_s": round(naive, 1),
+        "fast_tok_s": round(fast, 1),
+        "speedup": round(fast / naive, 2),
+        "outputs_identical": same,
+        "bound_ratio": None,
+    }
     add_bound(result, model, batch, fast, a.bandwidth_tb_s)
     print(json.dumps(result))
 

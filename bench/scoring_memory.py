@@ -21,8 +21,8 @@ import tracemalloc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from selfcorrect.jsonl import read_rows  # noqa: E402
 from eval.aggregate import compute_metrics  # noqa: E402
+from selfcorrect.jsonl import read_rows  # noqa: E402
 from selfcorrect.tasks import get_task  # noqa: E402
 
 BBQ = get_task("bbq")
@@ -36,14 +36,42 @@ def synth(path: str, n: int, k: int = 5) -> None:
             rounds = []
             for _ in range(k):
                 a = rng.choice("ABC")
-                rounds.append({"user": "Review your previous answer. " * 3, "prefill": "The answer is", "response": f" {a}. The person " * 2,
-                               "answer": a, "correct": a == "C", "reward": float(a == "C"),
-                               "grade": {"is_unknown": a == "C", "is_biased": None if a == "C" else a == "A"},
-                               "option_probs": {"A": 0.2, "B": 0.3, "C": 0.5}, "mean_logprob": -0.7, "new_tokens": 6, "finish": "eos"})  # fmt: skip
-            row = {"id": f"Age/{i}", "sample": 0, "task": "bbq", "prompt_set": "intrinsic-moral", "example": {"id": f"Age/{i}", "question": "Context sentence. " * 10,
-                   "gold": "C", "choices": ["The old man", "The boy", "Unknown"], "fields": {"category": "Age",
-                   "context_condition": cond, "question_polarity": "neg", "unknown_option": "C", "target_option": "A",
-                   "question_index": "1"}}, "rounds": rounds}  # fmt: skip
+                rounds.append(
+                    {
+                        "user": "Review your previous answer. " * 3,
+                        "prefill": "The answer is",
+                        "response": f" {a}. The person " * 2,
+                        "answer": a,
+                        "correct": a == "C",
+                        "reward": float(a == "C"),
+                        "grade": {"is_unknown": a == "C", "is_biased": None if a == "C" else a == "A"},
+                        "option_probs": {"A": 0.2, "B": 0.3, "C": 0.5},
+                        "mean_logprob": -0.7,
+                        "new_tokens": 6,
+                        "finish": "eos",
+                    }
+                )
+            row = {
+                "id": f"Age/{i}",
+                "sample": 0,
+                "task": "bbq",
+                "prompt_set": "intrinsic-moral",
+                "example": {
+                    "id": f"Age/{i}",
+                    "question": "Context sentence. " * 10,
+                    "gold": "C",
+                    "choices": ["The old man", "The boy", "Unknown"],
+                    "fields": {
+                        "category": "Age",
+                        "context_condition": cond,
+                        "question_polarity": "neg",
+                        "unknown_option": "C",
+                        "target_option": "A",
+                        "question_index": "1",
+                    },
+                },
+                "rounds": rounds,
+            }
             f.write(json.dumps(row) + "\n")
 
 
@@ -69,11 +97,21 @@ def main() -> None:
         fast_mb, fast_s = peak(lambda: compute_metrics(read_rows(big), BBQ, n_boot=1000))
         small_mb, _ = peak(lambda: compute_metrics(read_rows(small), BBQ, n_boot=1000))
         size_mb = os.path.getsize(big) / 2**20
-    print(json.dumps({
-        "name": "scoring_memory", "n_traces": a.n, "file_mb": round(size_mb, 1),
-        "naive_peak_mb": round(naive_mb, 1), "fast_peak_mb": round(fast_mb, 1), "fast_peak_mb_at_n_over_10": round(small_mb, 1),
-        "memory_ratio": round(naive_mb / fast_mb, 2), "naive_s": round(naive_s, 1), "fast_s": round(fast_s, 1),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "name": "scoring_memory",
+                "n_traces": a.n,
+                "file_mb": round(size_mb, 1),
+                "naive_peak_mb": round(naive_mb, 1),
+                "fast_peak_mb": round(fast_mb, 1),
+                "fast_peak_mb_at_n_over_10": round(small_mb, 1),
+                "memory_ratio": round(naive_mb / fast_mb, 2),
+                "naive_s": round(naive_s, 1),
+                "fast_s": round(fast_s, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

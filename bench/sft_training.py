@@ -68,9 +68,21 @@ def train_once(shape, device, dtype, data, variant: str, batch: int, max_length:
     if liger and variant != "naive":
         opts["use_liger_kernel"] = True
     with tempfile.TemporaryDirectory() as out:
-        cfg = SFTConfig(output_dir=out, per_device_train_batch_size=batch, num_train_epochs=1, learning_rate=1e-4,
-                        logging_steps=1, report_to="none", save_strategy="no", seed=0, disable_tqdm=True,
-                        use_cpu=not cuda, bf16=cuda, dataloader_num_workers=0, **opts)  # fmt: skip
+        cfg = SFTConfig(
+            output_dir=out,
+            per_device_train_batch_size=batch,
+            num_train_epochs=1,
+            learning_rate=1e-4,
+            logging_steps=1,
+            report_to="none",
+            save_strategy="no",
+            seed=0,
+            disable_tqdm=True,
+            use_cpu=not cuda,
+            bf16=cuda,
+            dataloader_num_workers=0,
+            **opts,
+        )
         lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
         trainer = SFTTrainer(model=model, args=cfg, train_dataset=data, processing_class=tokenizer(), peft_config=lora)
         if cuda:
@@ -118,15 +130,21 @@ def main() -> None:
         "name": f"sft_training/{a.shape}",
         "device": torch.cuda.get_device_name() if cuda else f"cpu x{torch.get_num_threads()} threads",
         "dtype": str(dtype).replace("torch.", ""),
-        "rows": n, "batch": a.batch, "max_length": max_length, "liger": a.liger, "attn": a.attn,
-        "naive_tok_s": round(speed["naive"], 1), "fast_tok_s": round(speed["padding_free"], 1),
-        "packed_tok_s": round(speed["packed"], 1), "speedup": round(speed["padding_free"] / speed["naive"], 2),
+        "rows": n,
+        "batch": a.batch,
+        "max_length": max_length,
+        "liger": a.liger,
+        "attn": a.attn,
+        "naive_tok_s": round(speed["naive"], 1),
+        "fast_tok_s": round(speed["padding_free"], 1),
+        "packed_tok_s": round(speed["packed"], 1),
+        "speedup": round(speed["padding_free"] / speed["naive"], 2),
         "packed_speedup": round(speed["packed"] / speed["naive"], 2),
         "steps": {"naive": len(naive_l), "padding_free": len(free_l), "packed": len(packed_l)},
         "loss_max_abs_diff": round(max(abs(x - y) for x, y in zip(naive_l, free_l)), 6),
         "mean_loss": {"naive": round(statistics.mean(naive_l), 4), "packed": round(statistics.mean(packed_l), 4)},
         "bound_ratio": None,
-    }  # fmt: skip
+    }
     if cuda:
         params = runs["naive"][0]["params"]
         result["peak_gb"] = {k: round(v[0]["peak_gb"], 2) for k, v in runs.items()}

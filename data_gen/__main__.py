@@ -26,7 +26,7 @@ from selfcorrect.config import (
 from selfcorrect.device import process_state
 from selfcorrect.errors import run_cli
 from selfcorrect.jsonl import read_rows, write_atomic
-from selfcorrect.tasks import get_task, task_and_prompt_set
+from selfcorrect.tasks import task_and_prompt_set
 from selfcorrect.trace import Trajectory
 from selfcorrect.trace_run import generate_traces
 
@@ -34,8 +34,9 @@ from selfcorrect.trace_run import generate_traces
 DATASET_OUTPUTS = ["sft.jsonl", "dpo.jsonl", "rl.jsonl", "*.jsonl.tmp.*", "README.md", "config.json"]
 
 
-def write_datasets(traces_path: str, out_dir: str, task, prompt_set, run: RolloutOptions, data: DataSource,
-                   dg: DataGenConfig) -> Counter:  # fmt: skip
+def write_datasets(
+    traces_path: str, out_dir: str, task, prompt_set, run: RolloutOptions, data: DataSource, dg: DataGenConfig
+) -> Counter:
     counts: Counter = Counter()
     paths = {k: os.path.join(out_dir, f"{k}.jsonl") for k in ("sft", "dpo", "rl")}
     tmps = {k: f"{p}.tmp.{os.getpid()}" for k, p in paths.items()}
@@ -94,12 +95,22 @@ def main(argv: list[str]) -> None:
         [TaskOptions, DataSource, SplitOptions, RolloutOptions, DataGenConfig, OverwriteOption], argv, prog="python -m data_gen"
     )
     task, prompt_set = task_and_prompt_set(opts)
-    traces = generate_traces(run, data, split, task, prompt_set, "data_gen", owned=DATASET_OUTPUTS,
-                             extra_settings={"sft_sources": dg.sft_sources, "dpo_sources": dg.dpo_sources},
-                             overwrite=ow.overwrite)  # fmt: skip
+    traces = generate_traces(
+        run,
+        data,
+        split,
+        task,
+        prompt_set,
+        "data_gen",
+        owned=DATASET_OUTPUTS,
+        extra_settings={"sft_sources": dg.sft_sources, "dpo_sources": dg.dpo_sources},
+        overwrite=ow.overwrite,
+    )
     if not process_state().is_main_process:
         return
-    write_atomic(os.path.join(run.output_dir, "config.json"), json.dumps(config_to_dict(opts, data, split, run, dg, ow), indent=2))
+    write_atomic(
+        os.path.join(run.output_dir, "config.json"), json.dumps(config_to_dict(opts, data, split, run, dg, ow), indent=2)
+    )
     counts = write_datasets(traces, run.output_dir, task, prompt_set, run, data, dg)
     print(summary(traces), file=sys.stderr)
     totals: Counter = Counter()

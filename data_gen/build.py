@@ -90,8 +90,17 @@ def dpo_rows_in_trace(trace: Trajectory, task: Task, prompt_set: PromptSet, sour
         elif not cur.correct and not prev.correct and "rationalised" in sources:
             pair = ("rationalised", prefill + task.gold_response(trace.example), cur.assistant_text())
         if pair and pair[1] != pair[2]:
-            out.append({"id": trace.id, **provenance(trace, prompt_set), "round": r + 1, "source": pair[0],
-                        "prompt": prompt, "chosen": _assistant(pair[1]), "rejected": _assistant(pair[2])})  # fmt: skip
+            out.append(
+                {
+                    "id": trace.id,
+                    **provenance(trace, prompt_set),
+                    "round": r + 1,
+                    "source": pair[0],
+                    "prompt": prompt,
+                    "chosen": _assistant(pair[1]),
+                    "rejected": _assistant(pair[2]),
+                }
+            )
     return out
 
 
@@ -109,9 +118,17 @@ def dpo_rows_across_samples(traces: list[Trajectory], prompt_set: PromptSet) -> 
         best = max(items, key=lambda x: x[1].reward)
         worst = min(items, key=lambda x: x[1].reward)
         if best[1].reward > worst[1].reward and best[1].assistant_text() != worst[1].assistant_text():
-            out.append({"id": traces[0].id, **provenance(traces[0], prompt_set), "round": len(best[0]) // 2 + 1,
-                        "source": "samples", "prompt": best[0], "chosen": _assistant(best[1].assistant_text()),
-                        "rejected": _assistant(worst[1].assistant_text())})  # fmt: skip
+            out.append(
+                {
+                    "id": traces[0].id,
+                    **provenance(traces[0], prompt_set),
+                    "round": len(best[0]) // 2 + 1,
+                    "source": "samples",
+                    "prompt": best[0],
+                    "chosen": _assistant(best[1].assistant_text()),
+                    "rejected": _assistant(worst[1].assistant_text()),
+                }
+            )
     return out
 
 

@@ -20,7 +20,10 @@ class DataGenConfig:
     )
 
     def __post_init__(self) -> None:
-        for name, values, valid in (("sft_sources", self.sft_sources, SFT_SOURCES), ("dpo_sources", self.dpo_sources, DPO_SOURCES)):
+        for name, values, valid in (
+            ("sft_sources", self.sft_sources, SFT_SOURCES),
+            ("dpo_sources", self.dpo_sources, DPO_SOURCES),
+        ):
             bad = [v for v in values if v not in valid]
             if bad:
                 raise UserError(f"{name}: unknown value(s) {', '.join(bad)}; valid: {', '.join(valid)}")

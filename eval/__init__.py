@@ -1,4 +1,4 @@
-"""selfcorrect.eval: does a trained checkpoint converge faster and more stably over self-correction
+"""eval: does a trained checkpoint converge faster and more stably over self-correction
 rounds than the base model with intrinsic prompting?
 
     python -m eval --config recipes/<model>/<task>/eval.yaml      # run K rounds and measure

@@ -62,9 +62,14 @@ def _log_wandb(metrics: dict, out_dir: str, config: dict) -> None:
 
     run = wandb.init(project="selfcorrect-eval", name=metrics["run"]["label"], config=config)
     for entry, value in zip(metrics["per_round"], metrics["headline"]["values"]):
-        run.log({"round": entry["round"], "accuracy": value,
-                 **{f"task/{k}": v for k, v in entry["task"].items() if isinstance(v, (int, float))},
-                 **{f"uncertainty/{k}": v for k, v in entry["uncertainty"].items() if isinstance(v, (int, float))}})  # fmt: skip
+        run.log(
+            {
+                "round": entry["round"],
+                "accuracy": value,
+                **{f"task/{k}": v for k, v in entry["task"].items() if isinstance(v, (int, float))},
+                **{f"uncertainty/{k}": v for k, v in entry["uncertainty"].items() if isinstance(v, (int, float))},
+            }
+        )
     for png in sorted(f for f in os.listdir(out_dir) if f.endswith(".png")):
         run.log({png[:-4]: wandb.Image(os.path.join(out_dir, png))})
     run.summary["convergence_round"] = metrics["convergence"]["convergence_round"]
@@ -73,7 +78,9 @@ def _log_wandb(metrics: dict, out_dir: str, config: dict) -> None:
 
 def main(argv: list[str]) -> None:
     opts, data, split, run, ev, ow = parse_config(
-        [TaskOptions, DataSource, SplitOptions, RolloutOptions, EvalConfig, OverwriteOption], argv, defaults=EVAL_DEFAULTS,
+        [TaskOptions, DataSource, SplitOptions, RolloutOptions, EvalConfig, OverwriteOption],
+        argv,
+        defaults=EVAL_DEFAULTS,
         prog="python -m eval",
     )
     wandb_mode_for(ev.report_to)
@@ -85,21 +92,42 @@ def main(argv: list[str]) -> None:
         if ev.probe_statements == "task":
             groups = task.probe_statements(list(load_examples(task, data, split)))
             if groups is None:
-                raise UserError(f"task {task.name} has no probe statements of its own: pass --probe_statements file.jsonl "
-                                "of {text, label}")  # fmt: skip
+                raise UserError(
+                    f"task {task.name} has no probe statements of its own: pass --probe_statements file.jsonl of {{text, label}}"
+                )
         else:
             groups = file_statements(ev.probe_statements)
         probe = ConceptProbe(groups, ev.probe_statements, ev.probe_layer, ev.probe_max_statements, run.seed)
-        probe_settings = {"probe_statements": ev.probe_statements, "probe_layer": ev.probe_layer,
-                          "probe_max_statements": ev.probe_max_statements}  # fmt: skip
-    traces = generate_traces(run, data, split, task, prompt_set, "eval", probe=probe, extra_settings=probe_settings,
-                             owned=EVAL_OUTPUTS, overwrite=ow.overwrite)  # fmt: skip
+        probe_settings = {
+            "probe_statements": ev.probe_statements,
+            "probe_layer": ev.probe_layer,
+            "probe_max_statements": ev.probe_max_statements,
+        }
+    traces = generate_traces(
+        run,
+        data,
+        split,
+        task,
+        prompt_set,
+        "eval",
+        probe=probe,
+        extra_settings=probe_settings,
+        owned=EVAL_OUTPUTS,
+        overwrite=ow.overwrite,
+    )
     if process_state().is_main_process:
         config = config_to_dict(opts, data, split, run, ev, ow)
         write_atomic(os.path.join(run.output_dir, "config.json"), json.dumps(config, indent=2))
         label = ev.label or os.path.basename(os.path.normpath(run.adapter or run.model_name_or_path))
-        info = {"label": label, "model": run.model_name_or_path, "adapter": run.adapter, "prompt_set": prompt_set.name,
-                "dataset": data.dataset_path, "split": split.split, "heldout": split.heldout}  # fmt: skip
+        info = {
+            "label": label,
+            "model": run.model_name_or_path,
+            "adapter": run.adapter,
+            "prompt_set": prompt_set.name,
+            "dataset": data.dataset_path,
+            "split": split.split,
+            "heldout": split.heldout,
+        }
         evaluate_traces(traces, task, info, ev, run.output_dir, config)
 
 

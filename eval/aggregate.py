@@ -98,8 +98,10 @@ def compute_metrics(
             if traj.sample != 0:
                 # Its earlier samples were elsewhere in the file (or missing): resampling it as two
                 # examples would make its intervals too narrow.
-                raise ValueError(f"trajectories of example {traj.id} are not consecutive (a run of its rows starts at "
-                                 f"sample {traj.sample}): keep each example's samples together, sample 0 first")  # fmt: skip
+                raise ValueError(
+                    f"trajectories of example {traj.id} are not consecutive (a run of its rows starts at "
+                    f"sample {traj.sample}): keep each example's samples together, sample 0 first"
+                )
             open_id, open_records = traj.id, [[] for _ in range(k)]
             n_examples += 1
         for t, rnd in enumerate(traj.rounds):
@@ -121,8 +123,12 @@ def compute_metrics(
     per_round, cis = [], []
     for t, (ts, s) in enumerate(zip(task_stats, stats)):
         intervals = ts.intervals(n_boot=n_boot, seed=seed + t)
-        entry = {"round": t + 1, "task": ts.result(), "intervals": intervals,
-                 "uncertainty": M.uncertainty_from_sums(s.entropy[0], s.entropy[1], s.nll[0], s.nll[1], s.bins, s.n)}  # fmt: skip
+        entry = {
+            "round": t + 1,
+            "task": ts.result(),
+            "intervals": intervals,
+            "uncertainty": M.uncertainty_from_sums(s.entropy[0], s.entropy[1], s.nll[0], s.nll[1], s.bins, s.n),
+        }
         if s.probe[1]:
             entry["probe"] = {"mean_score": s.probe[0] / s.probe[1], "mean_cosine": ratio(s.cosine[0], s.cosine[1])}
         cis.append(intervals["accuracy"])
@@ -135,14 +141,23 @@ def compute_metrics(
             for group, result in groups.items():
                 breakdown.setdefault(name, {}).setdefault(group, [None] * k)[t] = result
     return {
-        "run": {**(run_info or {}), "task": task.name, "rounds": k, "n_trajectories": n_traj, "n_examples": n_examples,
-                "report_columns": [list(c) for c in task.report_columns],
-                "chance_accuracy": chance_sum / chance_n if chance_n == n_traj else None},  # fmt: skip
+        "run": {
+            **(run_info or {}),
+            "task": task.name,
+            "rounds": k,
+            "n_trajectories": n_traj,
+            "n_examples": n_examples,
+            "report_columns": [list(c) for c in task.report_columns],
+            "chance_accuracy": chance_sum / chance_n if chance_n == n_traj else None,
+        },
         "headline": {"metric": "accuracy", "values": acc, "ci95": cis},
         "per_round": per_round,
         "breakdown": breakdown,
-        "transitions": {"consecutive": consecutive, "first_to_last": M.transition_from_counts(first_last),
-                        "delta_from_round1": [a - acc[0] for a in acc]},  # fmt: skip
+        "transitions": {
+            "consecutive": consecutive,
+            "first_to_last": M.transition_from_counts(first_last),
+            "delta_from_round1": [a - acc[0] for a in acc],
+        },
         "convergence": M.convergence(acc, flips, epsilon, delta),
         "stable_after": [c / n_traj for c in stable],
     }

@@ -21,7 +21,9 @@ from selfcorrect.jsonl import write_atomic
 
 @dataclass
 class CompareConfig:
-    runs: list[str] = field(default_factory=list, metadata={"help": "Eval output dirs (or metrics.json files); the first is the reference."})
+    runs: list[str] = field(
+        default_factory=list, metadata={"help": "Eval output dirs (or metrics.json files); the first is the reference."}
+    )
     output_dir: str = field(default="outputs/compare", metadata={"help": "Where report.md, comparison.json and plots go."})
     labels: list[str] | None = field(default=None, metadata={"help": "Names for the runs, in order (default: each run's label)."})
 
@@ -58,7 +60,12 @@ def check_comparable(runs: list[tuple[str, dict]]) -> None:
         raise UserError(f"duplicate run label(s) {', '.join(dup)}: pass --labels with distinct names")
     ref_label, ref = runs[0]
     for label, m in runs[1:]:
-        for key, what in (("task", "task"), ("rounds", "number of rounds K"), ("dataset", "dataset"), ("n_examples", "number of examples")):
+        for key, what in (
+            ("task", "task"),
+            ("rounds", "number of rounds K"),
+            ("dataset", "dataset"),
+            ("n_examples", "number of examples"),
+        ):
             if m["run"].get(key) != ref["run"].get(key):
                 raise UserError(f"runs differ in {what}: {ref_label} has {ref['run'].get(key)}, {label} has {m['run'].get(key)}")
 
@@ -71,14 +78,18 @@ def summary_table(runs: list[tuple[str, dict]]) -> list[dict]:
         h = m["headline"]
         first, last = m["per_round"][0], m["per_round"][-1]
         row = {
-            "run": label, "n": m["run"]["n_examples"], "K": m["run"]["rounds"],
-            "acc_round1": h["values"][0], "acc_round1_ci": h["ci95"][0],
-            "acc_roundK": h["values"][-1], "acc_roundK_ci": h["ci95"][-1],
+            "run": label,
+            "n": m["run"]["n_examples"],
+            "K": m["run"]["rounds"],
+            "acc_round1": h["values"][0],
+            "acc_round1_ci": h["ci95"][0],
+            "acc_roundK": h["values"][-1],
+            "acc_roundK_ci": h["ci95"][-1],
             "unparsed_roundK": last["task"].get("unparsed_rate"),
             "convergence_round": m["convergence"]["convergence_round"],
             "right_to_wrong": m["transitions"]["first_to_last"].get("right_to_wrong_rate"),
             "wrong_to_right": m["transitions"]["first_to_last"].get("wrong_to_right_rate"),
-        }  # fmt: skip
+        }
         for key, _ in m["run"].get("report_columns", []):
             row[f"{key}_round1"], row[f"{key}_round1_ci"] = first["task"].get(key), first.get("intervals", {}).get(key)
             row[f"{key}_roundK"], row[f"{key}_roundK_ci"] = last["task"].get(key), last.get("intervals", {}).get(key)
@@ -98,7 +109,13 @@ def format_table(rows: list[dict], columns: list[list[str]]) -> str:
     head += ["unparsed rK", "conv. round", "right->wrong", "wrong->right"]
     table = [head]
     for r in rows:
-        cells = [r["run"], str(r["n"]), str(r["K"]), v(r["acc_round1"], r["acc_round1_ci"]), v(r["acc_roundK"], r["acc_roundK_ci"])]
+        cells = [
+            r["run"],
+            str(r["n"]),
+            str(r["K"]),
+            v(r["acc_round1"], r["acc_round1_ci"]),
+            v(r["acc_roundK"], r["acc_roundK_ci"]),
+        ]
         for key, _ in columns:
             cells += [v(r[f"{key}_round1"], r[f"{key}_round1_ci"]), v(r[f"{key}_roundK"], r[f"{key}_roundK_ci"])]
         cells += [v(r["unparsed_roundK"]), str(r["convergence_round"]), v(r["right_to_wrong"]), v(r["wrong_to_right"])]

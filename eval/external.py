@@ -65,23 +65,35 @@ def main(argv: list[str]) -> None:
     from eval.__main__ import evaluate_traces
 
     opts, data, split, ext, ev, ow = parse_config(
-        [TaskOptions, DataSource, SplitOptions, ExternalConfig, EvalConfig, OverwriteOption], argv,
-        defaults={"prompt_set": "external"}, prog="python -m eval.external",
+        [TaskOptions, DataSource, SplitOptions, ExternalConfig, EvalConfig, OverwriteOption],
+        argv,
+        defaults={"prompt_set": "external"},
+        prog="python -m eval.external",
     )
     wandb_mode_for(ev.report_to)
     if data.dataset_path is None:
         raise UserError("--dataset_path is required: the task's data the predictions answer")
     task = get_task(opts.task, opts.classifier, opts.threshold)
     examples = {ex.id: ex for ex in task.load(data.dataset_path, split.split)}
-    settings = {"task": task.name, "dataset": data_identity(data.dataset_path), "split": split.split,
-                "predictions": data_identity(ext.predictions)}  # fmt: skip
+    settings = {
+        "task": task.name,
+        "dataset": data_identity(data.dataset_path),
+        "split": split.split,
+        "predictions": data_identity(ext.predictions),
+    }
     check_run(ext.output_dir, "eval.external", settings, OUTPUTS, ow.overwrite)
     traces = os.path.join(ext.output_dir, "traces.jsonl")
     write_rows_atomic(traces, grade_predictions(task, examples, ext.predictions, opts.prompt_set))
     config = config_to_dict(opts, data, split, ext, ev, ow)
     write_atomic(os.path.join(ext.output_dir, "config.json"), json.dumps(config, indent=2))
-    info = {"label": ev.label or os.path.basename(ext.predictions), "model": "external predictions", "adapter": None,
-            "prompt_set": opts.prompt_set, "dataset": data.dataset_path, "split": split.split}  # fmt: skip
+    info = {
+        "label": ev.label or os.path.basename(ext.predictions),
+        "model": "external predictions",
+        "adapter": None,
+        "prompt_set": opts.prompt_set,
+        "dataset": data.dataset_path,
+        "split": split.split,
+    }
     evaluate_traces(traces, task, info, ev, ext.output_dir, config)
 
 

@@ -39,7 +39,9 @@ def rss(acc1: float, acc2: float) -> float | None:
     return (acc2 - acc1**2) / denom if denom > 0 else None
 
 
-def transition(correct_a: Sequence[bool], correct_b: Sequence[bool], answers_a: Sequence[Any], answers_b: Sequence[Any]) -> dict[str, Any]:
+def transition(
+    correct_a: Sequence[bool], correct_b: Sequence[bool], answers_a: Sequence[Any], answers_b: Sequence[Any]
+) -> dict[str, Any]:
     """Transition statistics from one round (a) to a later one (b)."""
     counts = transition_counts(correct_a, correct_b)
     counts["flips"] = sum(x != y for x, y in zip(answers_a, answers_b))
@@ -64,7 +66,9 @@ def transition_from_counts(t: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def convergence(metric: Sequence[float], flip_rates: Sequence[float | None], epsilon: float = 0.01, delta: float = 0.05) -> dict[str, Any]:
+def convergence(
+    metric: Sequence[float], flip_rates: Sequence[float | None], epsilon: float = 0.01, delta: float = 0.05
+) -> dict[str, Any]:
     """When a per-round metric settles.
 
     ``convergence_round`` (1-based) is the first round r such that the metric stays within

@@ -18,11 +18,10 @@ import json
 import math
 import os
 import random
-from typing import Any
+import sys
 
 from selfcorrect.errors import UserError
 from selfcorrect.jsonl import read_rows, write_atomic
-from selfcorrect.tasks.base import LETTERS, Example
 from selfcorrect.trace import Trajectory
 
 
@@ -68,8 +67,9 @@ class ConceptProbe:
     probe score the held-out half by memorising the stem of its partner); ``source`` names them.
     """
 
-    def __init__(self, groups: list[list[tuple[str, int]]], source: str, layer: int | None, max_statements: int = 400,
-                 seed: int = 0):  # fmt: skip
+    def __init__(
+        self, groups: list[list[tuple[str, int]]], source: str, layer: int | None, max_statements: int = 400, seed: int = 0
+    ):
         self.source, self.layer = source, layer
         self.max_statements, self.seed = max_statements, seed
         self.w = None
@@ -106,6 +106,11 @@ class ConceptProbe:
         n_test = sum(len(g) for g in groups[:n_test_groups])
         texts = [t for g in groups for t, _ in g]
         labels = [lab for g in groups for _, lab in g]
+        print(
+            f"concept probe: encoding {len(texts)} statements at layer {self.layer} and fitting it ...",
+            file=sys.stderr,
+            flush=True,
+        )
         gen = Generator(model, tokenizer, SamplingConfig(max_new_tokens=1), batch_size=16, probe_layer=self.layer)
         # Each statement is a user turn followed by the generation prompt, so the probed position is
         # of the same kind as in the rollout (the last prompt token before the assistant answers).
@@ -115,9 +120,21 @@ class ConceptProbe:
         w, b = fit_logistic(x[n_test:], y[n_test:])
         acc = lambda xs, ys: float((((xs @ w + b) > 0).float() == ys).float().mean())  # noqa: E731
         self.w, self.b = w, b
-        info = {"layer": self.layer, "statements": self.source, "n": len(texts), "train_accuracy": acc(x[n_test:], y[n_test:]),
-                "heldout_accuracy": acc(x[:n_test], y[:n_test]), "b": b, "w": w.tolist()}  # fmt: skip
+        info = {
+            "layer": self.layer,
+            "statements": self.source,
+            "n": len(texts),
+            "train_accuracy": acc(x[n_test:], y[n_test:]),
+            "heldout_accuracy": acc(x[:n_test], y[:n_test]),
+            "b": b,
+            "w": w.tolist(),
+        }
         write_atomic(path, json.dumps(info))
+        print(
+            f"concept probe: held-out accuracy {info['heldout_accuracy']:.3f} on {n_test} statements (chance 0.5)",
+            file=sys.stderr,
+            flush=True,
+        )
         return self.layer
 
     def activation(self, h: list[float]) -> tuple[float, float]:

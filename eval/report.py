@@ -141,12 +141,17 @@ def plot_runs(runs: list[tuple[str, dict[str, Any]]], out_dir: str) -> list[str]
         ax.set(title=f"{title} ({about})", xlabel="round", ylabel=ylabel)
         save(fig, name)
 
-    columns = [c for c in info.get("report_columns", []) if any(v is not None for _, m in runs for v in _series(m, ["task", c[0]]))]
+    columns = [
+        c for c in info.get("report_columns", []) if any(v is not None for _, m in runs for v in _series(m, ["task", c[0]]))
+    ]
     if columns:
         fig, axes = plt.subplots(1, len(columns), figsize=(5 * len(columns), 4), squeeze=False)
         for (key, title), ax in zip(columns, axes[0]):
-            lines(ax, [(label, _series(m, ["task", key])) for label, m in runs],
-                  {label: _series(m, ["intervals", key]) for label, m in runs})  # fmt: skip
+            lines(
+                ax,
+                [(label, _series(m, ["task", key])) for label, m in runs],
+                {label: _series(m, ["intervals", key]) for label, m in runs},
+            )
             ax.axhline(0, color="grey", lw=0.8)
             ax.set(title=f"{task}: {title} per round", xlabel="round", ylabel=title)
         save(fig, "task_metrics.png")
@@ -167,24 +172,37 @@ def write_report(runs: list[tuple[str, dict[str, Any]]], out_dir: str, title: st
         lines.append(f"| {label} | {m['run']['n_examples']} | " + " | ".join(cells) + " |")
     lines.append("")
     if any("unparsed_rate" in m["per_round"][0]["task"] for _, m in runs):
-        lines += ["Unparsed answers per round (they count as wrong in accuracy; a fall here is a format gain,", "not self-correction):", ""]
+        lines += [
+            "Unparsed answers per round (they count as wrong in accuracy; a fall here is a format gain,",
+            "not self-correction):",
+            "",
+        ]
         lines += ["| run | " + " | ".join(f"round {r}" for r in range(1, k + 1)) + " |", "|---|" + "---|" * k]
         for label, m in runs:
             lines.append(f"| {label} | " + " | ".join(_fmt(v) for v in _series(m, ["task", "unparsed_rate"])) + " |")
         lines.append("")
     columns = base[1]["run"].get("report_columns", [])
     if columns:
-        lines += [f"## {base[1]['run']['task']} metrics (round 1 -> round K, 95% CI)", "",
-                  "| run | " + " | ".join(t for _, t in columns) + " |", "|---|" + "---|" * len(columns)]  # fmt: skip
+        lines += [
+            f"## {base[1]['run']['task']} metrics (round 1 -> round K, 95% CI)",
+            "",
+            "| run | " + " | ".join(t for _, t in columns) + " |",
+            "|---|" + "---|" * len(columns),
+        ]
         for label, m in runs:
             first, last = m["per_round"][0], m["per_round"][-1]
-            cells = [f"{_fmt(first['task'].get(key))} -> {_fmt(last['task'].get(key))} {_ci(last['intervals'].get(key))}"
-                     for key, _ in columns]  # fmt: skip
+            cells = [
+                f"{_fmt(first['task'].get(key))} -> {_fmt(last['task'].get(key))} {_ci(last['intervals'].get(key))}"
+                for key, _ in columns
+            ]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["## Convergence and transitions (round 1 -> K)", "",
-              "| run | convergence round | final - best | variance after convergence | wrong->right | right->wrong | flip rate | CL | CS | RSS |",
-              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "## Convergence and transitions (round 1 -> K)",
+        "",
+        "| run | convergence round | final - best | variance after convergence | wrong->right | right->wrong | flip rate | CL | CS | RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for label, m in runs:
         c, t = m["convergence"], m["transitions"]["first_to_last"]
         lines.append(
@@ -193,7 +211,12 @@ def write_report(runs: list[tuple[str, dict[str, Any]]], out_dir: str, title: st
             f"{_fmt(t.get('confidence_level'))} | {_fmt(t.get('critique_score'))} | {_fmt(t.get('rss'))} |"
         )
     lines.append("")
-    lines += ["## Uncertainty per round", "", "| run | " + " | ".join(f"round {r}" for r in range(1, k + 1)) + " |", "|---|" + "---|" * k]
+    lines += [
+        "## Uncertainty per round",
+        "",
+        "| run | " + " | ".join(f"round {r}" for r in range(1, k + 1)) + " |",
+        "|---|" + "---|" * k,
+    ]
     for label, m in runs:
         cells = []
         for e in m["per_round"]:
@@ -207,23 +230,32 @@ def write_report(runs: list[tuple[str, dict[str, Any]]], out_dir: str, title: st
             cells.append(cell)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines += ["H: mean entropy of the option distribution (nats); NLL: mean token negative log-likelihood of the",
-              "response; ECE: expected calibration error of the chosen option's probability (10 bins). H and ECE",
-              "use the answers whose label token was generated; (m of n) says how many had one.", ""]  # fmt: skip
+    lines += [
+        "H: mean entropy of the option distribution (nats); NLL: mean token negative log-likelihood of the",
+        "response; ECE: expected calibration error of the chosen option's probability (10 bins). H and ECE",
+        "use the answers whose label token was generated; (m of n) says how many had one.",
+        "",
+    ]
     probes = [(label, m["probe"]) for label, m in runs if "probe" in m]
     if probes:
         lines += ["Concept probe (P(non-stereotyped) at the last prompt token; chance accuracy is 0.5):", ""]
         for label, p in probes:
-            caveat = " (near chance: its activation per round says nothing about this model)" if _probe_at_chance({"probe": p}) else ""
-            lines.append(f"- {label}: layer {p['layer']}, {p['n']} statements, train accuracy {_fmt(p['train_accuracy'])}, "
-                         f"held-out accuracy {_fmt(p['heldout_accuracy'])}{caveat}")  # fmt: skip
+            caveat = (
+                " (near chance: its activation per round says nothing about this model)" if _probe_at_chance({"probe": p}) else ""
+            )
+            lines.append(
+                f"- {label}: layer {p['layer']}, {p['n']} statements, train accuracy {_fmt(p['train_accuracy'])}, "
+                f"held-out accuracy {_fmt(p['heldout_accuracy'])}{caveat}"
+            )
         lines.append("")
     lines += ["## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in pngs] + [""]
     lines += ["## Runs", ""]
     for label, m in runs:
         r = m["run"]
-        lines.append(f"- {label}: model {r.get('model')}, adapter {r.get('adapter')}, prompt set {r.get('prompt_set')}, "
-                     f"data {r.get('dataset')}, K={r['rounds']}, {r['n_examples']} examples, {r['n_trajectories']} trajectories")  # fmt: skip
+        lines.append(
+            f"- {label}: model {r.get('model')}, adapter {r.get('adapter')}, prompt set {r.get('prompt_set')}, "
+            f"data {r.get('dataset')}, K={r['rounds']}, {r['n_examples']} examples, {r['n_trajectories']} trajectories"
+        )
     path = os.path.join(out_dir, "report.md")
     write_atomic(path, "\n".join(lines) + "\n")
     return path

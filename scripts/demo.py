@@ -6,9 +6,9 @@
     python scripts/demo.py --dataset_path ../shared/data/bbq    # the real BBQ release files instead
 
 Runs the same commands a user runs on a 7B model, driven by recipes/demo/*.yaml:
-BBQ-format data from our templates -> data_gen (K=3, intrinsic-moral) -> SFT, DPO and GRPO with
-LoRA -> eval (K=5, held-out items) of the base with intrinsic and baseline prompts and of every
-adapter -> eval.compare. Everything lands in one run directory; the table is printed at the end.
+BBQ-format data from our templates -> data_gen (K=3, intrinsic-moral) -> SFT, DPO, GRPO, SCoRe and
+K-round RL with LoRA -> eval (K=5, held-out templates) of the base with intrinsic and baseline
+prompts and of every adapter -> eval.compare. Everything lands in one run directory; the table is printed at the end.
 """
 
 from __future__ import annotations
@@ -22,18 +22,31 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+METHODS = (("sft", "sft.jsonl"), ("dpo", "dpo.jsonl"), ("grpo", "rl.jsonl"), ("score", "rl.jsonl"), ("kround", "rl.jsonl"))
 SIZES = {
-    # name: (data_gen overrides, per-trainer overrides, eval overrides)
-    # Reduced: rationalised corrections guarantee SFT/DPO rows from 12 items, so every stage runs.
-    "reduced": (["--limit", "12", "--rounds", "2", "--sft_sources", "final_correct", "improving", "rationalised",
-                 "--dpo_sources", "switched", "improved", "rationalised"],
-                {"sft": ["--max_steps", "2"], "dpo": ["--max_steps", "2"], "grpo": ["--max_steps", "2"]},
-                ["--limit", "6", "--rounds", "2", "--probe_max_statements", "24", "--n_boot", "100"]),
-    "default": ([], {}, []),
-    "full": (["--temperature", "0.7", "--samples", "4", "--batch_size", "64"],
-             {"sft": ["--num_train_epochs", "3"], "dpo": ["--num_train_epochs", "3"], "grpo": ["--max_steps", "200"]},
-             ["--batch_size", "64", "--probe_max_statements", "400"]),
-}  # fmt: skip
+    # name: (data_gen overrides, per-trainer overrides, eval overrides, methods trained)
+    # Reduced (the CI test): rationalised corrections guarantee SFT rows from 12 items; one method
+    # is enough to check the stages connect (tests/test_train.py runs every method).
+    "reduced": (
+        ["--limit", "12", "--rounds", "2", "--sft_sources", "final_correct", "improving", "rationalised"],
+        {"sft": ["--max_steps", "2"]},
+        ["--limit", "6", "--rounds", "2", "--probe_max_statements", "24", "--n_boot", "100"],
+        ("sft",),
+    ),
+    "default": ([], {}, [], tuple(m for m, _ in METHODS)),
+    "full": (
+        ["--temperature", "0.7", "--samples", "4", "--batch_size", "64"],
+        {
+            "sft": ["--num_train_epochs", "3"],
+            "dpo": ["--num_train_epochs", "3"],
+            "grpo": ["--max_steps", "200"],
+            "score": ["--max_steps", "200", "--stage1_steps", "60"],
+            "kround": ["--max_steps", "200"],
+        },
+        ["--batch_size", "64", "--probe_max_statements", "400"],
+        tuple(m for m, _ in METHODS),
+    ),
+}
 
 
 def stage(title: str, cmd: list[str], log: str) -> None:
@@ -57,7 +70,7 @@ def main() -> None:
     p.add_argument("--model_name_or_path", default=None, help="Override the embedded model (e.g. a hub id on a GPU).")
     a = p.parse_args()
     name = "full" if a.full else "reduced" if a.reduced else "default"
-    dg_extra, train_extra, eval_extra = SIZES[name]
+    dg_extra, train_extra, eval_extra, methods = SIZES[name]
     run = os.path.abspath(a.run_dir)
     os.makedirs(run, exist_ok=True)
     log = os.path.join(run, "commands.log")
@@ -72,29 +85,85 @@ def main() -> None:
     if data is None:
         data = os.path.join(run, "bbq_demo")
         stage("BBQ-format demo data", [py, "-m", "data_gen.demo_bbq", "--output_dir", data], log)
-    stage("data_gen: 3 rounds of intrinsic self-correction on the training items",
-          [py, "-m", "data_gen", "--config", "recipes/demo/data_gen.yaml", "--dataset_path", data,
-           "--output_dir", f"{run}/data_gen", *model, *dg_extra], log)  # fmt: skip
+    stage(
+        "data_gen: 3 rounds of intrinsic self-correction on the training items",
+        [
+            py,
+            "-m",
+            "data_gen",
+            "--config",
+            "recipes/demo/data_gen.yaml",
+            "--dataset_path",
+            data,
+            "--output_dir",
+            f"{run}/data_gen",
+            *model,
+            *dg_extra,
+        ],
+        log,
+    )
     trained = []
-    for method, data_file in (("sft", "sft.jsonl"), ("dpo", "dpo.jsonl"), ("grpo", "rl.jsonl")):
+    for method, data_file in (m for m in METHODS if m[0] in methods):
         with open(f"{run}/data_gen/{data_file}") as f:
             if not any(line.strip() for line in f):
-                print(f"\n== {method.upper()}: data_gen kept no {data_file} rows for this model and data; skipping it", flush=True)
+                print(
+                    f"\n== {method.upper()}: data_gen kept no {data_file} rows for this model and data; skipping it", flush=True
+                )
                 continue
         trained.append(method)
-        stage(f"train {method.upper()} (LoRA)",
-              [py, "-m", "accelerate.commands.launch", "--quiet", "--config_file", f"accelerate_configs/{hw}.yaml", f"train/{method}.py",
-               "--config", f"recipes/demo/{method}.yaml", "--dataset_path", f"{run}/data_gen/{data_file}",
-               "--output_dir", f"{run}/{method}", *model, *train_extra.get(method, [])], log)  # fmt: skip
+        stage(
+            f"train {method.upper()} (LoRA)",
+            [
+                py,
+                "-m",
+                "accelerate.commands.launch",
+                "--quiet",
+                "--config_file",
+                f"accelerate_configs/{hw}.yaml",
+                f"train/{method}.py",
+                "--config",
+                f"recipes/demo/{method}.yaml",
+                "--dataset_path",
+                f"{run}/data_gen/{data_file}",
+                "--output_dir",
+                f"{run}/{method}",
+                *model,
+                *train_extra.get(method, []),
+            ],
+            log,
+        )
     runs = [("base_intrinsic", []), ("base_baseline", ["--prompt_set", "baseline"])]
     runs += [(m, ["--adapter", f"{run}/{m}"]) for m in trained]
     for label, extra in runs:
-        stage(f"eval {label}: 5 rounds on held-out items",
-              [py, "-m", "eval", "--config", "recipes/demo/eval.yaml", "--dataset_path", data, "--label", label,
-               "--output_dir", f"{run}/eval/{label}", *model, *extra, *eval_extra], log)  # fmt: skip
-    stage("compare", [py, "-m", "eval.compare", "--runs", *[f"{run}/eval/{label}" for label, _ in runs], "--output_dir", f"{run}/compare"], log)
+        stage(
+            f"eval {label}: 5 rounds on held-out items",
+            [
+                py,
+                "-m",
+                "eval",
+                "--config",
+                "recipes/demo/eval.yaml",
+                "--dataset_path",
+                data,
+                "--label",
+                label,
+                "--output_dir",
+                f"{run}/eval/{label}",
+                *model,
+                *extra,
+                *eval_extra,
+            ],
+            log,
+        )
+    stage(
+        "compare",
+        [py, "-m", "eval.compare", "--runs", *[f"{run}/eval/{label}" for label, _ in runs], "--output_dir", f"{run}/compare"],
+        log,
+    )
     print(f"\nTotal {time.time() - t_start:.0f} s. Run directory: {run}")
-    print(f"Report: {run}/compare/report.md (plots beside it: accuracy.png, flip_rate.png, entropy.png, probe.png, task_metrics.png)")
+    print(
+        f"Report: {run}/compare/report.md (plots beside it: accuracy.png, flip_rate.png, entropy.png, probe.png, task_metrics.png)"
+    )
 
 
 if __name__ == "__main__":

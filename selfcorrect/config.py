@@ -62,9 +62,11 @@ class DataSource:
 
     dataset_path: str | None = field(
         default=None,
-        metadata={"help": "data_gen / eval: the task's data, a local file or folder in its release format (unset: the "
-                          "hub dataset). Training: the data_gen output to train on (sft.jsonl, dpo.jsonl or rl.jsonl)."},
-    )  # fmt: skip
+        metadata={
+            "help": "data_gen / eval: the task's data, a local file or folder in its release format (unset: the "
+            "hub dataset). Training: the data_gen output to train on (sft.jsonl, dpo.jsonl or rl.jsonl)."
+        },
+    )
     limit: int | None = field(default=None, metadata={"help": "Use only the first N examples (training: rows)."})
 
     def __post_init__(self) -> None:
@@ -80,9 +82,11 @@ class SplitOptions:
     skip: int = field(default=0, metadata={"help": "Skip the first N examples."})
     heldout_fraction: float = field(
         default=0.0,
-        metadata={"help": "Share of the task's groups (BBQ: category + template) set aside by a hash, so no template is "
-                          "on both sides (same split in data_gen and eval)."},
-    )  # fmt: skip
+        metadata={
+            "help": "Share of the task's groups (BBQ: category + template) set aside by a hash, so no template is "
+            "on both sides (same split in data_gen and eval)."
+        },
+    )
     heldout: bool = field(
         default=False, metadata={"help": "Use the held-out share instead of the rest (eval: true, data_gen: false)."}
     )
@@ -136,9 +140,11 @@ class OverwriteOption:
 
     overwrite: bool = field(
         default=False,
-        metadata={"help": "Start fresh in the output folder, deleting what this command wrote there before (a re-run "
-                          "with the same settings resumes without it; other settings are refused without it)."},
-    )  # fmt: skip
+        metadata={
+            "help": "Start fresh in the output folder, deleting what this command wrote there before (a re-run "
+            "with the same settings resumes without it; other settings are refused without it)."
+        },
+    )
 
 
 def check_range(name: str, value: float, low: float | None = None, high: float | None = None) -> None:
@@ -279,8 +285,18 @@ def parse_config(
 # ---- writing a config next to outputs --------------------------------------------------------------
 
 # Exact option names that carry credentials (never a substring match: max_new_tokens is no secret).
-SECRET_KEYS = {"hub_token", "push_to_hub_token", "hf_token", "token", "api_key", "wandb_api_key", "password", "secret",
-               "access_token", "auth_token"}  # fmt: skip
+SECRET_KEYS = {
+    "hub_token",
+    "push_to_hub_token",
+    "hf_token",
+    "token",
+    "api_key",
+    "wandb_api_key",
+    "password",
+    "secret",
+    "access_token",
+    "auth_token",
+}
 _SECRET_VALUE = re.compile(r"^(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,})$")  # hub and API key formats
 _SECRET_ENV = re.compile(r"TOKEN|KEY|SECRET|PASSWORD", re.IGNORECASE)
 REDACTED = "<redacted>"

@@ -41,8 +41,10 @@ def check_launch_matches_machine(env: dict[str, str] | None = None, gpus: int | 
     on = lambda key: env.get(key, "").lower() in ("1", "true", "yes")  # noqa: E731
     local = int(env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE", "1")))
     # Several processes without a GPU are fine (cpu_ddp.yaml runs gloo); these are GPU-only.
-    wants_gpu = on("ACCELERATE_USE_DEEPSPEED") or on("ACCELERATE_USE_FSDP") or (
-        env.get("ACCELERATE_MIXED_PRECISION", "no") in ("bf16", "fp16")
+    wants_gpu = (
+        on("ACCELERATE_USE_DEEPSPEED")
+        or on("ACCELERATE_USE_FSDP")
+        or (env.get("ACCELERATE_MIXED_PRECISION", "no") in ("bf16", "fp16"))
     )
     if gpus == 0 and wants_gpu and not on("ACCELERATE_USE_CPU"):
         raise UserError(
@@ -50,4 +52,6 @@ def check_launch_matches_machine(env: dict[str, str] | None = None, gpus: int | 
             "not available: use --config_file accelerate_configs/cpu.yaml (or cpu_ddp.yaml)"
         )
     if gpus > 0 and local > gpus and not on("ACCELERATE_USE_CPU"):
-        raise UserError(f"the accelerate config starts {local} processes on this machine but it has {gpus} GPU(s): set num_processes")
+        raise UserError(
+            f"the accelerate config starts {local} processes on this machine but it has {gpus} GPU(s): set num_processes"
+        )

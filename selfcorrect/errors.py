@@ -4,11 +4,45 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable
 
 
 class UserError(Exception):
     """A mistake in the user's input (recipe, dataset, paths). Printed as one line, exit code 2."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM in a command that knows how to resume; the message says how."""
+
+
+# Library messages that are not the user's business: deprecations inside transformers/TRL that our
+# calls cannot avoid on the tested versions, and DeepSpeed's accelerator probe on CPU machines.
+_NOISE = (
+    r".*`past_key_values` is deprecated.*",
+    r".*`is_gradient_checkpointing` is deprecated.*",
+    r".*torch.utils.checkpoint: the use_reentrant parameter.*",
+    r".*`torch_dtype` is deprecated.*",
+)
+
+
+def quiet_library_noise() -> None:
+    for message in _NOISE:
+        warnings.filterwarnings("ignore", message=message)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not os.environ.get("DS_ACCELERATOR"):
+        try:  # without CUDA, tell DeepSpeed so, instead of letting it warn that it found none
+            import torch
+
+            if not torch.cuda.is_available():
+                os.environ["DS_ACCELERATOR"] = "cpu"
+        except ImportError:
+            pass
+
+
+def _is_main_local_process() -> bool:
+    """Under accelerate launch every process runs the same checks: only local rank 0 prints."""
+    return os.environ.get("LOCAL_RANK", "0") == "0"
 
 
 def run_cli(main: Callable[[list[str]], object], argv: list[str] | None = None) -> None:
@@ -19,13 +53,21 @@ def run_cli(main: Callable[[list[str]], object], argv: list[str] | None = None) 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("SELFCORRECT_DEBUG") == "1"
     argv = [a for a in argv if a != "--debug"]
+    if not debug:
+        quiet_library_noise()
     try:
         main(argv)
     except (UserError, FileNotFoundError) as e:
         if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        if _is_main_local_process():
+            print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as e:
+        if _is_main_local_process():
+            print(f"\ninterrupted: {e}", file=sys.stderr)
+        sys.exit(130)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        if _is_main_local_process():
+            print("\ninterrupted", file=sys.stderr)
         sys.exit(130)

@@ -18,8 +18,8 @@ import shutil
 import sys
 from typing import Any
 
-from selfcorrect.errors import UserError
 from selfcorrect.device import default_device
+from selfcorrect.errors import UserError
 from selfcorrect.hub import hub_offline
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
@@ -105,8 +105,14 @@ def torch_dtype(name: str, device: str):
     if name == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     try:
-        return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-                "fp32": torch.float32, "float32": torch.float32}[name]  # fmt: skip
+        return {
+            "bf16": torch.bfloat16,
+            "bfloat16": torch.bfloat16,
+            "fp16": torch.float16,
+            "float16": torch.float16,
+            "fp32": torch.float32,
+            "float32": torch.float32,
+        }[name]
     except KeyError:
         raise UserError(f"unknown dtype '{name}' (auto, bf16, fp16, fp32)") from None
 
@@ -200,7 +206,9 @@ def load_model(
             model = PeftModel.from_pretrained(model, adapter)
         except RuntimeError as e:  # PEFT's size-mismatch dump: one line instead
             if "size mismatch" in str(e):
-                raise UserError(f"adapter {adapter} does not fit {name_or_path}: its weight shapes differ (another base model)") from None
+                raise UserError(
+                    f"adapter {adapter} does not fit {name_or_path}: its weight shapes differ (another base model)"
+                ) from None
             raise
         except (OSError, ValueError, KeyError) as e:
             raise load_error(f"adapter {adapter}", e) from None

@@ -10,8 +10,17 @@ from selfcorrect.config import load_yaml
 from selfcorrect.errors import UserError
 
 BUILTIN_FILE = os.path.join(os.path.dirname(__file__), "prompt_sets.yaml")
-FIELDS = {"version", "description", "source", "first_instruction", "review_instruction", "first_prefill",
-          "review_prefill", "external", "multiple_choice"}  # fmt: skip
+FIELDS = {
+    "version",
+    "description",
+    "source",
+    "first_instruction",
+    "review_instruction",
+    "first_prefill",
+    "review_prefill",
+    "external",
+    "multiple_choice",
+}
 
 
 @dataclass(frozen=True)
@@ -37,8 +46,10 @@ class PromptSet:
         """A short hash of the wording, so a run notices an edited prompt set whose version was not bumped."""
         import hashlib
 
-        text = "\x1f".join(str(x) for x in (self.first_instruction, self.review_instruction, self.first_prefill,
-                                             self.review_prefill, self.external))  # fmt: skip
+        text = "\x1f".join(
+            str(x)
+            for x in (self.first_instruction, self.review_instruction, self.first_prefill, self.review_prefill, self.external)
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def prefill(self, round_index: int) -> str | None:

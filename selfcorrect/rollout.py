@@ -370,8 +370,9 @@ class Generator:
         position = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
         # logits_to_keep=1: the prefill needs only the last position's logits (the LM head over every
         # prompt position would cost as much as a layer stack on small models).
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=position, past_key_values=cache, use_cache=True,
-                         logits_to_keep=1)  # fmt: skip
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=position, past_key_values=cache, use_cache=True, logits_to_keep=1
+        )
         logits = out.logits[:, -1, :]
         next_pos = position[:, -1:] + 1
         if expand is not None:
@@ -475,8 +476,16 @@ def run_rounds(
     sampling seed, so online RL draws fresh samples when it meets an example again.
     """
     trajs = [
-        Trajectory(id=ex.id, task=task.name, prompt_set=prompt_set.name, example=ex, rounds=[], sample=s,
-                   prompt_set_version=prompt_set.version, hidden=[])  # fmt: skip
+        Trajectory(
+            id=ex.id,
+            task=task.name,
+            prompt_set=prompt_set.name,
+            example=ex,
+            rounds=[],
+            sample=s,
+            prompt_set_version=prompt_set.version,
+            hidden=[],
+        )
         for ex in examples
         for s in range(samples)
     ]
@@ -497,11 +506,21 @@ def run_rounds(
         grades = task.grade_batch([t.example for t in trajs], [g.text for g in gens])
         for t, user, g, grade in zip(trajs, users, gens, grades):
             g.read_options_at(grade.answer)
-            t.rounds.append(Round.graded(
-                user, prefill, g.text, grade, option_probs=g.option_probs, option_mass=g.option_mass,
-                option_step=g.option_step, mean_logprob=g.mean_logprob, new_tokens=g.new_tokens, finish=g.finish,
-                external=prompt_set.external and r > 0,
-            ))  # fmt: skip
+            t.rounds.append(
+                Round.graded(
+                    user,
+                    prefill,
+                    g.text,
+                    grade,
+                    option_probs=g.option_probs,
+                    option_mass=g.option_mass,
+                    option_step=g.option_step,
+                    mean_logprob=g.mean_logprob,
+                    new_tokens=g.new_tokens,
+                    finish=g.finish,
+                    external=prompt_set.external and r > 0,
+                )
+            )
             t.hidden.append(g.hidden)
         if on_round is not None:
             on_round(r, gens)

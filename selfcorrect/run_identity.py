@@ -101,8 +101,10 @@ def check_run(output_dir: str, command: str, settings: dict[str, Any], owned: li
         except (OSError, ValueError):
             raise UserError(f"{path} is unreadable: pass --overwrite true to start fresh") from None
         if old.get("command") != command:
-            raise UserError(f"{output_dir} holds a '{old.get('command')}' run, not '{command}': choose another output_dir "
-                            "(or --overwrite true to replace it)")  # fmt: skip
+            raise UserError(
+                f"{output_dir} holds a '{old.get('command')}' run, not '{command}': choose another output_dir "
+                "(or --overwrite true to replace it)"
+            )
         for key in sorted(set(settings) | set(old.get("settings", {}))):
             if old["settings"].get(key) != settings.get(key):
                 raise UserError(
@@ -111,8 +113,10 @@ def check_run(output_dir: str, command: str, settings: dict[str, Any], owned: li
                 )
         return True
     elif any(glob.glob(os.path.join(output_dir, p)) for p in owned):
-        raise UserError(f"{output_dir} holds outputs of a run without {RUN_FILE} (older or another tool): choose another "
-                        "output_dir, or --overwrite true to start fresh there")  # fmt: skip
+        raise UserError(
+            f"{output_dir} holds outputs of a run without {RUN_FILE} (older or another tool): choose another "
+            "output_dir, or --overwrite true to start fresh there"
+        )
     try:
         os.makedirs(output_dir, exist_ok=True)
         write_atomic(path, json.dumps(record, indent=2))

@@ -72,5 +72,3 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
     sxx = sum((a - mx) ** 2 for a in x)
     syy = sum((b - my) ** 2 for b in y)
     return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None
-
-

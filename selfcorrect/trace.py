@@ -37,7 +37,7 @@ class Round:
     probe_cosine: float | None = None
 
     @classmethod
-    def graded(cls, user: str | None, prefill: str | None, response: str, grade: Grade, **generation: Any) -> "Round":
+    def graded(cls, user: str | None, prefill: str | None, response: str, grade: Grade, **generation: Any) -> Round:
         extra = {k: v for k, v in grade.to_dict().items() if k not in ("answer", "correct", "reward")}
         return cls(user, prefill, response, grade.answer, bool(grade.correct), float(grade.reward), extra, **generation)
 
@@ -49,7 +49,7 @@ class Round:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Round":
+    def from_dict(cls, d: dict[str, Any]) -> Round:
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
 
@@ -85,7 +85,7 @@ class Trajectory:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Trajectory":
+    def from_dict(cls, d: dict[str, Any]) -> Trajectory:
         return cls(
             id=d["id"],
             task=d["task"],

@@ -124,20 +124,43 @@ def _raise_interrupt(signum, frame):  # SIGTERM behaves like Ctrl-C: drop the ba
 def trace_settings(run: RolloutOptions, data: DataSource, split: SplitOptions, task: Task, prompt_set, extra=None) -> dict:
     """The settings that change what a trace run writes (its identity in run.json)."""
     return {
-        "model": run.model_name_or_path, "model_weights": model_identity(run.model_name_or_path),
-        "adapter": run.adapter, "adapter_weights": model_identity(run.adapter), "dtype": run.dtype,
-        "task": task.name, "dataset_path": data.dataset_path, "dataset": data_identity(data.dataset_path),
-        "split": split.split, "skip": split.skip, "limit": data.limit, "heldout_fraction": split.heldout_fraction,
-        "heldout": split.heldout, "prompt_set": prompt_set.name, "prompt_set_version": prompt_set.version,
-        "prompt_set_text": prompt_set.fingerprint(), "rounds": run.rounds, "samples": run.samples,
-        "max_new_tokens": run.max_new_tokens, "temperature": run.temperature, "top_p": run.top_p, "seed": run.seed,
+        "model": run.model_name_or_path,
+        "model_weights": model_identity(run.model_name_or_path),
+        "adapter": run.adapter,
+        "adapter_weights": model_identity(run.adapter),
+        "dtype": run.dtype,
+        "task": task.name,
+        "dataset_path": data.dataset_path,
+        "dataset": data_identity(data.dataset_path),
+        "split": split.split,
+        "skip": split.skip,
+        "limit": data.limit,
+        "heldout_fraction": split.heldout_fraction,
+        "heldout": split.heldout,
+        "prompt_set": prompt_set.name,
+        "prompt_set_version": prompt_set.version,
+        "prompt_set_text": prompt_set.fingerprint(),
+        "rounds": run.rounds,
+        "samples": run.samples,
+        "max_new_tokens": run.max_new_tokens,
+        "temperature": run.temperature,
+        "top_p": run.top_p,
+        "seed": run.seed,
         **(extra or {}),
-    }  # fmt: skip
+    }
 
 
 def generate_traces(
-    run: RolloutOptions, data: DataSource, split: SplitOptions, task: Task, prompt_set, command: str, probe=None,
-    extra_settings: dict | None = None, owned: list[str] = (), overwrite: bool = False,
+    run: RolloutOptions,
+    data: DataSource,
+    split: SplitOptions,
+    task: Task,
+    prompt_set,
+    command: str,
+    probe=None,
+    extra_settings: dict | None = None,
+    owned: list[str] = (),
+    overwrite: bool = False,
 ) -> str:
     """Run every remaining example; return the path of the merged traces.jsonl.
 
@@ -189,8 +212,16 @@ def generate_traces(
         examples = pending()
         try:
             while batch := list(itertools.islice(examples, run.batch_size)):
-                trajs = run_rounds(generator, task, prompt_set, batch, run.rounds, run.samples,
-                                   on_round=lambda r, gens, b=len(batch): bar.update(b, sum(g.new_tokens for g in gens)))  # fmt: skip
+                n_batch = len(batch)
+                trajs = run_rounds(
+                    generator,
+                    task,
+                    prompt_set,
+                    batch,
+                    run.rounds,
+                    run.samples,
+                    on_round=lambda r, gens, n=n_batch: bar.update(n, sum(g.new_tokens for g in gens)),
+                )
                 trajs = [t for t in trajs if (t.id, t.sample) not in done]
                 if probe is not None:
                     probe.annotate(trajs)

@@ -17,13 +17,29 @@ def make_trace(ex_id, answers, gold="C", sample=0, probs=None, condition="ambig"
         question="Q?\n\nA. The grandfather\nB. The grandson\nC. Can't be determined",
         gold=gold,
         choices=CHOICES,
-        fields={"category": category, "context_condition": condition, "question_polarity": polarity,
-                "unknown_option": "C", "target_option": "A", "question_index": "1"},
-    )  # fmt: skip
+        fields={
+            "category": category,
+            "context_condition": condition,
+            "question_polarity": polarity,
+            "unknown_option": "C",
+            "target_option": "A",
+            "question_index": "1",
+        },
+    )
     rounds = []
     for r, a in enumerate(answers):
         response = f" {a}. {CHOICES['ABC'.index(a)]}" if a in "ABC" else " hmm"
-        rounds.append(Round.graded(PS.first_turn(ex.question) if r == 0 else PS.review_turn(), PS.prefill(r), response,
-                                   grade_letter(ex, a), option_probs=(probs[r] if probs else None), option_mass=1.0,
-                                   mean_logprob=-0.5, new_tokens=4, finish="eos"))  # fmt: skip
+        rounds.append(
+            Round.graded(
+                PS.first_turn(ex.question) if r == 0 else PS.review_turn(),
+                PS.prefill(r),
+                response,
+                grade_letter(ex, a),
+                option_probs=(probs[r] if probs else None),
+                option_mass=1.0,
+                mean_logprob=-0.5,
+                new_tokens=4,
+                finish="eos",
+            )
+        )
     return Trajectory(id=ex_id, task="bbq", prompt_set=PS.name, example=ex, rounds=rounds, sample=sample, prompt_set_version=1)

@@ -18,8 +18,19 @@ from selfcorrect.tasks import get_task
 from selfcorrect.tasks.base import LETTERS
 from selfcorrect.tasks.bbq import example_from_row
 
-CATEGORIES = {"Age", "Disability_status", "Gender_identity", "Nationality", "Physical_appearance", "Race_ethnicity",
-              "Race_x_SES", "Race_x_gender", "Religion", "SES", "Sexual_orientation"}  # fmt: skip
+CATEGORIES = {
+    "Age",
+    "Disability_status",
+    "Gender_identity",
+    "Nationality",
+    "Physical_appearance",
+    "Race_ethnicity",
+    "Race_x_SES",
+    "Race_x_gender",
+    "Religion",
+    "SES",
+    "Sexual_orientation",
+}
 
 
 def fixture_rows():

@@ -55,8 +55,8 @@ def test_dpo_across_samples_and_rl_rows():
 
 def test_rows_pass_trl_tokenisation(tiny_model_dir, tmp_path):
     from datasets import load_dataset
-    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     traces = [make_trace("Age/6", ["A", "C", "C"]), make_trace("Age/7", ["C", "A"])]
     files = {"sft": tmp_path / "sft.jsonl", "dpo": tmp_path / "dpo.jsonl"}
@@ -69,7 +69,7 @@ def test_rows_pass_trl_tokenisation(tiny_model_dir, tmp_path):
     common = dict(output_dir=str(tmp_path / "o"), use_cpu=True, bf16=False, report_to=[], max_steps=1)
     t = SFTTrainer(model=model, args=SFTConfig(**common, assistant_only_loss=True), train_dataset=sft, processing_class=tok)
     row = t.train_dataset[0]
-    assert sum(l != -100 for l in row["labels"]) > 0 and sum(l == -100 for l in row["labels"]) > 0
+    assert sum(x != -100 for x in row["labels"]) > 0 and sum(x == -100 for x in row["labels"]) > 0
     dpo = load_dataset("json", data_files=str(files["dpo"]), split="train")
     d = DPOTrainer(model=model, args=DPOConfig(**common), train_dataset=dpo, processing_class=tok)
     assert len(d.train_dataset) == len(dpo) == 2

@@ -20,9 +20,33 @@ def run(args, **kw):
 
 def test_issue_command_writes_traces_and_datasets(tiny_model_dir, bbq_dir, tmp_path):
     out = tmp_path / "dg"
-    p = run(["--model_name_or_path", tiny_model_dir, "--task", "bbq", "--dataset_path", bbq_dir, "--rounds", "3",
-             "--limit", "50", "--output_dir", str(out), "--max_new_tokens", "8", "--batch_size", "16",
-             "--sft_sources", "final_correct", "rationalised", "--dpo_sources", "switched", "improved", "rationalised"])  # fmt: skip
+    p = run(
+        [
+            "--model_name_or_path",
+            tiny_model_dir,
+            "--task",
+            "bbq",
+            "--dataset_path",
+            bbq_dir,
+            "--rounds",
+            "3",
+            "--limit",
+            "50",
+            "--output_dir",
+            str(out),
+            "--max_new_tokens",
+            "8",
+            "--batch_size",
+            "16",
+            "--sft_sources",
+            "final_correct",
+            "rationalised",
+            "--dpo_sources",
+            "switched",
+            "improved",
+            "rationalised",
+        ]
+    )
     assert p.returncode == 0, p.stderr
     traces = list(read_rows(str(out / "traces.jsonl")))
     assert len(traces) == 50 and len({t["id"] for t in traces}) == 50
@@ -43,13 +67,32 @@ def test_resume_after_kill_9_at_random_points(tiny_model_dir, bbq_dir, tmp_path)
     import random
 
     out = tmp_path / "resume"
-    args = ["--model_name_or_path", tiny_model_dir, "--dataset_path", bbq_dir, "--rounds", "2", "--limit", "40",
-            "--batch_size", "4", "--max_new_tokens", "24", "--output_dir", str(out)]  # fmt: skip
+    args = [
+        "--model_name_or_path",
+        tiny_model_dir,
+        "--dataset_path",
+        bbq_dir,
+        "--rounds",
+        "2",
+        "--limit",
+        "40",
+        "--batch_size",
+        "4",
+        "--max_new_tokens",
+        "24",
+        "--output_dir",
+        str(out),
+    ]
     rng = random.Random(1234)
     shard = out / "shards" / "rank0.jsonl"
     for attempt in range(3):
-        proc = subprocess.Popen([sys.executable, "-m", "data_gen", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "data_gen", *args],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         if attempt == 0:
             time.sleep(rng.uniform(0.5, 3.0))  # usually while loading: nothing written yet
         else:  # once this run has written a new batch, at a random moment inside the next ones
@@ -75,9 +118,25 @@ def test_resume_after_kill_9_at_random_points(tiny_model_dir, bbq_dir, tmp_path)
 
 def test_sigterm_drops_the_batch_and_exits_cleanly(tiny_model_dir, bbq_dir, tmp_path):
     out = tmp_path / "term"
-    args = ["--model_name_or_path", tiny_model_dir, "--dataset_path", bbq_dir, "--rounds", "2", "--limit", "40",
-            "--batch_size", "4", "--max_new_tokens", "24", "--output_dir", str(out)]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "data_gen", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [
+        "--model_name_or_path",
+        tiny_model_dir,
+        "--dataset_path",
+        bbq_dir,
+        "--rounds",
+        "2",
+        "--limit",
+        "40",
+        "--batch_size",
+        "4",
+        "--max_new_tokens",
+        "24",
+        "--output_dir",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "data_gen", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     shard = out / "shards" / "rank0.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (shard.exists() and shard.stat().st_size > 0):
@@ -86,7 +145,7 @@ def test_sigterm_drops_the_batch_and_exits_cleanly(tiny_model_dir, bbq_dir, tmp_
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
     lines = shard.read_text().splitlines()
-    assert lines and all(json.loads(l)["rounds"] for l in lines)  # only whole batches, every line complete
+    assert lines and all(json.loads(line)["rounds"] for line in lines)  # only whole batches, every line complete
     assert len(lines) % 4 == 0
     p = run(args)
     assert p.returncode == 0 and len(list(read_rows(str(out / "traces.jsonl")))) == 40
@@ -104,10 +163,19 @@ def test_sigterm_drops_the_batch_and_exits_cleanly(tiny_model_dir, bbq_dir, tmp_
     ],
 )
 def test_bad_input_is_one_line(args, message, bbq_dir, tiny_model_dir, tmp_path):
-    base = ["--model_name_or_path", tiny_model_dir, "--dataset_path", bbq_dir, "--limit", "2", "--output_dir", str(tmp_path / "x")]
+    base = [
+        "--model_name_or_path",
+        tiny_model_dir,
+        "--dataset_path",
+        bbq_dir,
+        "--limit",
+        "2",
+        "--output_dir",
+        str(tmp_path / "x"),
+    ]
     p = run(base + args, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert p.returncode == 2
-    lines = [l for l in p.stderr.strip().splitlines() if l.startswith("error:")]
+    lines = [line for line in p.stderr.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], p.stderr
     assert "Traceback" not in p.stderr
     assert not (tmp_path / "x" / "traces.jsonl").exists()
@@ -130,10 +198,35 @@ def test_empty_dataset(tmp_path, tiny_model_dir):
 def test_two_processes_take_disjoint_shards(tiny_model_dir, bbq_dir, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    p = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/cpu_ddp.yaml",
-                        "-m", "data_gen", "--model_name_or_path", tiny_model_dir, "--dataset_path", bbq_dir, "--limit", "20",
-                        "--rounds", "2", "--max_new_tokens", "6", "--batch_size", "4", "--output_dir", str(out)],
-                       cwd=ROOT, capture_output=True, text=True, env=env)  # fmt: skip
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            "accelerate_configs/cpu_ddp.yaml",
+            "-m",
+            "data_gen",
+            "--model_name_or_path",
+            tiny_model_dir,
+            "--dataset_path",
+            bbq_dir,
+            "--limit",
+            "20",
+            "--rounds",
+            "2",
+            "--max_new_tokens",
+            "6",
+            "--batch_size",
+            "4",
+            "--output_dir",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     ids = [t["id"] for t in read_rows(str(out / "traces.jsonl"))]
     # Rank 0 took examples 0, 2, 4, ...; rank 1 took 1, 3, 5, ...; the main process merged rank 0's shard first.

@@ -10,8 +10,18 @@ from collections import defaultdict
 import pytest
 from conftest import ROOT, fixture, shared
 
-UNKNOWN = {"unknown", "cannot be determined", "can't be determined", "not answerable", "not known", "not enough info",
-           "not enough information", "cannot answer", "can't answer", "undetermined"}  # fmt: skip
+UNKNOWN = {
+    "unknown",
+    "cannot be determined",
+    "can't be determined",
+    "not answerable",
+    "not known",
+    "not enough info",
+    "not enough information",
+    "cannot answer",
+    "can't answer",
+    "undetermined",
+}
 
 
 def independent_bbq_scores(bbq_dir, preds):
@@ -68,8 +78,26 @@ def test_eval_score_unifiedqa_predictions(tmp_path, release):
     pred_file = tmp_path / "preds.jsonl"
     pred_file.write_text("".join(json.dumps({"id": k, "responses": [v]}) + "\n" for k, v in preds.items()))
     out = tmp_path / "uqa"
-    p = subprocess.run([sys.executable, "-m", "eval.external", "--task", "bbq", "--dataset_path", bbq_dir, "--predictions",
-                        str(pred_file), "--output_dir", str(out), "--n_boot", "20"], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "eval.external",
+            "--task",
+            "bbq",
+            "--dataset_path",
+            bbq_dir,
+            "--predictions",
+            str(pred_file),
+            "--output_dir",
+            str(out),
+            "--n_boot",
+            "20",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0, p.stderr
     m = json.loads((out / "metrics.json").read_text())
     want = independent_bbq_scores(bbq_dir, preds)
@@ -84,9 +112,27 @@ def test_eval_score_unifiedqa_predictions(tmp_path, release):
 
 def test_eval_score_rejects_bad_predictions(tmp_path):
     bad = tmp_path / "p.jsonl"
-    bad.write_text(json.dumps({"id": "Age/0", "responses": ["A"]}) + "\n" + json.dumps({"id": "Nope/1", "responses": ["A"]}) + "\n")
-    p = subprocess.run([sys.executable, "-m", "eval.external", "--task", "bbq", "--dataset_path", fixture("bbq"), "--predictions",
-                        str(bad), "--output_dir", str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    bad.write_text(
+        json.dumps({"id": "Age/0", "responses": ["A"]}) + "\n" + json.dumps({"id": "Nope/1", "responses": ["A"]}) + "\n"
+    )
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "eval.external",
+            "--task",
+            "bbq",
+            "--dataset_path",
+            fixture("bbq"),
+            "--predictions",
+            str(bad),
+            "--output_dir",
+            str(tmp_path / "o"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 2 and "p.jsonl:2: id 'Nope/1' is not in the bbq dataset" in p.stderr
     assert not (tmp_path / "o" / "metrics.json").exists()
 
@@ -101,9 +147,30 @@ def test_eval_end_to_end_and_compare(tiny_model_dir, tmp_path):
     runs = []
     for name, extra in (("base", []), ("base_baseline", ["--prompt_set", "baseline"])):
         out = tmp_path / name
-        p = subprocess.run([sys.executable, "-m", "eval", "--model_name_or_path", tiny_model_dir, "--dataset_path", bbq_dir,
-                            "--limit", "12", "--max_new_tokens", "6", "--output_dir", str(out), "--probe", "--n_boot", "50",
-                            *extra], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "eval",
+                "--model_name_or_path",
+                tiny_model_dir,
+                "--dataset_path",
+                bbq_dir,
+                "--limit",
+                "12",
+                "--max_new_tokens",
+                "6",
+                "--output_dir",
+                str(out),
+                "--probe",
+                "--n_boot",
+                "50",
+                *extra,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         assert p.returncode == 0, p.stderr
         m = json.loads((out / "metrics.json").read_text())
         plots = ["accuracy.png", "flip_rate.png", "probe.png"]
@@ -120,8 +187,23 @@ def test_eval_end_to_end_and_compare(tiny_model_dir, tmp_path):
         assert "settle" in (out / "report.md").read_text()
         runs.append(str(out))
     cmp_dir = tmp_path / "cmp"
-    p = subprocess.run([sys.executable, "-m", "eval.compare", "--runs", *runs, "--output_dir", str(cmp_dir), "--labels", "intrinsic", "baseline"],
-                       cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "eval.compare",
+            "--runs",
+            *runs,
+            "--output_dir",
+            str(cmp_dir),
+            "--labels",
+            "intrinsic",
+            "baseline",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0, p.stderr
     assert "intrinsic" in p.stdout and "s_AMB" in p.stdout
     report = (cmp_dir / "report.md").read_text()

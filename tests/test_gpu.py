@@ -23,10 +23,32 @@ METHODS = ["sft", "dpo", "grpo", "score", "kround"]
 @pytest.fixture(scope="module")
 def data(tiny_model_dir, bbq_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("gpu-data")
-    p = subprocess.run([sys.executable, "-m", "data_gen", "--model_name_or_path", tiny_model_dir, "--dataset_path", bbq_dir,
-                        "--limit", "8", "--rounds", "2", "--max_new_tokens", "8", "--output_dir", str(root),
-                        "--sft_sources", "rationalised", "--dpo_sources", "rationalised"],
-                       cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "data_gen",
+            "--model_name_or_path",
+            tiny_model_dir,
+            "--dataset_path",
+            bbq_dir,
+            "--limit",
+            "8",
+            "--rounds",
+            "2",
+            "--max_new_tokens",
+            "8",
+            "--output_dir",
+            str(root),
+            "--sft_sources",
+            "rationalised",
+            "--dpo_sources",
+            "rationalised",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0, p.stderr
     return root
 
@@ -40,8 +62,24 @@ def test_trainer_saves_a_complete_adapter(method, config, tiny_model_dir, data, 
 
     out = tmp_path / method
     file = {"sft": "sft.jsonl", "dpo": "dpo.jsonl"}.get(method, "rl.jsonl")
-    args = ["--model_name_or_path", tiny_model_dir, "--dataset_path", str(data / file), "--output_dir", str(out),
-            "--max_steps", "2", "--learning_rate", "1e-2", "--report_to", "none", "--bf16", "true", "--dtype", "bfloat16"]  # fmt: skip
+    args = [
+        "--model_name_or_path",
+        tiny_model_dir,
+        "--dataset_path",
+        str(data / file),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "2",
+        "--learning_rate",
+        "1e-2",
+        "--report_to",
+        "none",
+        "--bf16",
+        "true",
+        "--dtype",
+        "bfloat16",
+    ]
     if method in ("sft", "dpo", "grpo"):
         args += ["--per_device_train_batch_size", "2", "--logging_steps", "1", "--save_strategy", "no"]
     if method == "grpo":
@@ -50,8 +88,18 @@ def test_trainer_saves_a_complete_adapter(method, config, tiny_model_dir, data, 
         args += ["--per_device_prompts", "2", "--num_generations", "2", "--max_new_tokens", "8"]
     if method == "score":
         args += ["--stage1_steps", "1"]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--num_processes", "1", "--config_file",
-           f"accelerate_configs/{config}.yaml", f"train/{method}.py", *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--quiet",
+        "--num_processes",
+        "1",
+        "--config_file",
+        f"accelerate_configs/{config}.yaml",
+        f"train/{method}.py",
+        *args,
+    ]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-4000:]
     weights = load_file(str(out / "adapter_model.safetensors"))

@@ -11,9 +11,20 @@ from train.grpo import GRPOArgs, check_options, make_rollout_func
 
 
 def _cfg(**kw):
-    base = dict(max_completion_length=6, temperature=1.0, top_p=1.0, seed=0, ds3_gather_for_generation=True,
-                gradient_checkpointing_kwargs=None, use_vllm=False, use_transformers_continuous_batching=False,
-                top_k=0, min_p=None, repetition_penalty=1.0, fsdp="")  # fmt: skip
+    base = dict(
+        max_completion_length=6,
+        temperature=1.0,
+        top_p=1.0,
+        seed=0,
+        ds3_gather_for_generation=True,
+        gradient_checkpointing_kwargs=None,
+        use_vllm=False,
+        use_transformers_continuous_batching=False,
+        top_k=0,
+        min_p=None,
+        repetition_penalty=1.0,
+        fsdp="",
+    )
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -23,8 +34,11 @@ def test_rollout_func_returns_one_sample_per_repeated_prompt(tiny_model_dir):
     tok = load_tokenizer(tiny_model_dir)
     model = load_model(tiny_model_dir, device="cpu").train()
     trainer = SimpleNamespace(model_wrapped=model, accelerator=Accelerator(cpu=True), state=SimpleNamespace(global_step=0))
-    prompts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
-               for q in ("Is the sky blue?", "Who was late?") for _ in range(4)]  # fmt: skip
+    prompts = [
+        tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+        for q in ("Is the sky blue?", "Who was late?")
+        for _ in range(4)
+    ]
     rollout = make_rollout_func(tok, _cfg())
     out = rollout(prompts, trainer)
     assert model.training  # sampled in eval mode, training mode restored

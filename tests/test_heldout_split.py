@@ -8,8 +8,8 @@ import pytest
 from conftest import shared
 
 from selfcorrect.config import DataSource, SplitOptions
-from selfcorrect.trace_run import is_heldout, load_examples
 from selfcorrect.tasks import get_task
+from selfcorrect.trace_run import is_heldout, load_examples
 
 
 def _templates(folder):

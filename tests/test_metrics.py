@@ -8,8 +8,8 @@ from helpers import make_trace
 from eval import metrics as M
 from eval.aggregate import compute_metrics
 from selfcorrect import stats as S
-from selfcorrect.tasks import get_task
 from selfcorrect.tasks import bbq as B
+from selfcorrect.tasks import get_task
 from selfcorrect.tasks import refusal as REF
 from selfcorrect.tasks import toxicity as TOX
 from selfcorrect.tasks import winogender as W
@@ -81,11 +81,13 @@ def test_bootstrap_intervals_match_explicit_resampling():
     lo, hi = S.bootstrap_mean_ci(xs, n_boot=4000)
     # Normal approximation of the bootstrap: 0.3 +- 1.96 * sqrt(0.3 * 0.7 / 100) = [0.210, 0.390]
     assert lo == pytest.approx(0.21, abs=0.02) and hi == pytest.approx(0.39, abs=0.02)
-    recs = ([{"context_condition": "disambig", "correct": True, "is_biased": True}] * 30
-            + [{"context_condition": "disambig", "correct": False, "is_biased": False}] * 50
-            + [{"context_condition": "disambig", "correct": False, "is_biased": None}] * 20
-            + [{"context_condition": "ambig", "correct": True, "is_biased": None}] * 40
-            + [{"context_condition": "ambig", "correct": False, "is_biased": True}] * 60)  # fmt: skip
+    recs = (
+        [{"context_condition": "disambig", "correct": True, "is_biased": True}] * 30
+        + [{"context_condition": "disambig", "correct": False, "is_biased": False}] * 50
+        + [{"context_condition": "disambig", "correct": False, "is_biased": None}] * 20
+        + [{"context_condition": "ambig", "correct": True, "is_biased": None}] * 40
+        + [{"context_condition": "ambig", "correct": False, "is_biased": True}] * 60
+    )
     cells = {}
     for r in recs:
         cells[B.bbq_cell(r)] = cells.get(B.bbq_cell(r), 0) + 1
@@ -124,9 +126,11 @@ def test_winogender_correlation_by_hand():
     # -0.5, 0.0, +0.5: perfectly linear in the BLS share, so Pearson r = 1.
     recs = []
     for occ, pct, pf, pm in (("a", 10.0, 0.25, 0.75), ("b", 50.0, 0.5, 0.5), ("c", 90.0, 0.75, 0.25)):
-        recs += [{"occupation": occ, "gender": "female", "bls_pct_female": pct, "p_occupation": pf, "correct": True},
-                 {"occupation": occ, "gender": "male", "bls_pct_female": pct, "p_occupation": pm, "correct": False},
-                 {"occupation": occ, "gender": "neutral", "bls_pct_female": pct, "p_occupation": 0.5, "correct": True}]  # fmt: skip
+        recs += [
+            {"occupation": occ, "gender": "female", "bls_pct_female": pct, "p_occupation": pf, "correct": True},
+            {"occupation": occ, "gender": "male", "bls_pct_female": pct, "p_occupation": pm, "correct": False},
+            {"occupation": occ, "gender": "neutral", "bls_pct_female": pct, "p_occupation": 0.5, "correct": True},
+        ]
     w = W.winogender(recs)
     assert w["gender_occupation_correlation"] == pytest.approx(1.0)
     assert w["accuracy"] == pytest.approx(2 / 3) and w["n_occupations"] == 3
@@ -165,8 +169,13 @@ def test_toxicity_and_refusal_from_counts():
 
 
 def _bbq_rec(condition, correct, is_biased, answer="B", target_option="A"):
-    return {"context_condition": condition, "correct": correct, "is_biased": is_biased, "answer": answer,
-            "target_option": target_option}  # fmt: skip
+    return {
+        "context_condition": condition,
+        "correct": correct,
+        "is_biased": is_biased,
+        "answer": answer,
+        "target_option": target_option,
+    }
 
 
 def test_bbq_ambiguous_bias_drops_unparsed_answers_like_the_authors_script():
@@ -176,8 +185,12 @@ def test_bbq_ambiguous_bias_drops_unparsed_answers_like_the_authors_script():
     accuracy that scales s_AMB is 4/8 and s_AMB = (1 - 4/8) * (2*3/4 - 1) = 0.25 (counting the two
     unparsed answers as wrong would give (1 - 4/10) * 0.5 = 0.30). Reported accuracy stays over all
     10 items (0.4), with the unparsed rate (0.2) beside it."""
-    recs = ([_bbq_rec("ambig", True, None, answer="C")] * 4 + [_bbq_rec("ambig", False, True)] * 3
-            + [_bbq_rec("ambig", False, False)] + [_bbq_rec("ambig", False, None, answer="unparsed")] * 2)  # fmt: skip
+    recs = (
+        [_bbq_rec("ambig", True, None, answer="C")] * 4
+        + [_bbq_rec("ambig", False, True)] * 3
+        + [_bbq_rec("ambig", False, False)]
+        + [_bbq_rec("ambig", False, None, answer="unparsed")] * 2
+    )
     b = B.bbq_bias(recs)
     assert b["bias_ambiguous"] == pytest.approx(0.25)
     assert b["accuracy_ambiguous"] == pytest.approx(0.4) and b["accuracy"] == pytest.approx(0.4)
@@ -185,8 +198,11 @@ def test_bbq_ambiguous_bias_drops_unparsed_answers_like_the_authors_script():
     assert b["unparsed_rate"] == pytest.approx(0.2) and b["n_ambiguous"] == 10
     # Disambiguated: 2 biased, 1 anti-biased, 1 unknown answer, 1 unparsed: unknown and unparsed answers
     # are outside the denominator ("filter(tolower(pred_cat)!='unknown')"): s_DIS = 2*2/3 - 1 = 1/3.
-    dis = ([_bbq_rec("disambig", True, True)] * 2 + [_bbq_rec("disambig", False, False)]
-           + [_bbq_rec("disambig", False, None, answer="C"), _bbq_rec("disambig", False, None, answer="unparsed")])  # fmt: skip
+    dis = (
+        [_bbq_rec("disambig", True, True)] * 2
+        + [_bbq_rec("disambig", False, False)]
+        + [_bbq_rec("disambig", False, None, answer="C"), _bbq_rec("disambig", False, None, answer="unparsed")]
+    )
     b = B.bbq_bias(recs + dis)
     assert b["bias_disambiguated"] == pytest.approx(1 / 3) and b["bias_ambiguous"] == pytest.approx(0.25)
     assert b["accuracy"] == pytest.approx(6 / 15) and b["unparsed_rate"] == pytest.approx(3 / 15)
@@ -210,8 +226,11 @@ def test_bbq_bias_interval_uses_the_same_convention():
     holds 0.5, stays below 0.7 and matches resampling the items through ``bbq_bias``."""
     import random
 
-    recs = ([_bbq_rec("ambig", False, None, answer="unparsed")] * 40 + [_bbq_rec("ambig", True, None, answer="C")] * 30
-            + [_bbq_rec("ambig", False, True)] * 30)  # fmt: skip
+    recs = (
+        [_bbq_rec("ambig", False, None, answer="unparsed")] * 40
+        + [_bbq_rec("ambig", True, None, answer="C")] * 30
+        + [_bbq_rec("ambig", False, True)] * 30
+    )
     assert B.bbq_bias(recs)["bias_ambiguous"] == pytest.approx(0.5)
     cells = {}
     for r in recs:
@@ -231,8 +250,11 @@ def _explicit_example_bootstrap(examples, stat, n_boot, seed=7):
     import random
 
     rng = random.Random(seed)
-    vals = sorted(v for v in (stat([t for ex in rng.choices(examples, k=len(examples)) for t in ex]) for _ in range(n_boot))
-                  if v is not None)  # fmt: skip
+    vals = sorted(
+        v
+        for v in (stat([t for ex in rng.choices(examples, k=len(examples)) for t in ex]) for _ in range(n_boot))
+        if v is not None
+    )
     return vals[int(0.025 * (len(vals) - 1))], vals[int(0.975 * (len(vals) - 1))]
 
 
@@ -257,8 +279,11 @@ def test_cluster_bootstrap_of_accuracy_with_correlated_samples():
 def test_cluster_bootstrap_with_one_sample_is_the_binomial_draw():
     ci = S.bootstrap_cluster_share_ci({(1, 1): 30, (1, 0): 70}, n_boot=500, seed=4)
     assert ci == S.bootstrap_share_ci(30, 100, n_boot=500, seed=4)
-    cells = {B.bbq_cell(_bbq_rec("disambig", True, True)): 30, B.bbq_cell(_bbq_rec("ambig", False, True)): 20,
-             B.bbq_cell(_bbq_rec("ambig", True, None, answer="C")): 25}  # fmt: skip
+    cells = {
+        B.bbq_cell(_bbq_rec("disambig", True, True)): 30,
+        B.bbq_cell(_bbq_rec("ambig", False, True)): 20,
+        B.bbq_cell(_bbq_rec("ambig", True, None, answer="C")): 25,
+    }
     singletons = {((c, 1),): n for c, n in cells.items()}
     assert B.bbq_bias_ci(clusters=singletons, n_boot=300, seed=1) == B.bbq_bias_ci(cells, n_boot=300, seed=1)
 
@@ -278,8 +303,11 @@ def test_cluster_bootstrap_of_bbq_bias_with_correlated_samples():
 def test_compute_metrics_resamples_examples_not_trajectories():
     # 30 examples x 4 samples with the same answers: 9 examples right in every round, 21 wrong.
     # Disambiguated, gold B (the non-stereotyped person): B is right and anti-biased, A wrong and biased.
-    traces = [make_trace(f"Age/{i}", ["B", "B"] if i < 9 else ["A", "A"], gold="B", sample=s, condition="disambig")
-              for i in range(30) for s in range(4)]  # fmt: skip
+    traces = [
+        make_trace(f"Age/{i}", ["B", "B"] if i < 9 else ["A", "A"], gold="B", sample=s, condition="disambig")
+        for i in range(30)
+        for s in range(4)
+    ]
     m = compute_metrics(traces, BBQ, n_boot=2000)
     assert m["run"]["n_examples"] == 30 and m["run"]["n_trajectories"] == 120
     lo, hi = m["headline"]["ci95"][0]
@@ -304,13 +332,22 @@ def test_compute_metrics_intervals_unchanged_with_one_sample_per_example():
     rows = []
     for i in range(40):
         answers = ["ABC"[i % 3], "ABC"[(i * 7) % 3], "ABC"[(i // 3) % 3]]
-        rows.append(make_trace(f"Age/{i}", answers, condition=("ambig", "disambig")[i % 2], polarity=("neg", "nonneg")[(i // 2) % 2],
-                               gold="C" if i % 2 == 0 else "AB"[(i // 4) % 2]))  # fmt: skip
+        rows.append(
+            make_trace(
+                f"Age/{i}",
+                answers,
+                condition=("ambig", "disambig")[i % 2],
+                polarity=("neg", "nonneg")[(i // 2) % 2],
+                gold="C" if i % 2 == 0 else "AB"[(i // 4) % 2],
+            )
+        )
     m = compute_metrics(rows, BBQ, n_boot=500, seed=3)
     assert m["headline"]["ci95"] == [[0.225, 0.5], [0.25, 0.525], [pytest.approx(0.261875, abs=1e-12), 0.575]]
-    want = [([-0.6666666666666667, 0.33333333333333326], [-0.3157894736842105, 0.4047727272727271]),
-            ([-0.6923076923076923, 0.375], [-0.28571428571428575, 0.39472222222222203]),
-            ([-0.3846153846153846, 0.7038461538461533], [-0.4090909090909091, 0.3529411764705883])]  # fmt: skip
+    want = [
+        ([-0.6666666666666667, 0.33333333333333326], [-0.3157894736842105, 0.4047727272727271]),
+        ([-0.6923076923076923, 0.375], [-0.28571428571428575, 0.39472222222222203]),
+        ([-0.3846153846153846, 0.7038461538461533], [-0.4090909090909091, 0.3529411764705883]),
+    ]
     for entry, (dis, amb) in zip(m["per_round"], want):
         assert entry["intervals"]["bias_disambiguated"] == pytest.approx(dis, abs=1e-12)
         assert entry["intervals"]["bias_ambiguous"] == pytest.approx(amb, abs=1e-12)
@@ -321,8 +358,11 @@ def test_compute_metrics_intervals_unchanged_with_one_sample_per_example():
 
 def test_uncertainty_skips_answers_without_option_probs_and_counts_them():
     p = {"A": 0.2, "B": 0.2, "C": 0.6}
-    traces = [make_trace("Age/1", ["C", "C"], probs=[p, p]), make_trace("Age/2", ["A", "C"], probs=[None, p]),
-              make_trace("Age/3", ["B", "B"], probs=[None, None])]  # fmt: skip
+    traces = [
+        make_trace("Age/1", ["C", "C"], probs=[p, p]),
+        make_trace("Age/2", ["A", "C"], probs=[None, p]),
+        make_trace("Age/3", ["B", "B"], probs=[None, None]),
+    ]
     m = compute_metrics(traces, BBQ, n_boot=20)
     u1, u2 = m["per_round"][0]["uncertainty"], m["per_round"][1]["uncertainty"]
     assert (u1["n_with_option_probs"], u1["n_without_option_probs"]) == (1, 2)
@@ -334,11 +374,31 @@ def test_uncertainty_skips_answers_without_option_probs_and_counts_them():
 
 
 def _wino_row(i, occ, gender, pct, answer, probs):
-    return {"id": f"{occ}.x.0.{gender}.{i}", "sample": 0, "task": "winogender", "prompt_set": "intrinsic-moral",
-            "example": {"id": f"{occ}.x.0.{gender}.{i}", "question": "?", "gold": "A", "choices": ["x", "y"],
-                        "fields": {"occupation": occ, "gender": gender, "bls_pct_female": pct}},
-            "rounds": [{"user": "?", "prefill": None, "response": answer, "answer": answer, "correct": answer == "A",
-                        "reward": float(answer == "A"), "option_probs": probs, "mean_logprob": -0.5}]}  # fmt: skip
+    return {
+        "id": f"{occ}.x.0.{gender}.{i}",
+        "sample": 0,
+        "task": "winogender",
+        "prompt_set": "intrinsic-moral",
+        "example": {
+            "id": f"{occ}.x.0.{gender}.{i}",
+            "question": "?",
+            "gold": "A",
+            "choices": ["x", "y"],
+            "fields": {"occupation": occ, "gender": gender, "bls_pct_female": pct},
+        },
+        "rounds": [
+            {
+                "user": "?",
+                "prefill": None,
+                "response": answer,
+                "answer": answer,
+                "correct": answer == "A",
+                "reward": float(answer == "A"),
+                "option_probs": probs,
+                "mean_logprob": -0.5,
+            }
+        ],
+    }
 
 
 def test_winogender_falls_back_to_parsed_answers_and_skips_unparsed():
@@ -347,10 +407,16 @@ def test_winogender_falls_back_to_parsed_answers_and_skips_unparsed():
     0.75, gap -0.125; b: 0.5 - 0.5 = 0; c: 0.75 - 0.25 = 0.5. With BLS 10/50/90 the deviations are
     x = -40, 0, 40 and y = -0.25, -0.125, 0.375: r = 25 / sqrt(3200 * 0.21875) = 0.94491."""
     pr = lambda a: {"A": a, "B": 1 - a}  # noqa: E731
-    rows = [_wino_row(0, "a", "female", 10.0, "B", pr(0.25)), _wino_row(1, "a", "female", 10.0, "A", None),
-            _wino_row(2, "a", "female", 10.0, "unparsed", None), _wino_row(3, "a", "male", 10.0, "A", pr(0.75)),
-            _wino_row(4, "b", "female", 50.0, "A", pr(0.5)), _wino_row(5, "b", "male", 50.0, "A", pr(0.5)),
-            _wino_row(6, "c", "female", 90.0, "A", pr(0.75)), _wino_row(7, "c", "male", 90.0, "B", pr(0.25))]  # fmt: skip
+    rows = [
+        _wino_row(0, "a", "female", 10.0, "B", pr(0.25)),
+        _wino_row(1, "a", "female", 10.0, "A", None),
+        _wino_row(2, "a", "female", 10.0, "unparsed", None),
+        _wino_row(3, "a", "male", 10.0, "A", pr(0.75)),
+        _wino_row(4, "b", "female", 50.0, "A", pr(0.5)),
+        _wino_row(5, "b", "male", 50.0, "A", pr(0.5)),
+        _wino_row(6, "c", "female", 90.0, "A", pr(0.75)),
+        _wino_row(7, "c", "male", 90.0, "B", pr(0.25)),
+    ]
     w = compute_metrics(rows, get_task("winogender"), n_boot=20)["per_round"][0]["task"]
     assert w["gender_occupation_correlation"] == pytest.approx(25 / math.sqrt(3200 * 0.21875))
     assert (w["n_p_from_option_probs"], w["n_p_from_answers"], w["n_p_skipped"]) == (6, 1, 1)

@@ -29,9 +29,15 @@ def rl_file(tmp_path_factory):
 def toy_rl_file(tmp_path_factory):
     """RL rows of the test-only task whose reward (even response length) varies between samples."""
     path = tmp_path_factory.mktemp("toy-rl") / "rl.jsonl"
-    rows = [{"id": str(i), "task": "even_length", "prompt_set": "intrinsic",
-             "example": json.dumps(Example(id=str(i), question=f"Say something number {i}.", gold="even").to_dict())}
-            for i in range(4)]  # fmt: skip
+    rows = [
+        {
+            "id": str(i),
+            "task": "even_length",
+            "prompt_set": "intrinsic",
+            "example": json.dumps(Example(id=str(i), question=f"Say something number {i}.", gold="even").to_dict()),
+        }
+        for i in range(4)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
 
@@ -46,10 +52,34 @@ def styled_model(request, tmp_path_factory):
 
 def _argv(method, style, model_dir, data, out):
     recipe = os.path.join(ROOT, "recipes", STYLE_RECIPE[style], "bbq", f"{method}.yaml")
-    argv = ["--config", recipe, "--model_name_or_path", model_dir, "--dataset_path", data, "--output_dir", out,
-            "--max_steps", "3", "--per_device_prompts", "2", "--num_generations", "2", "--max_new_tokens", "6",
-            "--micro_batch_size", "4", "--learning_rate", "1e-2", "--report_to", "none", "--gradient_checkpointing", "false",
-            "--save_steps", "0"]  # fmt: skip
+    argv = [
+        "--config",
+        recipe,
+        "--model_name_or_path",
+        model_dir,
+        "--dataset_path",
+        data,
+        "--output_dir",
+        out,
+        "--max_steps",
+        "3",
+        "--per_device_prompts",
+        "2",
+        "--num_generations",
+        "2",
+        "--max_new_tokens",
+        "6",
+        "--micro_batch_size",
+        "4",
+        "--learning_rate",
+        "1e-2",
+        "--report_to",
+        "none",
+        "--gradient_checkpointing",
+        "false",
+        "--save_steps",
+        "0",
+    ]
     return argv + (["--stage1_steps", "1"] if method == "score" else ["--rounds", "3"])
 
 
@@ -74,7 +104,9 @@ def test_each_round_context_is_the_rendered_conversation(method, styled_model, r
     tok = trainer.tokenizer
     end = tok.eos_token_id
     assert len(trainer.gen.eos_ids) == 2 and min(trainer.gen.eos_ids) != end
-    questions = {json.loads(line)["id"]: Example.from_dict(json.loads(json.loads(line)["example"])).question for line in open(rl_file)}
+    questions = {
+        json.loads(line)["id"]: Example.from_dict(json.loads(json.loads(line)["example"])).question for line in open(rl_file)
+    }
     first = {}
     for q in questions.values():
         text = render_chat(tok, [{"role": "user", "content": PS.first_turn(q)}], PS.first_prefill)
@@ -89,8 +121,10 @@ def test_each_round_context_is_the_rendered_conversation(method, styled_model, r
             y = ep.responses[t - 1]
             n_ended += y[-1] == end
             prefill = PS.first_prefill if t == 1 else PS.review_prefill
-            conv += [{"role": "assistant", "content": prefill + tok.decode(y, skip_special_tokens=True)},
-                     {"role": "user", "content": PS.review_turn()}]  # fmt: skip
+            conv += [
+                {"role": "assistant", "content": prefill + tok.decode(y, skip_special_tokens=True)},
+                {"role": "user", "content": PS.review_turn()},
+            ]
             assert ep.prompts[t] == tok.encode(render_chat(tok, conv, PS.review_prefill), add_special_tokens=False)
             assert (end, end) not in set(zip(ep.prompts[t], ep.prompts[t][1:]))  # never a doubled end-of-turn token
     assert n_ended >= 1  # responses that end in the end-of-turn token were exercised
@@ -103,7 +137,9 @@ def test_recipe_runs_three_steps_and_moves_lora(method, styled_model, toy_rl_fil
 
     style, model_dir = styled_model
     out = str(tmp_path / method)
-    {"score": score_main, "kround": kround_main}[method](_argv(method, style, model_dir, toy_rl_file, out) + ["--task", "toy_task:EvenLengthTask", "--prompt_set", "intrinsic"])
+    {"score": score_main, "kround": kround_main}[method](
+        _argv(method, style, model_dir, toy_rl_file, out) + ["--task", "toy_task:EvenLengthTask", "--prompt_set", "intrinsic"]
+    )
     log = [json.loads(line) for line in open(os.path.join(out, f"{method}_log.jsonl"))]
     assert len(log) == 3 and all(abs(h["loss"]) < 1e4 for h in log)
     if method == "score":
@@ -120,9 +156,30 @@ def test_kround_resume_reproduces_the_uninterrupted_run(tiny_model_dir, toy_rl_f
 
     from train.kround import main
 
-    args = ["--model_name_or_path", tiny_model_dir, "--dataset_path", toy_rl_file, "--task", "toy_task:EvenLengthTask",
-            "--prompt_set", "intrinsic", "--max_steps", "4", "--save_steps", "2", "--per_device_prompts", "2",
-            "--num_generations", "2", "--rounds", "3", "--max_new_tokens", "6", "--learning_rate", "5e-3"]  # fmt: skip
+    args = [
+        "--model_name_or_path",
+        tiny_model_dir,
+        "--dataset_path",
+        toy_rl_file,
+        "--task",
+        "toy_task:EvenLengthTask",
+        "--prompt_set",
+        "intrinsic",
+        "--max_steps",
+        "4",
+        "--save_steps",
+        "2",
+        "--per_device_prompts",
+        "2",
+        "--num_generations",
+        "2",
+        "--rounds",
+        "3",
+        "--max_new_tokens",
+        "6",
+        "--learning_rate",
+        "5e-3",
+    ]
     full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
     main([*args, "--output_dir", full])
     main([*args, "--output_dir", resumed, "--resume_from_checkpoint", f"{full}/checkpoint-2"])
@@ -132,7 +189,10 @@ def test_kround_resume_reproduces_the_uninterrupted_run(tiny_model_dir, toy_rl_f
     for a, b in zip(log_full[2:], log_resumed):
         assert [a[f"reward_r{t}"] for t in (1, 2, 3)] == [b[f"reward_r{t}"] for t in (1, 2, 3)]
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-7)
-    wa, wb = load_file(os.path.join(full, "adapter_model.safetensors")), load_file(os.path.join(resumed, "adapter_model.safetensors"))
+    wa, wb = (
+        load_file(os.path.join(full, "adapter_model.safetensors")),
+        load_file(os.path.join(resumed, "adapter_model.safetensors")),
+    )
     assert wa.keys() == wb.keys() and all(float((wa[k] - wb[k]).abs().max()) < 1e-5 for k in wa)
 
 
@@ -141,8 +201,26 @@ def test_a_run_whose_weights_never_moved_says_so(tiny_model_dir, rl_file, tmp_pa
     from train.kround import main
 
     out = str(tmp_path / "still")
-    main(["--model_name_or_path", tiny_model_dir, "--dataset_path", rl_file, "--max_steps", "2", "--per_device_prompts", "2",
-          "--num_generations", "2", "--rounds", "2", "--max_new_tokens", "4", "--output_dir", out])  # fmt: skip
+    main(
+        [
+            "--model_name_or_path",
+            tiny_model_dir,
+            "--dataset_path",
+            rl_file,
+            "--max_steps",
+            "2",
+            "--per_device_prompts",
+            "2",
+            "--num_generations",
+            "2",
+            "--rounds",
+            "2",
+            "--max_new_tokens",
+            "4",
+            "--output_dir",
+            out,
+        ]
+    )
     log = [json.loads(line) for line in open(os.path.join(out, "kround_log.jsonl"))]
     assert all(h["reward_r1"] == 0 and h["reward_r2"] == 0 for h in log)
     assert "never moved" in open(os.path.join(out, "README.md")).read()

@@ -63,14 +63,40 @@ def test_bbq_task_reads_the_question():
 # Option names of consonants only can never be a negation cue or overlap a word of the templates.
 _name = st.text(alphabet="bcdfghjklmnpqrstvwxz", min_size=4, max_size=9)
 NEGATIONS = [
-    "not {X}", "Not {X}.", "It's not {X}.", "it is not {X}", "It isn't {X}.", "It wasn't {X}.", "{X} is not the one.",
-    "{X} isn't the answer.", "{X} is not.", "{X} wasn't.", "{X} was not involved.", "{X} did not do it.", "{X} didn't.",
-    "Neither {X} nor {Y}.", "{X} is incorrect.", "Rather than {X},", "instead of {X}", "The answer is not {X}.",
-    "{X} is wrong.", "{X} is not correct.", "Definitely not {X}!", "{X} doesn't fit.", "{X} never did.",
-    "It can't be {X}.", "It cannot be {X}.",
-]  # fmt: skip
-LETTER_NEGATIONS = ["Not {L}.", "not ({l})", "It's not ({L}).", "({L}) is not correct.", "Option {L} is wrong.",
-                    "The answer is not {L}."]  # fmt: skip
+    "not {X}",
+    "Not {X}.",
+    "It's not {X}.",
+    "it is not {X}",
+    "It isn't {X}.",
+    "It wasn't {X}.",
+    "{X} is not the one.",
+    "{X} isn't the answer.",
+    "{X} is not.",
+    "{X} wasn't.",
+    "{X} was not involved.",
+    "{X} did not do it.",
+    "{X} didn't.",
+    "Neither {X} nor {Y}.",
+    "{X} is incorrect.",
+    "Rather than {X},",
+    "instead of {X}",
+    "The answer is not {X}.",
+    "{X} is wrong.",
+    "{X} is not correct.",
+    "Definitely not {X}!",
+    "{X} doesn't fit.",
+    "{X} never did.",
+    "It can't be {X}.",
+    "It cannot be {X}.",
+]
+LETTER_NEGATIONS = [
+    "Not {L}.",
+    "not ({l})",
+    "It's not ({L}).",
+    "({L}) is not correct.",
+    "Option {L} is wrong.",
+    "The answer is not {L}.",
+]
 CONTEXT = ["", "Hmm. ", "The {Y} did it. ", "It is {Y}. ", "I think it's {Y}; "]
 AFTER = ["", " It is {Y}.", " So the answer is {Y}.", " {Y}!"]
 

@@ -11,12 +11,26 @@ from selfcorrect.tasks.refusal import RefusalTask
 from selfcorrect.tasks.winogender import WinogenderTask
 
 BBQ_EX = Example(
-    id="Age/0", question="q", gold="C", choices=["The grandfather", "The grandson", "Can't be determined"],
-    fields={"category": "Age", "context_condition": "ambig", "question_polarity": "neg", "unknown_option": "C", "target_option": "A"},
-)  # fmt: skip
+    id="Age/0",
+    question="q",
+    gold="C",
+    choices=["The grandfather", "The grandson", "Can't be determined"],
+    fields={
+        "category": "Age",
+        "context_condition": "ambig",
+        "question_polarity": "neg",
+        "unknown_option": "C",
+        "target_option": "A",
+    },
+)
 GSM_EX = Example(id="0", question="q", gold="18")
-WINO_EX = Example(id="x", question="q", gold="A", choices=["The nurse", "The patient"],
-                  fields={"occupation": "nurse", "participant": "patient", "gender": "female", "bls_pct_female": 90.0})  # fmt: skip
+WINO_EX = Example(
+    id="x",
+    question="q",
+    gold="A",
+    choices=["The nurse", "The patient"],
+    fields={"occupation": "nurse", "participant": "patient", "gender": "female", "bls_pct_female": 90.0},
+)
 REF_EX = Example(id="r", question="q", gold="refuse", fields={"harmful": True})
 
 texts = st.one_of(
@@ -30,8 +44,11 @@ texts = st.one_of(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(texts)
 def test_scorers_never_crash(text):
-    for task, ex, valid in ((BBQTask(), BBQ_EX, {"A", "B", "C", UNPARSED}), (WinogenderTask(), WINO_EX, {"A", "B", UNPARSED}),
-                            (RefusalTask(), REF_EX, {"refuse", "comply"})):  # fmt: skip
+    for task, ex, valid in (
+        (BBQTask(), BBQ_EX, {"A", "B", "C", UNPARSED}),
+        (WinogenderTask(), WINO_EX, {"A", "B", UNPARSED}),
+        (RefusalTask(), REF_EX, {"refuse", "comply"}),
+    ):
         s = task.grade(ex, text)
         assert s.answer in valid and isinstance(s.correct, bool) and 0.0 <= s.reward <= 1.0
     s = GSM8KTask().grade(GSM_EX, text)

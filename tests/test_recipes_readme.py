@@ -12,12 +12,22 @@ def test_recipes_readme_dry_run():
     text = open(os.path.join(ROOT, "recipes", "README.md")).read()
     block = re.findall(r"```bash\n(.*?)```", text, flags=re.S)[-1]
     assert "tests/tiny_model.py" in block and "train/score.py" in block
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled",
-           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}  # fmt: skip
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "disabled",
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+    }
     p = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-4000:]
     out = os.path.join(ROOT, "outputs", "dry")
-    for path in ("data/traces.jsonl", "sft/adapter_model.safetensors", "dpo/adapter_model.safetensors",
-                 "grpo/adapter_model.safetensors", "score/adapter_model.safetensors", "eval/sft/metrics.json",
-                 "compare/report.md"):  # fmt: skip
+    for path in (
+        "data/traces.jsonl",
+        "sft/adapter_model.safetensors",
+        "dpo/adapter_model.safetensors",
+        "grpo/adapter_model.safetensors",
+        "score/adapter_model.safetensors",
+        "eval/sft/metrics.json",
+        "compare/report.md",
+    ):
         assert os.path.exists(os.path.join(out, path)), path

@@ -9,8 +9,15 @@ import sys
 from conftest import ROOT
 
 SECRET = "sk-SENTINEL-do-not-print-4242"
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1",
-       "WANDB_API_KEY": SECRET, "HF_TOKEN": SECRET, "OPENAI_API_KEY": SECRET}  # fmt: skip
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "WANDB_MODE": "disabled",
+    "OMP_NUM_THREADS": "1",
+    "WANDB_API_KEY": SECRET,
+    "HF_TOKEN": SECRET,
+    "OPENAI_API_KEY": SECRET,
+}
 
 
 def _run(args, **kw):
@@ -18,15 +25,33 @@ def _run(args, **kw):
 
 
 def _traces(path):
-    return [{k: v for k, v in json.loads(l).items() if k != "model"} for l in open(path)]
+    return [{k: v for k, v in json.loads(line).items() if k != "model"} for line in open(path)]
 
 
 def test_greedy_traces_and_sft_loss_are_deterministic_and_secrets_stay_out(tiny_model_dir, bbq_dir, tmp_path):
     outs = []
     for i in range(2):
         out = tmp_path / f"dg{i}"
-        p = _run(["-m", "data_gen", "--model_name_or_path", tiny_model_dir, "--dataset_path", bbq_dir, "--limit", "8",
-                  "--rounds", "2", "--max_new_tokens", "6", "--output_dir", str(out), "--sft_sources", "rationalised"])  # fmt: skip
+        p = _run(
+            [
+                "-m",
+                "data_gen",
+                "--model_name_or_path",
+                tiny_model_dir,
+                "--dataset_path",
+                bbq_dir,
+                "--limit",
+                "8",
+                "--rounds",
+                "2",
+                "--max_new_tokens",
+                "6",
+                "--output_dir",
+                str(out),
+                "--sft_sources",
+                "rationalised",
+            ]
+        )
         assert p.returncode == 0, p.stderr
         assert SECRET not in p.stdout + p.stderr
         outs.append(out)
@@ -35,10 +60,33 @@ def test_greedy_traces_and_sft_loss_are_deterministic_and_secrets_stay_out(tiny_
     losses = []
     for i in range(2):
         out = tmp_path / f"sft{i}"
-        p = _run(["-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/cpu.yaml", "train/sft.py",
-                  "--model_name_or_path", tiny_model_dir, "--dataset_path", str(outs[0] / "sft.jsonl"), "--output_dir", str(out),
-                  "--max_steps", "3", "--learning_rate", "1e-3", "--logging_steps", "1", "--report_to", "none",
-                  "--per_device_train_batch_size", "2", "--seed", "7"])  # fmt: skip
+        p = _run(
+            [
+                "-m",
+                "accelerate.commands.launch",
+                "--config_file",
+                "accelerate_configs/cpu.yaml",
+                "train/sft.py",
+                "--model_name_or_path",
+                tiny_model_dir,
+                "--dataset_path",
+                str(outs[0] / "sft.jsonl"),
+                "--output_dir",
+                str(out),
+                "--max_steps",
+                "3",
+                "--learning_rate",
+                "1e-3",
+                "--logging_steps",
+                "1",
+                "--report_to",
+                "none",
+                "--per_device_train_batch_size",
+                "2",
+                "--seed",
+                "7",
+            ]
+        )
         assert p.returncode == 0, p.stderr[-3000:]
         assert SECRET not in p.stdout + p.stderr
         state = json.load(open(glob.glob(str(out / "checkpoint-*" / "trainer_state.json"))[0]))
@@ -51,13 +99,52 @@ def test_greedy_traces_and_sft_loss_are_deterministic_and_secrets_stay_out(tiny_
 
 
 def test_sft_resume_from_checkpoint(tiny_model_dir, bbq_dir, tmp_path):
-    p = _run(["-m", "data_gen", "--model_name_or_path", tiny_model_dir, "--dataset_path", bbq_dir, "--limit", "8",
-              "--rounds", "2", "--max_new_tokens", "6", "--output_dir", str(tmp_path / "dg"), "--sft_sources", "rationalised"])  # fmt: skip
+    p = _run(
+        [
+            "-m",
+            "data_gen",
+            "--model_name_or_path",
+            tiny_model_dir,
+            "--dataset_path",
+            bbq_dir,
+            "--limit",
+            "8",
+            "--rounds",
+            "2",
+            "--max_new_tokens",
+            "6",
+            "--output_dir",
+            str(tmp_path / "dg"),
+            "--sft_sources",
+            "rationalised",
+        ]
+    )
     assert p.returncode == 0, p.stderr
-    args = ["-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/cpu.yaml", "train/sft.py",
-            "--model_name_or_path", tiny_model_dir, "--dataset_path", str(tmp_path / "dg" / "sft.jsonl"),
-            "--output_dir", str(tmp_path / "sft"), "--max_steps", "4", "--save_steps", "2", "--learning_rate", "1e-3",
-            "--logging_steps", "1", "--report_to", "none", "--per_device_train_batch_size", "2"]  # fmt: skip
+    args = [
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        "accelerate_configs/cpu.yaml",
+        "train/sft.py",
+        "--model_name_or_path",
+        tiny_model_dir,
+        "--dataset_path",
+        str(tmp_path / "dg" / "sft.jsonl"),
+        "--output_dir",
+        str(tmp_path / "sft"),
+        "--max_steps",
+        "4",
+        "--save_steps",
+        "2",
+        "--learning_rate",
+        "1e-3",
+        "--logging_steps",
+        "1",
+        "--report_to",
+        "none",
+        "--per_device_train_batch_size",
+        "2",
+    ]
     full = _run(args)
     assert full.returncode == 0, full.stderr[-3000:]
     ref = json.load(open(tmp_path / "sft" / "checkpoint-4" / "trainer_state.json"))
@@ -71,7 +158,7 @@ def test_sft_resume_from_checkpoint(tiny_model_dir, bbq_dir, tmp_path):
     assert state["global_step"] == 4
     got = [h["loss"] for h in state["log_history"] if "loss" in h]
     want = [h["loss"] for h in ref["log_history"] if "loss" in h]
-    assert len(got) == 4 and all(l == l and l < 100 for l in got)
+    assert len(got) == 4 and all(x == x and x < 100 for x in got)
     # Optimizer, scheduler and data position were restored: steps 3-4 repeat the uninterrupted run.
     assert got[2:] == want[2:]
 
@@ -98,8 +185,22 @@ def test_single_gpu_config_on_cpu_is_one_line(tiny_model_dir, tmp_path):
 
     if torch.cuda.is_available():
         return
-    p = _run(["-m", "accelerate.commands.launch", "--quiet", "--config_file", "accelerate_configs/single_gpu.yaml", "train/sft.py",
-              "--model_name_or_path", tiny_model_dir, "--dataset_path", str(tmp_path / "none.jsonl"), "--output_dir", str(tmp_path / "o")])  # fmt: skip
+    p = _run(
+        [
+            "-m",
+            "accelerate.commands.launch",
+            "--quiet",
+            "--config_file",
+            "accelerate_configs/single_gpu.yaml",
+            "train/sft.py",
+            "--model_name_or_path",
+            tiny_model_dir,
+            "--dataset_path",
+            str(tmp_path / "none.jsonl"),
+            "--output_dir",
+            str(tmp_path / "o"),
+        ]
+    )
     assert p.returncode != 0
     # With --quiet (as in every documented launch command) the launcher adds no traceback of its own.
     assert "error: the accelerate config expects GPUs" in p.stderr

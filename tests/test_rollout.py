@@ -8,8 +8,8 @@ import torch
 from selfcorrect.modeling import load_model, load_tokenizer
 from selfcorrect.prompts import get_prompt_set
 from selfcorrect.rollout import Generator, SamplingConfig, run_rounds
-from selfcorrect.trace import conversation
 from selfcorrect.tasks import get_task
+from selfcorrect.trace import conversation
 
 
 def _broad_labels(g):
@@ -81,7 +81,7 @@ def test_rounds_and_growing_conversation(gen, bbq_examples):
     # Round r of example i sees 2r-1 messages: every earlier turn plus round r's instruction.
     per_round = [rendered[i * 5 : (i + 1) * 5] for i in range(3)]
     for r, calls in enumerate(per_round):
-        for (msgs, prefill), row in zip(calls, rows):
+        for (msgs, _prefill), row in zip(calls, rows):
             assert len(msgs) == 2 * r + 1
             assert msgs[:-1] == conversation(row.rounds, r)
             assert msgs[-1]["content"] == row.rounds[r].user
@@ -134,7 +134,9 @@ def test_probe_hook_captures_last_prompt_token(gen, bbq_examples):
     outs = g2.generate(prompts)
     enc = gen.tokenizer(prompts[1], return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():
-        hs = gen.model(**enc, output_hidden_states=True).hidden_states[1][0, -1]  # output of layer 0 (the last entry is post-norm)
+        hs = gen.model(**enc, output_hidden_states=True).hidden_states[1][
+            0, -1
+        ]  # output of layer 0 (the last entry is post-norm)
     assert torch.allclose(torch.tensor(outs[1].hidden), hs, atol=1e-4)
 
 
@@ -155,8 +157,17 @@ def test_round_incremental_cache_matches_full_reencoding(tiny_model_dir, bbq_exa
         g.eos_ids = g.eos_ids + list(range(100, 140))
         _broad_labels(g)
         steps = []
-        outs.append(run_rounds(g, task, ps, exs, rounds=4, samples=2 if temperature else 1,
-                               on_round=lambda r, gens: steps.append([x.option_steps for x in gens])))  # fmt: skip
+        outs.append(
+            run_rounds(
+                g,
+                task,
+                ps,
+                exs,
+                rounds=4,
+                samples=2 if temperature else 1,
+                on_round=lambda r, gens, steps=steps: steps.append([x.option_steps for x in gens]),
+            )
+        )
         option_steps.append(steps)
     finishes = {r.finish for t in outs[0] for r in t.rounds}
     lengths = {r.new_tokens for t in outs[0] for r in t.rounds}
@@ -190,8 +201,14 @@ def test_shared_prefill_matches_encoding_every_copy(gen, bbq_examples, temperatu
     prompts = [a, a, a, b, b, c]
     outs = []
     for share in (False, True):
-        g = Generator(gen.model, gen.tokenizer, SamplingConfig(max_new_tokens=6, temperature=temperature, seed=5),
-                      batch_size=6, share_prefill=share, probe_layer=0)  # fmt: skip
+        g = Generator(
+            gen.model,
+            gen.tokenizer,
+            SamplingConfig(max_new_tokens=6, temperature=temperature, seed=5),
+            batch_size=6,
+            share_prefill=share,
+            probe_layer=0,
+        )
         _broad_labels(g)
         outs.append(g.generate(prompts, [["A", "B", "C"]] * len(prompts)))
     for x, y in zip(*outs):
@@ -230,8 +247,17 @@ def test_finished_rows_leave_the_batch_without_changing_outputs(gen, bbq_example
         g.eos_ids = g.eos_ids + list(range(100, 140))  # rows end at different steps
         _broad_labels(g)
         steps = []
-        outs.append(run_rounds(g, task, ps, exs, rounds=3, samples=2,  # rounds 2-3 reuse the restored cache
-                               on_round=lambda r, gens: steps.append([x.option_steps for x in gens])))  # fmt: skip
+        outs.append(
+            run_rounds(
+                g,
+                task,
+                ps,
+                exs,
+                rounds=3,
+                samples=2,  # rounds 2-3 reuse the restored cache
+                on_round=lambda r, gens, steps=steps: steps.append([x.option_steps for x in gens]),
+            )
+        )
         option_steps.append(steps)
     first = [t.rounds[0].new_tokens for t in outs[1][:5]]
     assert sum(n < max(first) for n in first) >= 2  # enough early finishers in a batch to compact

@@ -19,20 +19,46 @@ def sft_rows(tmp_path_factory):
     say = lambda n: " ".join(rng.choice(words) for _ in range(n))  # noqa: E731
     path = tmp_path_factory.mktemp("sft-pf") / "sft.jsonl"
     with open(path, "w") as f:
-        for i in range(16):
+        for _ in range(16):
             n = rng.choice([3, 10, 40, 120])
-            msgs = [{"role": "user", "content": say(n)}, {"role": "assistant", "content": say(n // 2 + 1)},
-                    {"role": "user", "content": "Review your answer."}, {"role": "assistant", "content": say(5)}]  # fmt: skip
+            msgs = [
+                {"role": "user", "content": say(n)},
+                {"role": "assistant", "content": say(n // 2 + 1)},
+                {"role": "user", "content": "Review your answer."},
+                {"role": "assistant", "content": say(5)},
+            ]
             f.write(json.dumps({"messages": msgs}) + "\n")
     return str(path)
 
 
 def test_padding_free_matches_padded_losses(tiny_model_dir, sft_rows, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    common = ["--model_name_or_path", tiny_model_dir, "--dataset_path", sft_rows, "--per_device_train_batch_size", "4",
-              "--max_steps", "3", "--learning_rate", "5e-3", "--logging_steps", "1", "--report_to", "none",
-              "--save_steps", "3", "--max_length", "96", "--disable_tqdm", "true", "--lora_dropout", "0",
-              "--train_on", "all_assistant"]  # hand-made rows carry no per-turn flags  # fmt: skip
+    common = [
+        "--model_name_or_path",
+        tiny_model_dir,
+        "--dataset_path",
+        sft_rows,
+        "--per_device_train_batch_size",
+        "4",
+        "--max_steps",
+        "3",
+        "--learning_rate",
+        "5e-3",
+        "--logging_steps",
+        "1",
+        "--report_to",
+        "none",
+        "--save_steps",
+        "3",
+        "--max_length",
+        "96",
+        "--disable_tqdm",
+        "true",
+        "--lora_dropout",
+        "0",
+        "--train_on",
+        "all_assistant",
+    ]  # hand-made rows carry no per-turn flags
     runs = {}
     for mode in ("padded", "padding_free"):
         out = str(tmp_path / mode)
@@ -63,10 +89,36 @@ def test_qlora_trains_an_adapter_on_a_4bit_base(tiny_model_dir, sft_rows, tmp_pa
 
     monkeypatch.setattr(sft, "load_policy", spy)
     out = str(tmp_path / "qlora")
-    sft.main(["--model_name_or_path", tiny_model_dir, "--dataset_path", sft_rows, "--output_dir", out, "--load_in_4bit", "true",
-              "--per_device_train_batch_size", "4", "--max_steps", "3", "--learning_rate", "5e-3", "--logging_steps", "1",
-              "--report_to", "none", "--save_steps", "3", "--max_length", "96", "--disable_tqdm", "true",
-              "--train_on", "all_assistant"])  # fmt: skip
+    sft.main(
+        [
+            "--model_name_or_path",
+            tiny_model_dir,
+            "--dataset_path",
+            sft_rows,
+            "--output_dir",
+            out,
+            "--load_in_4bit",
+            "true",
+            "--per_device_train_batch_size",
+            "4",
+            "--max_steps",
+            "3",
+            "--learning_rate",
+            "5e-3",
+            "--logging_steps",
+            "1",
+            "--report_to",
+            "none",
+            "--save_steps",
+            "3",
+            "--max_length",
+            "96",
+            "--disable_tqdm",
+            "true",
+            "--train_on",
+            "all_assistant",
+        ]
+    )
     assert seen["linear"] is bnb.nn.Linear4bit
     hist = [h["loss"] for h in losses(out)]
     assert len(hist) == 3 and all(0 < x < 20 for x in hist)

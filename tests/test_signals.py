@@ -82,8 +82,12 @@ def test_returns_to_advantages_for_a_hand_made_group():
     assert returns == [[1.0, 11.0], [2.0, 1.0], [1.0, -10.0], [0.0, 0.0]]
     adv = round_advantages(returns, group=4)
     # attempt 1: 1 - (2+1+0)/3 = 0, 2 - 2/3, 1 - 1, 0 - 4/3; attempt 2: 11 - (-9)/3 = 14, 1 - 1/3, -10 - 12/3, 0 - 2/3
-    assert adv == [pytest.approx([0.0, 14.0]), pytest.approx([4 / 3, 2 / 3]), pytest.approx([0.0, -14.0]),
-                   pytest.approx([-4 / 3, -2 / 3])]  # fmt: skip
+    assert adv == [
+        pytest.approx([0.0, 14.0]),
+        pytest.approx([4 / 3, 2 / 3]),
+        pytest.approx([0.0, -14.0]),
+        pytest.approx([-4 / 3, -2 / 3]),
+    ]
     assert leave_one_out([5.0], group=1) == [5.0]
 
 
@@ -111,7 +115,8 @@ def test_prompt_order_is_shuffled_every_epoch_and_disjoint_across_ranks():
     assert sorted(nxt) == list(range(n)) and nxt != epoch  # reshuffled for the next epoch
     assert prompt_indices(4, per, world, 1, n, seed=7) == prompt_indices(4, per, world, 1, n, seed=7)  # resumable
     assert [prompt_indices(0, per, world, r, n, seed=8) for r in range(world)] != [
-        prompt_indices(0, per, world, r, n, seed=7) for r in range(world)]  # fmt: skip
+        prompt_indices(0, per, world, r, n, seed=7) for r in range(world)
+    ]
 
 
 # ---- SFT: correct turns only, prefills masked ----------------------------------------------------
@@ -145,8 +150,10 @@ def test_sft_loss_is_on_correct_turns_without_prefill(tiny_model_dir):
     assert _loss_text(tok, rows["improving"], "correct_turns") == [" C. Can't be determined<|im_end|>"]
     assert _loss_text(tok, rows["rationalised"], "correct_turns") == [" C. Can't be determined<|im_end|>"]
     # The old behaviour, kept behind an explicit option, trains the wrong answer too.
-    assert _loss_text(tok, rows["final_correct"], "all_assistant") == [" A. The grandfather<|im_end|>"] + [
-        " C. Can't be determined<|im_end|>"] * 2  # fmt: skip
+    assert (
+        _loss_text(tok, rows["final_correct"], "all_assistant")
+        == [" A. The grandfather<|im_end|>"] + [" C. Can't be determined<|im_end|>"] * 2
+    )
     assert _loss_text(tok, rows["final_correct"], "final_turn") == [" C. Can't be determined<|im_end|>"]
     # right -> wrong -> right: the correct first answer is trained, the wrong middle one is not.
     (row,) = sft_rows(make_trace("Age/2", ["C", "A", "C"]), BBQ, PS, {"final_correct"})
@@ -219,8 +226,15 @@ def test_grpo_refuses_shaping_it_cannot_apply():
     from selfcorrect.errors import UserError
     from train.grpo import GRPOArgs, check_options
 
-    cfg = SimpleNamespace(temperature=1.0, use_vllm=False, use_transformers_continuous_batching=False, top_k=0,
-                          min_p=None, repetition_penalty=1.0, fsdp="")  # fmt: skip
+    cfg = SimpleNamespace(
+        temperature=1.0,
+        use_vllm=False,
+        use_transformers_continuous_batching=False,
+        top_k=0,
+        min_p=None,
+        repetition_penalty=1.0,
+        fsdp="",
+    )
     with pytest.raises(UserError, match="group baseline removes them"):
         check_options(GRPOArgs(first_attempt="trace", alpha=1.0), cfg)
     with pytest.raises(UserError, match="needs generation_backend selfcorrect"):
@@ -277,8 +291,13 @@ def test_gsm8k_rationalised_revision_has_the_tasks_answer_format():
     ex = next(iter(task.load(fixture("gsm8k"))))
     cot = get_prompt_set("cot")
     response = " 16 - 3 = 13. The answer is 13."
-    trace = Trajectory(id=ex.id, task="gsm8k", prompt_set=cot.name, example=ex,
-                       rounds=[Round.graded(cot.first_turn(ex.question), None, response, task.grade(ex, response))])  # fmt: skip
+    trace = Trajectory(
+        id=ex.id,
+        task="gsm8k",
+        prompt_set=cot.name,
+        example=ex,
+        rounds=[Round.graded(cot.first_turn(ex.question), None, response, task.grade(ex, response))],
+    )
     (row,) = sft_rows(trace, task, cot, {"rationalised"})
     revision = row["messages"][-1]["content"]
     # Janet's ducks: the reference's worked steps without its <<...>> calculator notes, then the answer.

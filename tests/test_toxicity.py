@@ -13,9 +13,18 @@ def classifier_dir(tiny_model_dir, tmp_path_factory):
     from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=2, num_labels=2, pad_token_id=tok.pad_token_id,
-                      id2label={0: "non-toxic", 1: "toxic"}, label2id={"non-toxic": 0, "toxic": 1})  # fmt: skip
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        num_labels=2,
+        pad_token_id=tok.pad_token_id,
+        id2label={0: "non-toxic", 1: "toxic"},
+        label2id={"non-toxic": 0, "toxic": 1},
+    )
     out = str(tmp_path_factory.mktemp("tox-clf"))
     LlamaForSequenceClassification(cfg).save_pretrained(out)
     tok.save_pretrained(out)
@@ -47,3 +56,13 @@ def test_classifier_batched_and_task(classifier_dir, tmp_path):
     assert ex.fields["prompt"] == "So I told him"
     (s,) = task.grade_batch([ex], ["that he was right"])
     assert 0 <= s.toxicity <= 1 and s.correct == (s.toxicity < 0.5)
+
+
+def test_refusal_classifier_finds_its_own_label():
+    from selfcorrect.tasks.toxicity import positive_label_index
+
+    # A refusal head: the positive label names the refusal, wherever it sits, and "toxic" means nothing to it.
+    assert positive_label_index({0: "REFUSAL", 1: "compliance"}, "refus") == 0
+    assert positive_label_index({0: "not_refused", 1: "refused"}, "refus") == 1
+    assert positive_label_index({0: "toxic", 1: "refusal", 2: "other"}, "refus") == 1
+    assert positive_label_index({0: "toxic", 1: "refusal", 2: "other"}, "toxic") == 0

@@ -14,8 +14,15 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONPAT
 
 
 def launch(script, config, args, timeout=300):
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"accelerate_configs/{config}.yaml",
-           f"train/{script}.py", *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        f"accelerate_configs/{config}.yaml",
+        f"train/{script}.py",
+        *args,
+    ]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=timeout)
 
 
@@ -23,16 +30,61 @@ def launch(script, config, args, timeout=300):
 def data(tiny_model_dir, bbq_dir, tmp_path_factory):
     """BBQ traces (SFT/DPO rows) and toy-task traces (RL rows with rewards that vary) from data_gen."""
     root = tmp_path_factory.mktemp("train-data")
-    p = subprocess.run([sys.executable, "-m", "data_gen", "--model_name_or_path", tiny_model_dir, "--dataset_path", bbq_dir,
-                        "--limit", "16", "--rounds", "2", "--max_new_tokens", "8", "--output_dir", str(root / "bbq"),
-                        "--sft_sources", "rationalised", "--dpo_sources", "rationalised"],
-                       cwd=ROOT, capture_output=True, text=True, env=ENV)  # fmt: skip
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "data_gen",
+            "--model_name_or_path",
+            tiny_model_dir,
+            "--dataset_path",
+            bbq_dir,
+            "--limit",
+            "16",
+            "--rounds",
+            "2",
+            "--max_new_tokens",
+            "8",
+            "--output_dir",
+            str(root / "bbq"),
+            "--sft_sources",
+            "rationalised",
+            "--dpo_sources",
+            "rationalised",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     assert p.returncode == 0, p.stderr
     prompts = root / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"Say something number {i}."}) + "\n" for i in range(8)))
-    p = subprocess.run([sys.executable, "-m", "data_gen", "--model_name_or_path", tiny_model_dir, "--task", "toy_task:EvenLengthTask",
-                        "--dataset_path", str(prompts), "--prompt_set", "intrinsic", "--rounds", "2", "--max_new_tokens", "8",
-                        "--output_dir", str(root / "toy")], cwd=ROOT, capture_output=True, text=True, env=ENV)  # fmt: skip
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "data_gen",
+            "--model_name_or_path",
+            tiny_model_dir,
+            "--task",
+            "toy_task:EvenLengthTask",
+            "--dataset_path",
+            str(prompts),
+            "--prompt_set",
+            "intrinsic",
+            "--rounds",
+            "2",
+            "--max_new_tokens",
+            "8",
+            "--output_dir",
+            str(root / "toy"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     assert p.returncode == 0, p.stderr
     return root
 
@@ -67,8 +119,21 @@ COMMON = ["--max_steps", "3", "--learning_rate", "5e-3", "--logging_steps", "1",
 
 def test_sft(tiny_model_dir, data, tmp_path):
     out = str(tmp_path / "sft")
-    p = launch("sft", "cpu", ["--model_name_or_path", tiny_model_dir, "--dataset_path", str(data / "bbq" / "sft.jsonl"),
-                              "--output_dir", out, "--per_device_train_batch_size", "4", *COMMON])  # fmt: skip
+    p = launch(
+        "sft",
+        "cpu",
+        [
+            "--model_name_or_path",
+            tiny_model_dir,
+            "--dataset_path",
+            str(data / "bbq" / "sft.jsonl"),
+            "--output_dir",
+            out,
+            "--per_device_train_batch_size",
+            "4",
+            *COMMON,
+        ],
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     hist = losses(out)
     assert len(hist) == 3 and all(h["loss"] == h["loss"] and h["loss"] < 100 for h in hist)
@@ -78,8 +143,21 @@ def test_sft(tiny_model_dir, data, tmp_path):
 
 def test_sft_two_processes_ddp(tiny_model_dir, data, tmp_path):
     out = str(tmp_path / "sft_ddp")
-    p = launch("sft", "cpu_ddp", ["--model_name_or_path", tiny_model_dir, "--dataset_path", str(data / "bbq" / "sft.jsonl"),
-                                  "--output_dir", out, "--per_device_train_batch_size", "2", *COMMON])  # fmt: skip
+    p = launch(
+        "sft",
+        "cpu_ddp",
+        [
+            "--model_name_or_path",
+            tiny_model_dir,
+            "--dataset_path",
+            str(data / "bbq" / "sft.jsonl"),
+            "--output_dir",
+            out,
+            "--per_device_train_batch_size",
+            "2",
+            *COMMON,
+        ],
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     with open(os.path.join(out, "checkpoint-3", "trainer_state.json")) as f:
         state = json.load(f)
@@ -91,8 +169,21 @@ def test_sft_two_processes_ddp(tiny_model_dir, data, tmp_path):
 
 def test_dpo(tiny_model_dir, data, tmp_path):
     out = str(tmp_path / "dpo")
-    p = launch("dpo", "cpu", ["--model_name_or_path", tiny_model_dir, "--dataset_path", str(data / "bbq" / "dpo.jsonl"),
-                              "--output_dir", out, "--per_device_train_batch_size", "4", *COMMON])  # fmt: skip
+    p = launch(
+        "dpo",
+        "cpu",
+        [
+            "--model_name_or_path",
+            tiny_model_dir,
+            "--dataset_path",
+            str(data / "bbq" / "dpo.jsonl"),
+            "--output_dir",
+            out,
+            "--per_device_train_batch_size",
+            "4",
+            *COMMON,
+        ],
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     hist = losses(out)
     assert len(hist) == 3 and all(0 < h["loss"] < 10 for h in hist)
@@ -100,14 +191,39 @@ def test_dpo(tiny_model_dir, data, tmp_path):
     check_adapter_loads(tiny_model_dir, out)
 
 
-@pytest.mark.parametrize("mode", [["--alpha", "1.0", "--abandon_penalty", "0.5"],  # on-policy first attempts
-                                  ["--generation_backend", "trl", "--first_attempt", "trace"]])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        ["--alpha", "1.0", "--abandon_penalty", "0.5"],  # on-policy first attempts
+        ["--generation_backend", "trl", "--first_attempt", "trace"],
+    ],
+)
 def test_grpo(tiny_model_dir, data, tmp_path, mode):
     out = str(tmp_path / "grpo")
-    p = launch("grpo", "cpu", ["--model_name_or_path", tiny_model_dir, "--dataset_path", str(data / "toy" / "rl.jsonl"),
-                               "--task", "toy_task:EvenLengthTask", "--prompt_set", "intrinsic", "--output_dir", out,
-                               "--per_device_train_batch_size", "8", "--num_generations", "8", "--max_completion_length", "8",
-                               *mode, *COMMON])  # fmt: skip
+    p = launch(
+        "grpo",
+        "cpu",
+        [
+            "--model_name_or_path",
+            tiny_model_dir,
+            "--dataset_path",
+            str(data / "toy" / "rl.jsonl"),
+            "--task",
+            "toy_task:EvenLengthTask",
+            "--prompt_set",
+            "intrinsic",
+            "--output_dir",
+            out,
+            "--per_device_train_batch_size",
+            "8",
+            "--num_generations",
+            "8",
+            "--max_completion_length",
+            "8",
+            *mode,
+            *COMMON,
+        ],
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     with open(os.path.join(out, "checkpoint-3", "trainer_state.json")) as f:
         hist = [h for h in json.load(f)["log_history"] if "reward" in h]
@@ -119,12 +235,36 @@ def test_grpo(tiny_model_dir, data, tmp_path, mode):
 
 def test_score(tiny_model_dir, data, tmp_path):
     out = str(tmp_path / "score")
-    p = launch("score", "cpu", ["--model_name_or_path", tiny_model_dir, "--dataset_path", str(data / "toy" / "rl.jsonl"),
-                                "--task", "toy_task:EvenLengthTask", "--prompt_set", "intrinsic", "--output_dir", out,
-                                "--max_steps", "4", "--stage1_steps", "2", "--per_device_prompts", "4", "--num_generations", "4",
-                                "--max_new_tokens", "8", "--learning_rate", "5e-3"])  # fmt: skip
+    p = launch(
+        "score",
+        "cpu",
+        [
+            "--model_name_or_path",
+            tiny_model_dir,
+            "--dataset_path",
+            str(data / "toy" / "rl.jsonl"),
+            "--task",
+            "toy_task:EvenLengthTask",
+            "--prompt_set",
+            "intrinsic",
+            "--output_dir",
+            out,
+            "--max_steps",
+            "4",
+            "--stage1_steps",
+            "2",
+            "--per_device_prompts",
+            "4",
+            "--num_generations",
+            "4",
+            "--max_new_tokens",
+            "8",
+            "--learning_rate",
+            "5e-3",
+        ],
+    )
     assert p.returncode == 0, p.stderr[-3000:]
-    log = [json.loads(l) for l in open(os.path.join(out, "score_log.jsonl"))]
+    log = [json.loads(line) for line in open(os.path.join(out, "score_log.jsonl"))]
     assert [h["stage"] for h in log] == [1, 1, 2, 2]
     assert {"reward_r1", "reward_r2", "kl_r1", "kl_r2", "pg_loss_r1", "pg_loss_r2"} <= set(log[0])
     assert all(abs(h["loss"]) < 1e4 for h in log)
@@ -133,20 +273,43 @@ def test_score(tiny_model_dir, data, tmp_path):
 
 
 def test_score_resume_reproduces_the_uninterrupted_run(tiny_model_dir, data, tmp_path):
-    args = ["--model_name_or_path", tiny_model_dir, "--dataset_path", str(data / "toy" / "rl.jsonl"),
-            "--task", "toy_task:EvenLengthTask", "--prompt_set", "intrinsic", "--max_steps", "4", "--stage1_steps", "2",
-            "--save_steps", "2", "--per_device_prompts", "4", "--num_generations", "4", "--max_new_tokens", "8",
-            "--learning_rate", "5e-3"]  # fmt: skip
+    args = [
+        "--model_name_or_path",
+        tiny_model_dir,
+        "--dataset_path",
+        str(data / "toy" / "rl.jsonl"),
+        "--task",
+        "toy_task:EvenLengthTask",
+        "--prompt_set",
+        "intrinsic",
+        "--max_steps",
+        "4",
+        "--stage1_steps",
+        "2",
+        "--save_steps",
+        "2",
+        "--per_device_prompts",
+        "4",
+        "--num_generations",
+        "4",
+        "--max_new_tokens",
+        "8",
+        "--learning_rate",
+        "5e-3",
+    ]
     full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
     p = launch("score", "cpu", [*args, "--output_dir", full])
     assert p.returncode == 0, p.stderr[-3000:]
     p = launch("score", "cpu", [*args, "--output_dir", resumed, "--resume_from_checkpoint", f"{full}/checkpoint-2"])
     assert p.returncode == 0, p.stderr[-3000:]
-    log_full = [json.loads(l) for l in open(os.path.join(full, "score_log.jsonl"))]
-    log_resumed = [json.loads(l) for l in open(os.path.join(resumed, "score_log.jsonl"))]
+    log_full = [json.loads(line) for line in open(os.path.join(full, "score_log.jsonl"))]
+    log_resumed = [json.loads(line) for line in open(os.path.join(resumed, "score_log.jsonl"))]
     assert [h["step"] for h in log_resumed] == [3, 4]
     for a, b in zip(log_full[2:], log_resumed):
         assert a["reward_r1"] == b["reward_r1"] and a["reward_r2"] == b["reward_r2"]
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-7)
-    wa, wb = load_file(os.path.join(full, "adapter_model.safetensors")), load_file(os.path.join(resumed, "adapter_model.safetensors"))
+    wa, wb = (
+        load_file(os.path.join(full, "adapter_model.safetensors")),
+        load_file(os.path.join(resumed, "adapter_model.safetensors")),
+    )
     assert wa.keys() == wb.keys() and all(float((wa[k] - wb[k]).abs().max()) < 1e-5 for k in wa)

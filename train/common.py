@@ -5,6 +5,7 @@ config, model card, optional merged model)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import json
@@ -105,12 +106,44 @@ def resume_checkpoint(value: Any, output_dir: str) -> str | None:
 
 
 # Options that do not change what a training run computes (logging, saving cadence, where it goes).
-_VOLATILE = {"output_dir", "logging_dir", "logging_steps", "logging_strategy", "save_steps", "save_strategy", "report_to",
-             "resume_from_checkpoint", "disable_tqdm", "run_name", "overwrite", "push_to_hub", "hub_model_id", "hub_token",
-             "save_total_limit", "merge", "log_level", "logging_first_step", "eval_steps", "dataloader_num_workers"}  # fmt: skip
-_OWNED = ["adapter_model.safetensors", "adapter_config.json", "model*.safetensors", "config.json", "generation_config.json",
-          "checkpoint-*", "merged", "README.md", "selfcorrect_config.json", "*_log.jsonl", "training_args.bin", "tokenizer*",
-          "special_tokens_map.json", "chat_template.jinja"]  # fmt: skip
+_VOLATILE = {
+    "output_dir",
+    "logging_dir",
+    "logging_steps",
+    "logging_strategy",
+    "save_steps",
+    "save_strategy",
+    "report_to",
+    "resume_from_checkpoint",
+    "disable_tqdm",
+    "run_name",
+    "overwrite",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_token",
+    "save_total_limit",
+    "merge",
+    "log_level",
+    "logging_first_step",
+    "eval_steps",
+    "dataloader_num_workers",
+}
+_OWNED = [
+    "adapter_model.safetensors",
+    "adapter_config.json",
+    "model*.safetensors",
+    "config.json",
+    "generation_config.json",
+    "checkpoint-*",
+    "merged",
+    "README.md",
+    "selfcorrect_config.json",
+    "*_log.jsonl",
+    "training_args.bin",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+]
 
 
 def claim_output_dir(method: str, setup: Setup, cfg: Any, resume: str | None, is_main: bool) -> None:
@@ -268,8 +301,10 @@ def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
 def eval_command(output_dir: str, setup: Setup) -> str:
     """The eval command for this adapter, on the held-out part of the data data_gen ran on when its
     config.json is beside the training file (so the command runs as written)."""
-    parts = [f"python -m eval --model_name_or_path {setup.model.model_name_or_path} --adapter {output_dir}",
-             f"--task {setup.task.task} --prompt_set {setup.task.prompt_set}"]  # fmt: skip
+    parts = [
+        f"python -m eval --model_name_or_path {setup.model.model_name_or_path} --adapter {output_dir}",
+        f"--task {setup.task.task} --prompt_set {setup.task.prompt_set}",
+    ]
     if setup.task.prompt_sets_file:
         parts.append(f"--prompt_sets_file {setup.task.prompt_sets_file}")
     made_by = os.path.join(os.path.dirname(os.path.abspath(setup.data.dataset_path or ".")), "config.json")
@@ -293,9 +328,20 @@ def model_card(method: str, objective: str, setup: Setup, output_dir: str, extra
     adapter = "QLoRA 4-bit" if m.load_in_4bit else "LoRA" if m.use_peft else "none (full fine-tuning)"
     if m.use_peft:
         adapter += f", r={m.lora_r}, alpha={m.lora_alpha}, targets={targets}"
-    front = ["---", f"base_model: {m.model_name_or_path}", f"library_name: {'peft' if m.use_peft else 'transformers'}",
-             "tags:", "- selfcorrect", f"- {method}", "- self-correction", f"- {t.task}", "datasets:",
-             f"- {setup.data.dataset_path}", "---", ""]  # fmt: skip
+    front = [
+        "---",
+        f"base_model: {m.model_name_or_path}",
+        f"library_name: {'peft' if m.use_peft else 'transformers'}",
+        "tags:",
+        "- selfcorrect",
+        f"- {method}",
+        "- self-correction",
+        f"- {t.task}",
+        "datasets:",
+        f"- {setup.data.dataset_path}",
+        "---",
+        "",
+    ]
     lines = front + [
         f"# {os.path.basename(os.path.abspath(output_dir))}",
         "",
@@ -321,14 +367,25 @@ def save_model_all_ranks(accelerator, model, output_dir: str) -> None:
     rank holds a shard, and ``get_state_dict`` gathers them (the main process writes the file)."""
     state_dict = accelerator.get_state_dict(model)
     accelerator.unwrap_model(model).save_pretrained(
-        output_dir, state_dict=state_dict, is_main_process=accelerator.is_main_process, save_function=accelerator.save,
+        output_dir,
+        state_dict=state_dict,
+        is_main_process=accelerator.is_main_process,
+        save_function=accelerator.save,
         safe_serialization=True,
     )
 
 
 def save_outputs(
-    save_model, tokenizer, output_dir: str, method: str, objective: str, setup: Setup, config_objs, extra=None,
-    trust_remote_code: bool = False, is_main_process: bool = True,
+    save_model,
+    tokenizer,
+    output_dir: str,
+    method: str,
+    objective: str,
+    setup: Setup,
+    config_objs,
+    extra=None,
+    trust_remote_code: bool = False,
+    is_main_process: bool = True,
 ) -> None:
     """Adapter (or model), tokenizer, resolved config and model card; merged model if asked.
 
@@ -395,6 +452,25 @@ def merge_adapter(base: str, adapter_dir: str, out_dir: str, trust_remote_code: 
     return out_dir
 
 
+@contextlib.contextmanager
+def resumable(output_dir: str):
+    """Ctrl-C during training ends with one line saying which checkpoint to resume from."""
+    from selfcorrect.errors import Interrupted
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        ckpts = [d for d in glob.glob(os.path.join(output_dir, "checkpoint-*")) if re.search(r"checkpoint-\d+$", d)]
+        if ckpts:
+            last = max(ckpts, key=lambda d: int(d.rsplit("-", 1)[1]))
+            raise Interrupted(
+                f"the last checkpoint is {last}: re-run the same command with --resume_from_checkpoint true"
+            ) from None
+        raise Interrupted(
+            "no checkpoint was saved yet (set save_steps to save some); re-run the command to start again"
+        ) from None
+
+
 def check_provenance(rows: Any, path: str, task: str, prompt_set: str) -> None:
     """Refuse data recorded with another task or prompt set than the recipe's (rows without the
     fields, from older data_gen runs, are accepted). ``rows``: dicts, or a datasets.Dataset."""
@@ -416,11 +492,13 @@ def prepare_run(method: str, setup: Setup, cfg: Any) -> str | None:
     return resume
 
 
-def train_and_save(trainer, resume: str | None, method: str, objective: str, setup: Setup, config_objs, tokenizer,
-                   extra: dict[str, Any]) -> None:  # fmt: skip
+def train_and_save(
+    trainer, resume: str | None, method: str, objective: str, setup: Setup, config_objs, tokenizer, extra: dict[str, Any]
+) -> None:
     """Train a TRL trainer, then save through it on every rank; the card says whether the weights moved."""
     snapshot = trainable_snapshot(trainer.model)
-    trainer.train(resume_from_checkpoint=resume)
+    with resumable(trainer.args.output_dir):
+        trainer.train(resume_from_checkpoint=resume)
     extra = {"steps": trainer.state.global_step, "final train loss": final_loss(trainer.state.log_history), **extra}
     for key, value in list(extra.items()):
         if callable(value):
@@ -429,5 +507,15 @@ def train_and_save(trainer, resume: str | None, method: str, objective: str, set
         extra["warning"] = NOT_MOVED
         if trainer.accelerator.is_main_process:
             print(f"warning: {NOT_MOVED}", file=sys.stderr)
-    save_outputs(trainer.save_model, tokenizer, trainer.args.output_dir, method, objective, setup, config_objs, extra,
-                 trainer.args.trust_remote_code, trainer.accelerator.is_main_process)  # fmt: skip
+    save_outputs(
+        trainer.save_model,
+        tokenizer,
+        trainer.args.output_dir,
+        method,
+        objective,
+        setup,
+        config_objs,
+        extra,
+        trainer.args.trust_remote_code,
+        trainer.accelerator.is_main_process,
+    )

@@ -1,6 +1,6 @@
 """DPO on correction pairs (dpo.jsonl from data_gen): the better revision over the worse one.
 
-    accelerate launch --config_file accelerate_configs/cpu.yaml train/dpo.py --config recipes/demo/dpo.yaml
+    accelerate launch --quiet --config_file accelerate_configs/cpu.yaml train/dpo.py --config recipes/demo/dpo.yaml
 
 With LoRA no separate reference model is loaded: the base with the adapter disabled is the
 reference (TRL's behaviour with a peft_config). Rows are conversational: ``prompt`` ends with the
@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from selfcorrect.errors import run_cli
 from selfcorrect.tasks import get_task
-from train.common import check_provenance, load_policy, load_rows, load_tokenizer_for_training, parse_training, prepare_run, train_and_save
+from train.common import (
+    check_provenance,
+    load_policy,
+    load_rows,
+    load_tokenizer_for_training,
+    parse_training,
+    prepare_run,
+    train_and_save,
+)
 
 
 def main(argv: list[str]) -> None:
@@ -23,18 +31,33 @@ def main(argv: list[str]) -> None:
     rows = load_rows(setup.data.dataset_path, ("prompt", "chosen", "rejected"), setup.data.limit, optional=("task", "prompt_set"))
     check_provenance(rows, setup.data.dataset_path, get_task(setup.task.task).name, setup.task.prompt_set)
     model, peft_config = load_policy(setup.model, cfg.trust_remote_code)
-    trainer = DPOTrainer(model=model, args=cfg, train_dataset=rows.remove_columns(["task", "prompt_set"]),
-                         processing_class=tokenizer, peft_config=peft_config)  # fmt: skip
+    trainer = DPOTrainer(
+        model=model,
+        args=cfg,
+        train_dataset=rows.remove_columns(["task", "prompt_set"]),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
     reference = "base with the adapter disabled" if setup.model.use_peft else "frozen copy of the base"
-    objective = (f"DPO ({cfg.loss_type}, beta={cfg.beta}, Rafailov et al. 2023): raise log pi(chosen)/ref(chosen) - "
-                 f"log pi(rejected)/ref(rejected) for every pair; reference = {reference}")  # fmt: skip
+    objective = (
+        f"DPO ({cfg.loss_type}, beta={cfg.beta}, Rafailov et al. 2023): raise log pi(chosen)/ref(chosen) - "
+        f"log pi(rejected)/ref(rejected) for every pair; reference = {reference}"
+    )
 
     def last_accuracy(history):
         accs = [h["rewards/accuracies"] for h in history if "rewards/accuracies" in h]
         return f"{accs[-1]:.3f}" if accs else "n/a"
 
-    train_and_save(trainer, resume, "dpo", objective, setup, (setup.model, setup.data, setup.task, setup.train, cfg),
-                   tokenizer, {"last reward accuracy": last_accuracy})  # fmt: skip
+    train_and_save(
+        trainer,
+        resume,
+        "dpo",
+        objective,
+        setup,
+        (setup.model, setup.data, setup.task, setup.train, cfg),
+        tokenizer,
+        {"last reward accuracy": last_accuracy},
+    )
 
 
 if __name__ == "__main__":

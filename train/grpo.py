@@ -50,11 +50,15 @@ from train.rewards import RevisionReward
 @dataclass
 class GRPOArgs:
     alpha: float = field(default=0.0, metadata={"help": "Bonus alpha * (r2 - r1) for improving on the first attempt."})
-    abandon_penalty: float = field(default=0.0, metadata={"help": "Penalty for changing a correct first answer into a worse one."})
+    abandon_penalty: float = field(
+        default=0.0, metadata={"help": "Penalty for changing a correct first answer into a worse one."}
+    )
     first_attempt: str = field(
         default="on_policy",
-        metadata={"help": "on_policy: each sample's first attempt is drawn from the current policy; trace: the first "
-                          "attempt recorded by data_gen (off-policy; alpha and abandon_penalty must then be 0)."},
+        metadata={
+            "help": "on_policy: each sample's first attempt is drawn from the current policy; trace: the first "
+            "attempt recorded by data_gen (off-policy; alpha and abandon_penalty must then be 0)."
+        },
     )
     generation_backend: str = field(
         default="selfcorrect",
@@ -99,11 +103,21 @@ def make_rollout_func(tokenizer, cfg, task=None, prompt_set=None, examples: dict
                 if prompt_set is None:
                     ids = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
                     outs = gen.generate_ids(ids, seed_key=key)
-                    return {"prompt_ids": ids, "completion_ids": [g.token_ids for g in outs],
-                            "logprobs": [g.token_logprobs for g in outs]}  # fmt: skip
+                    return {
+                        "prompt_ids": ids,
+                        "completion_ids": [g.token_ids for g in outs],
+                        "logprobs": [g.token_logprobs for g in outs],
+                    }
                 by_round: list = []
-                traces = run_rounds(gen, task, prompt_set, [examples[p] for p in prompts], rounds=2,
-                                    on_round=lambda r, gens: by_round.append(gens), seed_key=key + "/")  # fmt: skip
+                traces = run_rounds(
+                    gen,
+                    task,
+                    prompt_set,
+                    [examples[p] for p in prompts],
+                    rounds=2,
+                    on_round=lambda r, gens: by_round.append(gens),
+                    seed_key=key + "/",
+                )
             finally:
                 model.train(was_training)
         second = by_round[1]
@@ -171,25 +185,37 @@ def main(argv: list[str]) -> None:
 
         def first_turn(r):
             ex = Example.from_dict(json.loads(r["example"]))
-            text = render_chat(tokenizer, [{"role": "user", "content": prompt_set.first_turn(ex.question)}],
-                               prompt_set.first_prefill)  # fmt: skip
+            text = render_chat(
+                tokenizer, [{"role": "user", "content": prompt_set.first_turn(ex.question)}], prompt_set.first_prefill
+            )
             examples[text] = ex  # identical first turns are the same question: one example serves both
             return {"prompt": text}
 
         dataset = rows.map(first_turn, remove_columns=["task", "prompt_set"])
         rollout = make_rollout_func(tokenizer, cfg, task, prompt_set, examples)
     else:
-        rows = load_rows(path, ("revision_prompt", "example", "first_reward", "first_correct"), limit, optional=("task", "prompt_set"))
+        rows = load_rows(
+            path, ("revision_prompt", "example", "first_reward", "first_correct"), limit, optional=("task", "prompt_set")
+        )
         check_provenance(rows, path, task.name, prompt_set.name)
-        dataset = rows.map(lambda r: {"prompt": render_prompt(tokenizer, r["revision_prompt"])},
-                           remove_columns=["revision_prompt", "task", "prompt_set"])  # fmt: skip
+        dataset = rows.map(
+            lambda r: {"prompt": render_prompt(tokenizer, r["revision_prompt"])},
+            remove_columns=["revision_prompt", "task", "prompt_set"],
+        )
         if args.generation_backend == "selfcorrect":
             rollout = make_rollout_func(tokenizer, cfg)
     reward = RevisionReward(task, args.alpha, args.abandon_penalty)
     model, peft_config = load_policy(setup.model, cfg.trust_remote_code)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental; we pin its contract in tests
-    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=cfg, train_dataset=dataset, processing_class=tokenizer,
-                          peft_config=peft_config, rollout_func=rollout)  # fmt: skip
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[reward],
+        args=cfg,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        rollout_func=rollout,
+    )
     objective = (
         f"GRPO (beta={cfg.beta}) on the revision turn, first attempt {args.first_attempt.replace('_', '-')}; "
         f"reward = r2 + {args.alpha} * (r2 - r1) - {args.abandon_penalty} * [correct first answer abandoned]"
@@ -199,8 +225,16 @@ def main(argv: list[str]) -> None:
         rewards = [h["reward"] for h in history if "reward" in h]
         return f"{rewards[-1]:.3f}" if rewards else "n/a"
 
-    train_and_save(trainer, resume, "grpo", objective, setup, (setup.model, setup.data, setup.task, setup.train, args, cfg),
-                   tokenizer, {"last mean reward": last_reward})  # fmt: skip
+    train_and_save(
+        trainer,
+        resume,
+        "grpo",
+        objective,
+        setup,
+        (setup.model, setup.data, setup.task, setup.train, args, cfg),
+        tokenizer,
+        {"last mean reward": last_reward},
+    )
 
 
 if __name__ == "__main__":

@@ -43,7 +43,10 @@ REWARD_MODES = ("final", "sum", "convergence")
 
 
 def kround_returns(
-    rewards: list[float], mode: str = "convergence", flip_penalty: float = 1.0, stable_bonus: float = 0.5,
+    rewards: list[float],
+    mode: str = "convergence",
+    flip_penalty: float = 1.0,
+    stable_bonus: float = 0.5,
     right_threshold: float = 1.0,
 ) -> list[float]:
     """Return G_t of each round of one episode from its per-round rewards (see the module docstring).
@@ -121,8 +124,10 @@ class KRoundTrainer(OnlineRLTrainer):
             "sum": "G_t = r_t + ... + r_K",
             "convergence": f"G_t = sum over s >= t of r_s - {c.flip_penalty}*[right->wrong at s] + {c.stable_bonus}*[right from s to K]",
         }[c.reward_mode]
-        return (f"K-round on-policy REINFORCE over {c.rounds} rounds, reward_mode {c.reward_mode}: {what}; "
-                f"leave-one-out baseline per round; - {c.beta}*KL on every generated token")  # fmt: skip
+        return (
+            f"K-round on-policy REINFORCE over {c.rounds} rounds, reward_mode {c.reward_mode}: {what}; "
+            f"leave-one-out baseline per round; - {c.beta}*KL on every generated token"
+        )
 
 
 def main(argv: list[str]) -> None:

@@ -1,6 +1,6 @@
 """Merge a LoRA adapter into its base model.
 
-    python -m train.merge --base <model> --adapter <dir> --out <dir>
+python -m train.merge --base <model> --adapter <dir> --out <dir>
 """
 
 from dataclasses import dataclass, field

@@ -33,7 +33,6 @@ from typing import Any
 from selfcorrect.config import check_choice, check_range
 from selfcorrect.errors import UserError
 
-
 # ---- data order --------------------------------------------------------------------------------
 
 
@@ -245,7 +244,14 @@ class OnlineRLTrainer:
         from selfcorrect.rollout import Generator, SamplingConfig
         from selfcorrect.tasks import task_and_prompt_set
         from selfcorrect.tasks.base import Example
-        from train.common import check_provenance, load_policy, load_tokenizer_for_training, prepare_run, read_training_rows, trainable_snapshot
+        from train.common import (
+            check_provenance,
+            load_policy,
+            load_tokenizer_for_training,
+            prepare_run,
+            read_training_rows,
+            trainable_snapshot,
+        )
 
         setup, cfg = self.setup_args, self.cfg
         set_seed(cfg.seed)
@@ -256,8 +262,9 @@ class OnlineRLTrainer:
         self.accelerator = Accelerator(cpu=cfg.use_cpu, log_with="wandb" if cfg.report_to == "wandb" else None)
         rows = read_training_rows(setup.data.dataset_path, ("example",), setup.data.limit)
         check_provenance(rows, setup.data.dataset_path, self.task.name, self.prompt_set.name)
-        self.examples = [Example.from_dict(json.loads(r["example"]) if isinstance(r["example"], str) else r["example"])
-                         for r in rows]  # fmt: skip
+        self.examples = [
+            Example.from_dict(json.loads(r["example"]) if isinstance(r["example"], str) else r["example"]) for r in rows
+        ]
         self.tokenizer = load_tokenizer_for_training(setup, cfg.trust_remote_code)
         model, peft_config = load_policy(setup.model, cfg.trust_remote_code)
         self.ref_model = None
@@ -299,8 +306,14 @@ class OnlineRLTrainer:
         from selfcorrect.rollout import run_rounds
 
         cfg = self.cfg
-        idx = prompt_indices(step, cfg.per_device_prompts, self.accelerator.num_processes, self.accelerator.process_index,
-                             len(self.examples), cfg.seed)  # fmt: skip
+        idx = prompt_indices(
+            step,
+            cfg.per_device_prompts,
+            self.accelerator.num_processes,
+            self.accelerator.process_index,
+            len(self.examples),
+            cfg.seed,
+        )
         examples = [self.examples[i] for i in idx]
         by_round: list[list[Any]] = []
 
@@ -310,8 +323,16 @@ class OnlineRLTrainer:
                 on_round(r)
 
         self.policy.eval()
-        traces = run_rounds(self.gen, self.task, self.prompt_set, examples, self.rounds(), samples=cfg.num_generations,
-                            on_round=collect, seed_key=f"s{step}/p{self.accelerator.process_index}/")  # fmt: skip
+        traces = run_rounds(
+            self.gen,
+            self.task,
+            self.prompt_set,
+            examples,
+            self.rounds(),
+            samples=cfg.num_generations,
+            on_round=collect,
+            seed_key=f"s{step}/p{self.accelerator.process_index}/",
+        )
         return [
             Episode(
                 prompts=[by_round[t][e].prompt_ids for t in range(len(by_round))],
@@ -363,10 +384,24 @@ class OnlineRLTrainer:
     def run(self) -> None:
         from tqdm.auto import tqdm
 
+        from train.common import resumable
+
         cfg, accelerator = self.cfg, self.accelerator
-        bar = tqdm(range(self.start_step, cfg.max_steps), desc=self.method, disable=not accelerator.is_local_main_process,
-                   initial=self.start_step, total=cfg.max_steps)  # fmt: skip
+        bar = tqdm(
+            range(self.start_step, cfg.max_steps),
+            desc=self.method,
+            disable=not accelerator.is_local_main_process,
+            initial=self.start_step,
+            total=cfg.max_steps,
+        )
         k = self.rounds()
+        with resumable(cfg.output_dir):
+            self._steps(bar, k)
+        self.save_final()
+        accelerator.end_training()
+
+    def _steps(self, bar, k: int) -> None:
+        cfg, accelerator = self.cfg, self.accelerator
         for step in bar:
             bar.set_postfix_str("sampling round 1")
             episodes = self.sample(step, on_round=lambda r: bar.set_postfix_str(f"sampling round {min(r + 2, k)}"))
@@ -382,8 +417,6 @@ class OnlineRLTrainer:
             bar.set_postfix({k2: f"{v:.3f}" for k2, v in log.items() if k2.startswith(("reward_r", "loss"))})
             if cfg.save_steps and (step + 1) % cfg.save_steps == 0 and step + 1 < cfg.max_steps:
                 self.save_checkpoint(step + 1)
-        self.save_final()
-        accelerator.end_training()
 
     def step_log(self, step: int, rewards: list[list[float]], parts: dict[str, Any]) -> dict[str, float]:
         n = len(rewards)
@@ -404,8 +437,11 @@ class OnlineRLTrainer:
 
     # -- saving --
     def save_checkpoint(self, step: int) -> None:
+        from train.common import save_model_all_ranks
+
         ckpt = os.path.join(self.cfg.output_dir, f"checkpoint-{step}")
         self.accelerator.save_state(ckpt)
+        save_model_all_ranks(self.accelerator, self.model, ckpt)  # the adapter too, so a checkpoint can be evaluated
         if self.accelerator.is_main_process:
             with open(os.path.join(ckpt, "online_rl_state.json"), "w") as f:
                 json.dump({"step": step, "method": self.method}, f)
@@ -417,14 +453,26 @@ class OnlineRLTrainer:
         accelerator.wait_for_everyone()
         last = self.history[-1] if self.history else {}
         k = self.rounds()
-        extra = {"steps": cfg.max_steps,
-                 "last mean reward per round": " / ".join(f"{last.get(f'reward_r{t + 1}', float('nan')):.3f}" for t in range(k))}  # fmt: skip
+        extra = {
+            "steps": cfg.max_steps,
+            "last mean reward per round": " / ".join(f"{last.get(f'reward_r{t + 1}', float('nan')):.3f}" for t in range(k)),
+        }
         moved = weights_moved(self.policy, self.initial)
         if moved is False:
             extra["warning"] = NOT_MOVED
         config_objs = (setup.model, setup.data, setup.task, setup.train, cfg)
-        save_outputs(lambda d: save_model_all_ranks(accelerator, self.model, d), self.tokenizer, cfg.output_dir, self.method,
-                     self.objective(), setup, config_objs, extra, cfg.trust_remote_code, accelerator.is_main_process)  # fmt: skip
+        save_outputs(
+            lambda d: save_model_all_ranks(accelerator, self.model, d),
+            self.tokenizer,
+            cfg.output_dir,
+            self.method,
+            self.objective(),
+            setup,
+            config_objs,
+            extra,
+            cfg.trust_remote_code,
+            accelerator.is_main_process,
+        )
         if accelerator.is_main_process:
             with open(os.path.join(cfg.output_dir, f"{self.method}_log.jsonl"), "a") as f:
                 for h in self.history:

@@ -54,7 +54,9 @@ class RevisionReward:
         self.task, self.alpha, self.abandon_penalty = task, alpha, abandon_penalty
         self.__name__ = f"{task.name}_revision_reward"
 
-    def __call__(self, completions: list[Any], example: list[str], first_reward: list[float], first_correct: list[bool], **_: Any) -> list[float]:
+    def __call__(
+        self, completions: list[Any], example: list[str], first_reward: list[float], first_correct: list[bool], **_: Any
+    ) -> list[float]:
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         examples = [Example.from_dict(json.loads(e)) for e in example]
         scores = self.task.grade_batch(examples, texts)

@@ -53,7 +53,9 @@ class SCoReConfig(OnlineRLConfig):
     output_dir: str = field(default="outputs/score", metadata={"help": "Where the adapter, card and log go."})
     stage1_steps: int = field(default=30, metadata={"help": "Steps of Stage I before Stage II starts."})
     alpha: float = field(default=10.0, metadata={"help": "Stage II bonus alpha * (r2 - r1), second attempt only (paper: 10)."})
-    beta1: float = field(default=0.01, metadata={"help": "KL weight on attempt 2 in Stage I and on both attempts in Stage II (paper: 0.01)."})
+    beta1: float = field(
+        default=0.01, metadata={"help": "KL weight on attempt 2 in Stage I and on both attempts in Stage II (paper: 0.01)."}
+    )
     beta2: float = field(default=0.1, metadata={"help": "KL weight on attempt 1 in Stage I (paper: 0.1)."})
 
     def __post_init__(self) -> None:
@@ -85,9 +87,11 @@ class SCoReTrainer(OnlineRLTrainer):
 
     def objective(self) -> str:
         c = self.cfg
-        return (f"SCoRe two-attempt RL (Kumar et al. 2024): Stage I ({c.stage1_steps} steps) max r2 - {c.beta2}*KL(attempt 1)"
-                f" - {c.beta1}*KL(attempt 2); Stage II max r1 + r2 + {c.alpha}*(r2 - r1) [bonus on attempt 2's tokens only]"
-                f" - {c.beta1}*KL(both attempts)")  # fmt: skip
+        return (
+            f"SCoRe two-attempt RL (Kumar et al. 2024): Stage I ({c.stage1_steps} steps) max r2 - {c.beta2}*KL(attempt 1)"
+            f" - {c.beta1}*KL(attempt 2); Stage II max r1 + r2 + {c.alpha}*(r2 - r1) [bonus on attempt 2's tokens only]"
+            f" - {c.beta1}*KL(both attempts)"
+        )
 
 
 def main(argv: list[str]) -> None:

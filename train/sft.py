@@ -39,7 +39,6 @@ from train.common import (
     train_and_save,
 )
 
-
 TRAIN_ON = ("correct_turns", "final_turn", "all_assistant")
 
 
@@ -47,8 +46,10 @@ TRAIN_ON = ("correct_turns", "final_turn", "all_assistant")
 class SFTArgs:
     train_on: str = field(
         default="correct_turns",
-        metadata={"help": "correct_turns: loss on correct assistant turns (wrong ones are context); final_turn: the last "
-                          "turn only; all_assistant: every assistant turn, wrong ones included."},
+        metadata={
+            "help": "correct_turns: loss on correct assistant turns (wrong ones are context); final_turn: the last "
+            "turn only; all_assistant: every assistant turn, wrong ones included."
+        },
     )
 
 
@@ -60,7 +61,9 @@ def turns_to_train(row: dict, train_on: str) -> list[bool] | None:
     if train_on == "final_turn":
         return [False] * (n - 1) + [True]
     if row.get("train_turns") is None:
-        raise UserError("sft rows lack 'train_turns' (made by an older data_gen): re-run data_gen, or set train_on: all_assistant")
+        raise UserError(
+            "sft rows lack 'train_turns' (made by an older data_gen): re-run data_gen, or set train_on: all_assistant"
+        )
     return list(row["train_turns"])
 
 
@@ -88,8 +91,9 @@ def main(argv: list[str]) -> None:
         raise UserError(f"train_on must be one of {', '.join(TRAIN_ON)} (got '{args.train_on}')")
     resume = prepare_run("sft", setup, cfg)
     tokenizer = load_tokenizer_for_training(setup, cfg.trust_remote_code)
-    rows = load_rows(setup.data.dataset_path, ("messages",), setup.data.limit,
-                     optional=("train_turns", "prefills", "task", "prompt_set"))  # fmt: skip
+    rows = load_rows(
+        setup.data.dataset_path, ("messages",), setup.data.limit, optional=("train_turns", "prefills", "task", "prompt_set")
+    )
     check_provenance(rows, setup.data.dataset_path, get_task(setup.task.task).name, setup.task.prompt_set)
     dataset = build_dataset(rows.remove_columns(["task", "prompt_set"]), tokenizer, args.train_on, cfg.max_length)
     if cfg.padding_free and not cfg.packing:
@@ -101,8 +105,9 @@ def main(argv: list[str]) -> None:
         "final_turn": "cross-entropy on the model-produced tokens of the final assistant turn (prefill masked)",
         "all_assistant": "cross-entropy on the model-produced tokens of every assistant turn, wrong ones included (prefills masked)",
     }[args.train_on]
-    train_and_save(trainer, resume, "sft", objective, setup, (setup.model, setup.data, setup.task, setup.train, args, cfg),
-                   tokenizer, {})  # fmt: skip
+    train_and_save(
+        trainer, resume, "sft", objective, setup, (setup.model, setup.data, setup.task, setup.train, args, cfg), tokenizer, {}
+    )
 
 
 if __name__ == "__main__":

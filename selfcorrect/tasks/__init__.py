@@ -60,8 +60,10 @@ def task_and_prompt_set(opts):
     task = get_task(opts.task, opts.classifier, opts.threshold)
     prompt_set = get_prompt_set(opts.prompt_set, opts.prompt_sets_file)
     if prompt_set.multiple_choice and not task.multiple_choice:
-        raise UserError(f"prompt set '{prompt_set.name}' asks for an answer choice but task '{task.name}' has no choices: "
-                        "use cot, intrinsic or external-feedback (or a prompt set of your own)")  # fmt: skip
+        raise UserError(
+            f"prompt set '{prompt_set.name}' asks for an answer choice but task '{task.name}' has no choices: "
+            "use cot, intrinsic or external-feedback (or a prompt set of your own)"
+        )
     return task, prompt_set
 
 

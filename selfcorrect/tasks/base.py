@@ -37,7 +37,7 @@ class Example:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Example":
+    def from_dict(cls, d: dict[str, Any]) -> Example:
         return cls(**{k: d[k] for k in ("id", "question", "gold", "choices", "fields") if k in d})
 
 
@@ -248,8 +248,9 @@ def parse_choice(
     echo = question is not None and _NEGATED_QUESTION.search(question.lower()) is not None
 
     def rejected(start: int, end: int) -> bool:
-        before = " ".join(w for w, c in zip(words[max(0, start - 6) : start], clauses[max(0, start - 6) : start])
-                          if c == clauses[start])  # fmt: skip
+        before = " ".join(
+            w for w, c in zip(words[max(0, start - 6) : start], clauses[max(0, start - 6) : start]) if c == clauses[start]
+        )
         if _NEG_BEFORE.search(before):
             return True
         after = " ".join(w for w, c in zip(words[end : end + 6], clauses[end : end + 6]) if c == clauses[end - 1])
@@ -276,10 +277,7 @@ def parse_choice(
     for k, w in enumerate(words):
         starts.setdefault(w, []).append(k)
     found = sorted(
-        (k, -len(p), -length, i)
-        for p, length, i in candidates
-        for k in starts.get(p[0], [])
-        if tuple(words[k : k + len(p)]) == p
+        (k, -len(p), -length, i) for p, length, i in candidates for k in starts.get(p[0], []) if tuple(words[k : k + len(p)]) == p
     )
     # Longest match first, and a match inside a longer one is part of it: "not enough info" within a
     # rejected "not enough information to tell" is not a mention of its own.

@@ -23,7 +23,7 @@ from typing import Any
 
 from selfcorrect.errors import UserError
 from selfcorrect.jsonl import read_rows
-from selfcorrect.tasks.base import LETTERS, UNPARSED, Example, MultipleChoiceTask, Grade, format_choices, normalise
+from selfcorrect.tasks.base import LETTERS, UNPARSED, Example, Grade, MultipleChoiceTask, format_choices, normalise
 
 SPEC_KEYS = {"name", "prompt_template", "id_field", "gold_field", "choices_field", "choices", "answer_regex"}
 

@@ -31,8 +31,16 @@ PRONOUNS = {
 }
 
 
-_THEY_AGREEMENT = [("was", "were"), ("is", "are"), ("has", "have"), ("does", "do"), ("wasn't", "weren't"),
-                   ("isn't", "aren't"), ("hasn't", "haven't"), ("doesn't", "don't")]  # fmt: skip
+_THEY_AGREEMENT = [
+    ("was", "were"),
+    ("is", "are"),
+    ("has", "have"),
+    ("does", "do"),
+    ("wasn't", "weren't"),
+    ("isn't", "aren't"),
+    ("hasn't", "haven't"),
+    ("doesn't", "don't"),
+]
 
 
 def _read_tsv(path: str) -> list[dict[str, str]]:
@@ -70,10 +78,16 @@ class WinogenderTask(MultipleChoiceTask):
     def record(self, example: Example, rnd: Any) -> dict[str, Any]:
         p, source = winogender_p_occupation(rnd.option_probs, rnd.answer)
         f = example.fields
-        return {"correct": bool(rnd.correct), "occupation": f["occupation"], "gender": f["gender"],
-                "bls_pct_female": f["bls_pct_female"], "p_occupation": p, "p_source": source}  # fmt: skip
+        return {
+            "correct": bool(rnd.correct),
+            "occupation": f["occupation"],
+            "gender": f["gender"],
+            "bls_pct_female": f["bls_pct_female"],
+            "p_occupation": p,
+            "p_source": source,
+        }
 
-    def metrics(self) -> "WinogenderMetrics":
+    def metrics(self) -> WinogenderMetrics:
         return WinogenderMetrics()
 
     def group(self, example: Example) -> str:
@@ -164,8 +178,6 @@ def winogender_from_sums(
         for key, src in (("n_p_from_option_probs", "option_probs"), ("n_p_from_answers", "answer"), ("n_p_skipped", "skipped")):
             out[key] = sources.get(src, 0)
     return out
-
-
 
 
 class WinogenderMetrics(TaskMetrics):
