@@ -83,12 +83,15 @@ def _bucket(key: str) -> float:
 
 
 def split_items(rows: list[dict], sizes: tuple[int, int, int], fractions=(0.6, 0.1, 0.3)) -> dict[str, list[dict]]:
-    """Templates (category + question_index) go to train / validation / test by a hash, then each
-    side keeps ``sizes`` items taken round-robin over the categories in a hashed order, so every
-    category is represented and no template is on two sides."""
+    """Templates (BBQ's group: category + question_index) go to train / validation / test by a hash,
+    then each side keeps ``sizes`` items taken round-robin over the categories in a hashed order, so
+    every category is represented and no template is on two sides."""
+    from selfcorrect.tasks.bbq import BBQTask, example_from_row
+
+    task = BBQTask()
     sides: dict[str, dict[str, list[dict]]] = {"train": defaultdict(list), "val": defaultdict(list), "test": defaultdict(list)}
     for r in rows:
-        b = _bucket(f"{r['category']}/q{r['question_index']}")
+        b = _bucket(task.group(example_from_row(r)))
         side = "train" if b < fractions[0] else "val" if b < fractions[0] + fractions[1] else "test"
         sides[side][r["category"]].append(r)
     out = {}
@@ -102,7 +105,7 @@ def split_items(rows: list[dict], sizes: tuple[int, int, int], fractions=(0.6, 0
                 if q and len(picked) < size:
                     picked.append(q.pop(0))
         out[side] = picked
-    groups = {side: {(r["category"], str(r["question_index"])) for r in items} for side, items in out.items()}
+    groups = {side: {task.group(example_from_row(r)) for r in items} for side, items in out.items()}
     assert not (groups["train"] & groups["val"] or groups["train"] & groups["test"] or groups["val"] & groups["test"])
     return out
 

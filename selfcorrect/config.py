@@ -167,6 +167,18 @@ def _suggest(key: str, valid: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML 1.2 floats: PyYAML follows YAML 1.1, where ``2e-5`` (no dot) is a string, so a recipe's
+    learning rate (and every float json.dump writes that way) would be refused as not a float."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+(?:[eE][-+]?[0-9]+)?)$"),
+    list("-+0123456789."),
+)
+
+
 def load_yaml(path: str) -> dict[str, Any]:
     """A YAML (or JSON) mapping from ``path``, or one error line saying what is wrong with it."""
     if not os.path.isfile(path):
@@ -174,7 +186,7 @@ def load_yaml(path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             text = f.read().decode("utf-8")
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_RecipeLoader) or {}
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a UTF-8 text file") from None
     except yaml.YAMLError as e:
@@ -306,15 +318,33 @@ def _secret_env_values() -> set[str]:
     return {v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= 8}
 
 
+def redact_secret_values(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with every value that looks like a key, or equals a secret-named environment variable,
+    replaced by REDACTED (for run identities, which name values rather than options)."""
+    secrets = _secret_env_values()
+    return {k: REDACTED if isinstance(v, str) and (v in secrets or _SECRET_VALUE.match(v)) else v for k, v in d.items()}
+
+
 def config_to_dict(*objs: Any) -> dict[str, Any]:
     """The resolved configuration as plain data, written next to outputs so that
     ``--config <that file>`` re-runs the command. Secrets are redacted by exact option name, by the
-    look of the value (hub and API keys) and by equality with a secret-named environment variable."""
+    look of the value (hub and API keys) and by equality with a secret-named environment variable.
+    ``overwrite`` is left out: it is an action on the folder, not a setting of the run, and a saved
+    config must resume its run, not wipe it."""
     secrets = _secret_env_values()
     out: dict[str, Any] = {}
     for obj in objs:
         d = obj.to_dict() if hasattr(obj, "to_dict") else dataclasses.asdict(obj)
+        types_ = _field_types([type(obj)])
         for k, v in d.items():
+            if k == "overwrite":
+                continue
+            if isinstance(v, str) and k in types_ and not _matches(v, types_[k]) and _matches([v], types_[k]):
+                v = [v]  # TRL's ModelConfig turns lora_target_modules ["all-linear"] into "all-linear"
+            if k.endswith("_token") and v == f"<{k.upper()}>":
+                # transformers' TrainingArguments.to_dict masks every *_token key (pad_token, eos_token
+                # too); take the real value and let the rules below redact the secret ones.
+                v = getattr(obj, k)
             if isinstance(v, Enum):
                 v = v.value
             if k.lower() in SECRET_KEYS and v not in (None, ""):

@@ -34,8 +34,9 @@ def gpu_count() -> int:
 def check_launch_matches_machine(env: dict[str, str] | None = None, gpus: int | None = None) -> None:
     """Fail in one line when the accelerate config asks for hardware this machine lacks.
 
-    Runs in every process ``accelerate launch`` started; ``launch_check`` in train/common.py runs
-    the same test once, before the processes start, when the launcher is our own wrapper."""
+    Runs in every process ``accelerate launch`` started (``parse_training`` calls it before the
+    model loads); only the main process prints the line, but the launcher then reports each failed
+    process in its own words."""
     env = dict(os.environ if env is None else env)
     gpus = gpu_count() if gpus is None else gpus
     on = lambda key: env.get(key, "").lower() in ("1", "true", "yes")  # noqa: E731

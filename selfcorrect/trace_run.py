@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
-from selfcorrect.config import DataSource, RolloutOptions, SplitOptions
+from selfcorrect.config import DataSource, RolloutOptions, SplitOptions, redact_secret_values
 from selfcorrect.device import cuda_available, process_state
 from selfcorrect.errors import UserError
 from selfcorrect.jsonl import append_rows, read_rows, repair_tail, write_rows_atomic
@@ -130,6 +130,7 @@ def trace_settings(run: RolloutOptions, data: DataSource, split: SplitOptions, t
         "adapter_weights": model_identity(run.adapter),
         "dtype": run.dtype,
         "task": task.name,
+        "task_settings": redact_secret_values(task.settings()),
         "dataset_path": data.dataset_path,
         "dataset": data_identity(data.dataset_path),
         "split": split.split,

@@ -9,11 +9,12 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 from conftest import ROOT, fixture
 
-from selfcorrect.errors import run_cli
+from selfcorrect.errors import UserError, run_cli
 
 
 def cli(main, argv, capsys):
@@ -46,25 +47,38 @@ def eval_main():
 
 # ---- --help of every command -----------------------------------------------------------------------
 
-COMMANDS = [
-    ("python -m data_gen", ["-m", "data_gen"]),
-    ("python -m eval", ["-m", "eval"]),
-    ("python -m eval.external", ["-m", "eval.external"]),
-    ("python -m eval.compare", ["-m", "eval.compare"]),
-    ("python -m train.merge", ["-m", "train.merge"]),
-    ("train/sft.py", ["train/sft.py"]),
-    ("train/dpo.py", ["train/dpo.py"]),
-    ("train/grpo.py", ["train/grpo.py"]),
-    ("train/score.py", ["train/score.py"]),
-    ("train/kround.py", ["train/kround.py"]),
-]
+# command: (module, an option its help must list with the underscore spelling that is accepted)
+COMMANDS = {
+    "python -m data_gen": ("data_gen.__main__", "--max_new_tokens"),
+    "python -m eval": ("eval.__main__", "--n_boot"),
+    "python -m eval.external": ("eval.external", "--dataset_path"),
+    "python -m eval.compare": ("eval.compare", "--output_dir"),
+    "python -m train.merge": ("train.merge", "--trust_remote_code"),
+    "train/sft.py": ("train.sft", "--train_on"),
+    "train/dpo.py": ("train.dpo", "--learning_rate"),
+    "train/grpo.py": ("train.grpo", "--abandon_penalty"),
+    "train/score.py": ("train.score", "--stage1_steps"),
+    "train/kround.py": ("train.kround", "--reward_mode"),
+}
 
 
-@pytest.mark.parametrize("prog, args", COMMANDS, ids=[c[0] for c in COMMANDS])
-def test_every_command_has_help(prog, args):
-    p = subprocess.run([sys.executable, *args, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr[-2000:]
-    assert p.stdout.startswith(f"usage: {prog}") and "--config" in p.stdout and "__main__" not in p.stdout
+@pytest.mark.parametrize("prog", list(COMMANDS))
+def test_every_command_has_help(prog, capsys):
+    """--help of each entry point (in-process: the same parser its command line builds)."""
+    import importlib
+
+    module, option = COMMANDS[prog]
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(module).main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    assert out.startswith(f"usage: {prog}") and "--config" in out and "__main__" not in out and option in out
+
+
+def test_help_through_the_module_entry_point():
+    """The real command line too: ``python -m eval --help`` (a "95%" in a help string once crashed it)."""
+    p = subprocess.run([sys.executable, "-m", "eval", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.startswith("usage: python -m eval") and "--n_boot" in p.stdout, p.stderr[-2000:]
 
 
 # ---- strict values, before any work ----------------------------------------------------------------
@@ -121,10 +135,33 @@ def test_wrong_eval_values_fail_before_work(args, needle, tiny_model_dir, tmp_pa
     assert not (tmp_path / "e" / "traces.jsonl").exists()
 
 
+def test_exponent_floats_are_floats(tmp_path):
+    """``2e-5`` is a string in YAML 1.1 (PyYAML); recipes and json.dump write learning rates that way."""
+    from selfcorrect.config import parse_config
+
+    @dataclass
+    class C:
+        learning_rate: float = 1.0
+        rounds: int = 1
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("learning_rate: 2e-5\n")
+    assert parse_config([C], ["--config", str(recipe)])[0].learning_rate == 2e-5
+    recipe.write_text("rounds: 1e3\n")
+    with pytest.raises(UserError, match="recipe key 'rounds' must be int"):
+        parse_config([C], ["--config", str(recipe)])
+
+
 def test_non_utf8_recipe_and_bad_task_spec_regex(tmp_path, capsys):
     bad = tmp_path / "r.yaml"
     bad.write_bytes(b"rounds: 2\n\xff\xfe\n")
     one_error_line(*cli(data_gen_main(), ["--config", str(bad)], capsys), "not a UTF-8 text file")
+    (tmp_path / "bbq").mkdir()
+    (tmp_path / "bbq" / "Age.jsonl").write_bytes(open(fixture("bbq", "Age.jsonl"), "rb").readline() + b"\xff\xfe\n")
+    one_error_line(
+        *cli(data_gen_main(), ["--dataset_path", str(tmp_path / "bbq"), "--output_dir", str(tmp_path / "d")], capsys),
+        "Age.jsonl:2: not UTF-8 text",
+    )
     spec = tmp_path / "t.yaml"
     spec.write_text("prompt_template: '{q}'\ngold_field: a\nanswer_regex: '(unclosed'\n")
     one_error_line(
@@ -200,6 +237,45 @@ def test_adapter_of_another_base_is_refused(tiny_model_dir, tmp_path, capsys):
 
 
 # ---- a run never mixes with another ---------------------------------------------------------------
+
+
+def test_run_identity_holds_the_grader_and_resolves_a_first_download(tmp_path):
+    from selfcorrect.config import DataSource, RolloutOptions, SplitOptions
+    from selfcorrect.prompts import get_prompt_set
+    from selfcorrect.run_identity import UNRESOLVED, check_run
+    from selfcorrect.tasks.toxicity import ToxicityTask
+    from selfcorrect.trace_run import trace_settings
+
+    def settings(threshold):
+        task = ToxicityTask(classifier="some/classifier", threshold=threshold)
+        return trace_settings(RolloutOptions(), DataSource(), SplitOptions(), task, get_prompt_set("intrinsic"))
+
+    out = str(tmp_path / "run")
+    assert check_run(out, "data_gen", settings(0.5), [], False) is False
+    assert check_run(out, "data_gen", settings(0.5), [], False) is True
+    with pytest.raises(UserError, match="task_settings"):  # another grader would mix grades
+        check_run(out, "data_gen", settings(0.7), [], False)
+    # A hub model not downloaded when the run started: the run that downloads it resumes and records it.
+    first = {**settings(0.5), "model_weights": UNRESOLVED}
+    check_run(str(tmp_path / "hub"), "data_gen", first, [], False)
+    assert check_run(str(tmp_path / "hub"), "data_gen", {**first, "model_weights": "abc123"}, [], False) is True
+    with pytest.raises(UserError, match="model_weights"):
+        check_run(str(tmp_path / "hub"), "data_gen", {**first, "model_weights": "def456"}, [], False)
+
+
+def test_external_overwrite_into_an_eval_folder_leaves_no_stale_probe(tmp_path, capsys):
+    from eval.external import main as external
+
+    out = tmp_path / "ev"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"command": "eval", "settings": {}}))
+    (out / "probe.json").write_text(json.dumps({"heldout_accuracy": 0.9}))
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(json.dumps({"id": "Age/0", "responses": ["C"]}) + "\n")
+    argv = ["--task", "bbq", "--dataset_path", fixture("bbq"), "--predictions", str(preds), "--output_dir", str(out)]
+    one_error_line(*cli(external, [*argv, "--n_boot", "10"], capsys), "holds a 'eval' run")
+    assert cli(external, [*argv, "--n_boot", "10", "--overwrite", "true"], capsys)[0] == 0
+    assert not (out / "probe.json").exists() and "probe" not in json.load(open(out / "metrics.json"))
 
 
 def test_data_gen_refuses_a_folder_made_with_other_settings(tiny_model_dir, tmp_path, capsys):
@@ -305,6 +381,16 @@ def test_training_refuses_another_methods_folder(tiny_model_dir, tmp_path, capsy
         "true",
     ]
     assert cli(sft, [*common, "--dataset_path", f"{data}/sft.jsonl"], capsys)[0] == 0
+    # Its saved config re-launches it: transformers' to_dict masks every *_token key ("<PAD_TOKEN>").
+    from train.common import parse_training
+    from train.sft import SFTArgs
+
+    saved = os.path.join(out, "selfcorrect_config.json")
+    assert "<PAD_TOKEN>" not in open(saved).read() and "overwrite" not in json.load(open(saved))
+    from trl import SFTConfig
+
+    setup, _, cfg = parse_training([SFTArgs, SFTConfig], ["--config", saved], "t")
+    assert cfg.pad_token is None and cfg.max_steps == 1 and setup.data.dataset_path == f"{data}/sft.jsonl"
     one_error_line(*cli(dpo, [*common, "--dataset_path", f"{data}/dpo.jsonl"], capsys), "holds a 'train/sft' run")
     one_error_line(
         *cli(sft, [*common, "--dataset_path", f"{data}/sft.jsonl", "--learning_rate", "1e-3"], capsys), "learning_rate"
@@ -375,6 +461,7 @@ def test_saved_configs_relaunch_and_keep_token_named_options(tiny_model_dir, tmp
     saved = json.load(open(os.path.join(out, "config.json")))
     assert saved["max_new_tokens"] == 3 and saved["classifier"] == "<redacted>"
     assert secret not in open(os.path.join(out, "config.json")).read()
+    assert secret not in open(os.path.join(out, "run.json")).read()
     saved["classifier"] = None
     (tmp_path / "again.json").write_text(json.dumps(saved))
     assert cli(data_gen_main(), ["--config", str(tmp_path / "again.json"), "--output_dir", str(tmp_path / "dg2")], capsys)[0] == 0
@@ -406,6 +493,15 @@ def test_config_redaction_is_by_name_and_value(monkeypatch):
         "note": "<redacted>",
         "key": "<redacted>",
     }
+
+
+def test_score_stage1_must_leave_room_for_stage2(tmp_path, capsys):
+    from train.score import main as score
+
+    rows = tmp_path / "rl.jsonl"
+    rows.write_text(json.dumps({"example": "{}"}) + "\n")
+    argv = ["--dataset_path", str(rows), "--output_dir", str(tmp_path / "o"), "--max_steps", "3", "--stage1_steps", "3"]
+    one_error_line(*cli(score, argv, capsys), "so that Stage II runs")
 
 
 def test_push_to_hub_reaches_the_trainer_config(tmp_path):

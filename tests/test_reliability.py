@@ -28,70 +28,48 @@ def _traces(path):
     return [{k: v for k, v in json.loads(line).items() if k != "model"} for line in open(path)]
 
 
-def test_greedy_traces_and_sft_loss_are_deterministic_and_secrets_stay_out(tiny_model_dir, bbq_dir, tmp_path):
+def _main(module: str, args: list[str]) -> None:
+    """An entry point in this process, as its command line runs it (exit code 0 expected)."""
+    import importlib
+
+    from selfcorrect.errors import run_cli
+
+    try:
+        run_cli(importlib.import_module(module).main, args)
+    except SystemExit as e:
+        assert not e.code, f"{module} exited with {e.code}"
+
+
+def _data_gen(tiny_model_dir, bbq_dir, out):
+    _main("data_gen.__main__", ["--model_name_or_path", tiny_model_dir, "--dataset_path", bbq_dir, "--limit", "8", "--rounds", "2",
+                                "--max_new_tokens", "6", "--output_dir", str(out), "--sft_sources", "rationalised"])  # fmt: skip
+
+
+def _sft_args(tiny_model_dir, data, out, steps):
+    return ["--model_name_or_path", tiny_model_dir, "--dataset_path", str(data), "--output_dir", str(out), "--max_steps", str(steps),
+            "--learning_rate", "1e-3", "--logging_steps", "1", "--report_to", "none", "--per_device_train_batch_size", "2",
+            "--seed", "7", "--disable_tqdm", "true"]  # fmt: skip
+
+
+def test_greedy_traces_and_sft_loss_are_deterministic_and_secrets_stay_out(
+    tiny_model_dir, bbq_dir, tmp_path, capsys, monkeypatch
+):
+    for key in ("WANDB_API_KEY", "HF_TOKEN", "OPENAI_API_KEY"):
+        monkeypatch.setenv(key, SECRET)
     outs = []
     for i in range(2):
-        out = tmp_path / f"dg{i}"
-        p = _run(
-            [
-                "-m",
-                "data_gen",
-                "--model_name_or_path",
-                tiny_model_dir,
-                "--dataset_path",
-                bbq_dir,
-                "--limit",
-                "8",
-                "--rounds",
-                "2",
-                "--max_new_tokens",
-                "6",
-                "--output_dir",
-                str(out),
-                "--sft_sources",
-                "rationalised",
-            ]
-        )
-        assert p.returncode == 0, p.stderr
-        assert SECRET not in p.stdout + p.stderr
-        outs.append(out)
+        _data_gen(tiny_model_dir, bbq_dir, tmp_path / f"dg{i}")
+        outs.append(tmp_path / f"dg{i}")
     assert _traces(outs[0] / "traces.jsonl") == _traces(outs[1] / "traces.jsonl")
-
     losses = []
     for i in range(2):
         out = tmp_path / f"sft{i}"
-        p = _run(
-            [
-                "-m",
-                "accelerate.commands.launch",
-                "--config_file",
-                "accelerate_configs/cpu.yaml",
-                "train/sft.py",
-                "--model_name_or_path",
-                tiny_model_dir,
-                "--dataset_path",
-                str(outs[0] / "sft.jsonl"),
-                "--output_dir",
-                str(out),
-                "--max_steps",
-                "3",
-                "--learning_rate",
-                "1e-3",
-                "--logging_steps",
-                "1",
-                "--report_to",
-                "none",
-                "--per_device_train_batch_size",
-                "2",
-                "--seed",
-                "7",
-            ]
-        )
-        assert p.returncode == 0, p.stderr[-3000:]
-        assert SECRET not in p.stdout + p.stderr
+        _main("train.sft", _sft_args(tiny_model_dir, outs[0] / "sft.jsonl", out, 3))
         state = json.load(open(glob.glob(str(out / "checkpoint-*" / "trainer_state.json"))[0]))
         losses.append([h["loss"] for h in state["log_history"] if "loss" in h])
     assert losses[0] == losses[1] and len(losses[0]) == 3
+    printed = capsys.readouterr()
+    assert SECRET not in printed.out + printed.err
     for path in glob.glob(str(tmp_path / "**" / "*"), recursive=True):
         if os.path.isfile(path) and not path.endswith((".safetensors", ".pt", ".bin", ".pth")):
             with open(path, "rb") as f:
@@ -99,61 +77,15 @@ def test_greedy_traces_and_sft_loss_are_deterministic_and_secrets_stay_out(tiny_
 
 
 def test_sft_resume_from_checkpoint(tiny_model_dir, bbq_dir, tmp_path):
-    p = _run(
-        [
-            "-m",
-            "data_gen",
-            "--model_name_or_path",
-            tiny_model_dir,
-            "--dataset_path",
-            bbq_dir,
-            "--limit",
-            "8",
-            "--rounds",
-            "2",
-            "--max_new_tokens",
-            "6",
-            "--output_dir",
-            str(tmp_path / "dg"),
-            "--sft_sources",
-            "rationalised",
-        ]
-    )
-    assert p.returncode == 0, p.stderr
-    args = [
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        "accelerate_configs/cpu.yaml",
-        "train/sft.py",
-        "--model_name_or_path",
-        tiny_model_dir,
-        "--dataset_path",
-        str(tmp_path / "dg" / "sft.jsonl"),
-        "--output_dir",
-        str(tmp_path / "sft"),
-        "--max_steps",
-        "4",
-        "--save_steps",
-        "2",
-        "--learning_rate",
-        "1e-3",
-        "--logging_steps",
-        "1",
-        "--report_to",
-        "none",
-        "--per_device_train_batch_size",
-        "2",
-    ]
-    full = _run(args)
-    assert full.returncode == 0, full.stderr[-3000:]
-    ref = json.load(open(tmp_path / "sft" / "checkpoint-4" / "trainer_state.json"))
-    # Drop the final checkpoint, as if the job had died after step 2, and resume.
     import shutil
 
+    _data_gen(tiny_model_dir, bbq_dir, tmp_path / "dg")
+    args = _sft_args(tiny_model_dir, tmp_path / "dg" / "sft.jsonl", tmp_path / "sft", 4) + ["--save_steps", "2"]
+    _main("train.sft", args)
+    ref = json.load(open(tmp_path / "sft" / "checkpoint-4" / "trainer_state.json"))
+    # Drop the final checkpoint, as if the job had died after step 2, and resume from the last one left.
     shutil.rmtree(tmp_path / "sft" / "checkpoint-4")
-    resumed = _run(args + ["--resume_from_checkpoint", str(tmp_path / "sft" / "checkpoint-2")])
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _main("train.sft", args + ["--resume_from_checkpoint", "true"])
     state = json.load(open(tmp_path / "sft" / "checkpoint-4" / "trainer_state.json"))
     assert state["global_step"] == 4
     got = [h["loss"] for h in state["log_history"] if "loss" in h]

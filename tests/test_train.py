@@ -26,6 +26,23 @@ def launch(script, config, args, timeout=300):
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=timeout)
 
 
+def in_process(script, config, args):
+    """The same entry point in this process (what ``accelerate launch`` with cpu.yaml runs in its one
+    process); test_sft and the DDP test keep the real launcher."""
+    import importlib
+    from types import SimpleNamespace
+
+    from selfcorrect.errors import run_cli
+
+    assert config == "cpu"
+    try:
+        run_cli(importlib.import_module(f"train.{script}").main, args)
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    return SimpleNamespace(returncode=code, stderr="")
+
+
 @pytest.fixture(scope="module")
 def data(tiny_model_dir, bbq_dir, tmp_path_factory):
     """BBQ traces (SFT/DPO rows) and toy-task traces (RL rows with rewards that vary) from data_gen."""
@@ -169,7 +186,7 @@ def test_sft_two_processes_ddp(tiny_model_dir, data, tmp_path):
 
 def test_dpo(tiny_model_dir, data, tmp_path):
     out = str(tmp_path / "dpo")
-    p = launch(
+    p = in_process(
         "dpo",
         "cpu",
         [
@@ -200,7 +217,7 @@ def test_dpo(tiny_model_dir, data, tmp_path):
 )
 def test_grpo(tiny_model_dir, data, tmp_path, mode):
     out = str(tmp_path / "grpo")
-    p = launch(
+    p = in_process(
         "grpo",
         "cpu",
         [
@@ -235,7 +252,7 @@ def test_grpo(tiny_model_dir, data, tmp_path, mode):
 
 def test_score(tiny_model_dir, data, tmp_path):
     out = str(tmp_path / "score")
-    p = launch(
+    p = in_process(
         "score",
         "cpu",
         [
@@ -298,9 +315,9 @@ def test_score_resume_reproduces_the_uninterrupted_run(tiny_model_dir, data, tmp
         "5e-3",
     ]
     full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
-    p = launch("score", "cpu", [*args, "--output_dir", full])
+    p = in_process("score", "cpu", [*args, "--output_dir", full])
     assert p.returncode == 0, p.stderr[-3000:]
-    p = launch("score", "cpu", [*args, "--output_dir", resumed, "--resume_from_checkpoint", f"{full}/checkpoint-2"])
+    p = in_process("score", "cpu", [*args, "--output_dir", resumed, "--resume_from_checkpoint", f"{full}/checkpoint-2"])
     assert p.returncode == 0, p.stderr[-3000:]
     log_full = [json.loads(line) for line in open(os.path.join(full, "score_log.jsonl"))]
     log_resumed = [json.loads(line) for line in open(os.path.join(resumed, "score_log.jsonl"))]

@@ -182,7 +182,6 @@ class OnlineRLConfig:
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
     max_new_tokens: int = field(default=128, metadata={"help": "Maximum tokens per round."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory."})
-    bf16: bool = field(default=True, metadata={"help": "bf16 weights and autocast on GPU (forced off on CPU)."})
     use_cpu: bool = field(default=False, metadata={"help": "Train on the CPU."})
     seed: int = field(default=42, metadata={"help": "Seed for sampling and data order."})
     logging_steps: int = field(default=1, metadata={"help": "Log every N steps."})

@@ -60,8 +60,10 @@ class SCoReConfig(OnlineRLConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0 <= self.stage1_steps <= self.max_steps:
-            raise UserError(f"stage1_steps must be in [0, max_steps={self.max_steps}] (got {self.stage1_steps})")
+        if not 0 <= self.stage1_steps < self.max_steps:
+            raise UserError(
+                f"stage1_steps must be in [0, max_steps={self.max_steps}) so that Stage II runs (got {self.stage1_steps})"
+            )
         if self.beta1 < 0 or self.beta2 < 0:
             raise UserError("beta1 and beta2 must be >= 0")
 

@@ -97,6 +97,11 @@ class Task:
     def load(self, dataset_path: str | None, split: str = "test") -> Iterator[Example]:
         raise NotImplementedError
 
+    def settings(self) -> dict[str, Any]:
+        """What besides ``name`` changes this task's grades (a classifier, a threshold, a spec); part
+        of a trace run's identity, so a re-run with another grader does not resume into old grades."""
+        return {}
+
     def grade(self, example: Example, response: str) -> Grade:
         raise NotImplementedError
 

@@ -46,6 +46,9 @@ class SpecTask(MultipleChoiceTask):
             raise UserError(f"{source}: answer_regex is not a valid regular expression ({e})") from None
         self.multiple_choice = "choices" in spec or "choices_field" in spec
 
+    def settings(self) -> dict[str, Any]:
+        return {"spec": self.spec}
+
     def load(self, dataset_path: str | None, split: str = "test") -> Iterator[Example]:
         if dataset_path is None:
             raise UserError(f"task {self.name} needs --dataset_path (a .jsonl file)")

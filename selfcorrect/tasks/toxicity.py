@@ -108,6 +108,9 @@ class ToxicityTask(Task):
         self._classifier_name = classifier
         self._classifier = classifier_fn
 
+    def settings(self) -> dict[str, Any]:
+        return {"classifier": self._classifier_name, "threshold": self.threshold}
+
     @property
     def classifier(self):
         if self._classifier is None:
