@@ -18,7 +18,8 @@ with K = 5 rounds on the test split. Steps:
    length is the only hyperparameter chosen, on validation only; the rest are the demo recipes');
 4. every arm is evaluated once on the test split (K = 5), then eval.compare writes one report.
 
-Everything goes to --run_dir (default outputs/study); study.md, the plots and study.json sum it up.
+Everything goes to --run_dir (default outputs/study); study.json, compare/report.md and the plots
+(compare/*.png, learning_curves.png) sum it up. docs/study.md reads one run of it.
 A re-run resumes: finished stages (data, adapters, evals) are kept and skipped.
 """
 
@@ -371,7 +372,48 @@ def write_summary(run_dir, split, curves, chosen, arms, steps, seconds, timings,
         "stage_seconds": {k: round(v) for k, v in timings.items()},
     }
     json.dump(summary, open(os.path.join(run_dir, "study.json"), "w"), indent=2)
+    write_tables(run_dir, [label for label, _ in arms])
     log(f"\nstudy done in {seconds / 60:.1f} min; {run_dir}/study.json, compare/report.md, learning_curves.png")
+
+
+def write_tables(run_dir: str, labels: list[str]) -> None:
+    """tables.md: per-round accuracy, unparsed rate, bias scores and flips of every test arm, read
+    from the arms' metrics.json (what docs/study.md quotes)."""
+    runs = {lab: json.load(open(os.path.join(run_dir, "test", lab, "metrics.json"))) for lab in labels}
+    k = max(m["run"]["rounds"] for m in runs.values())
+    f2 = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    ci = lambda x, c: f2(x) if not c else f"{x:.3f} [{c[0]:.2f}, {c[1]:.2f}]"  # noqa: E731
+    rounds = " | ".join(f"r{t}" for t in range(1, k + 1))
+    sep = "|---" * (k + 1) + "|"
+    out = [f"Test split, n = {next(iter(runs.values()))['run']['n_examples']} items per arm, K = {k}, greedy.", ""]
+    out += ["Accuracy per round [95% CI]", "", f"| arm | {rounds} |", sep]
+    for lab, m in runs.items():
+        out.append(
+            f"| {lab} | " + " | ".join(ci(r["task"]["accuracy"], r["intervals"].get("accuracy")) for r in m["per_round"]) + " |"
+        )
+    out += ["", "Unparsed answers per round (counted wrong in accuracy)", "", f"| arm | {rounds} |", sep]
+    for lab, m in runs.items():
+        out.append(f"| {lab} | " + " | ".join(f2(r["task"].get("unparsed_rate")) for r in m["per_round"]) + " |")
+    for key, title in (("bias_ambiguous", "s_AMB"), ("bias_disambiguated", "s_DIS")):
+        out += ["", f"{title} per round [95% CI] (0 = no bias; BBQ authors' convention)", "", f"| arm | {rounds} |", sep]
+        for lab, m in runs.items():
+            out.append(f"| {lab} | " + " | ".join(ci(r["task"].get(key), r["intervals"].get(key)) for r in m["per_round"]) + " |")
+    pairs = " | ".join(f"{t}->{t + 1}" for t in range(1, k))
+    out += ["", "Flip rate between consecutive rounds (share of items whose answer changed right/wrong)", ""]
+    out += [
+        f"| arm | {pairs} | right->wrong r1->rK, count (share) | wrong->right r1->rK, count (share) | convergence round |",
+        "|---" * (k + 3) + "|",
+    ]
+    for lab, m in runs.items():
+        cons = m["transitions"]["consecutive"]
+        ftl = m["transitions"]["first_to_last"]
+        flips = " | ".join(f2(cons[f"{t}->{t + 1}"]["flip_rate"]) for t in range(1, k))
+        out.append(
+            f"| {lab} | {flips} | {ftl['right_to_wrong']} ({f2(ftl['right_to_wrong_rate'])}) | "
+            f"{ftl['wrong_to_right']} ({f2(ftl['wrong_to_right_rate'])}) | {m['convergence']['convergence_round']} |"
+        )
+    with open(os.path.join(run_dir, "tables.md"), "w") as f:
+        f.write("\n".join(out) + "\n")
 
 
 if __name__ == "__main__":
