@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from selfcorrect.prompts import PromptSet
-from selfcorrect.tasks.base import Example, Task
+from selfcorrect.tasks.base import Example, MultipleChoiceTask, Task
 from selfcorrect.trace import Round, Trajectory
 
 
@@ -48,6 +48,7 @@ class OptionStep:
     label: str
     probs: dict[str, float]
     mass: float
+    chars: tuple[int, int] = (0, 0)  # the token's characters in the decoded response
 
 
 @dataclass
@@ -74,7 +75,20 @@ class Generation:
         ``answer`` (the parsed answer), or of any option when ``answer`` is None. Reasoning often
         writes a label before the answer ("A man ... The answer is B"): the parse says which label
         token is the answer. None when that label was never generated as a token."""
-        hit = next((o for o in self.option_steps or [] if answer is None or o.label == answer), None)
+        self._read(next((o for o in self.option_steps or [] if answer is None or o.label == answer), None))
+
+    def read_options_at_span(self, answer: str, span: tuple[int, int] | None) -> None:
+        """Set option_probs from the label token of ``answer`` generated where the parse found the
+        answer's letter (``span``: characters of the response); None when the answer was given as
+        option text (``span`` None): a label word elsewhere ("A customer ... The answer is A") is not it."""
+        hit = None
+        if span is not None:
+            hit = next(
+                (o for o in self.option_steps or [] if o.label == answer and o.chars[0] < span[1] and o.chars[1] > span[0]), None
+            )
+        self._read(hit)
+
+    def _read(self, hit: OptionStep | None) -> None:
         self.option_probs = None if hit is None else hit.probs
         self.option_mass = None if hit is None else hit.mass
         self.option_step = None if hit is None else hit.step
@@ -342,7 +356,9 @@ class Generator:
                 raw = {lab: float(p[step, c].sum()) for lab, c in cols.items()}
                 mass = sum(raw.values())
                 probs = {k: (v / mass if mass > 0 else 1.0 / len(raw)) for k, v in raw.items()}
-                out.append(OptionStep(step=step, label=label_of[tid], probs=probs, mass=mass))
+                start = len(self.tokenizer.decode(text_ids[:step], skip_special_tokens=True))
+                end = len(self.tokenizer.decode(text_ids[: step + 1], skip_special_tokens=True))
+                out.append(OptionStep(step=step, label=label_of[tid], probs=probs, mass=mass, chars=(start, end)))
         return out
 
     def _decode(
@@ -505,7 +521,10 @@ def run_rounds(
         gens = generator.generate(prompts, labels, seed_key=key, session=session)
         grades = task.grade_batch([t.example for t in trajs], [g.text for g in gens])
         for t, user, g, grade in zip(trajs, users, gens, grades):
-            g.read_options_at(grade.answer)
+            if isinstance(task, MultipleChoiceTask):
+                g.read_options_at_span(grade.answer, task.answer_label_span(t.example, g.text))
+            else:  # a task that does not say where its answer stands: its first label token
+                g.read_options_at(grade.answer)
             t.rounds.append(
                 Round.graded(
                     user,

@@ -218,14 +218,18 @@ def _phrase_words(phrase: str) -> tuple[str, ...]:
     return tuple(w.strip("'") for w in normalise(phrase).split() if w.strip("'"))
 
 
-def parse_choice(
+def parse_choice_at(
     response: str,
     choices: list[str],
     synonyms: dict[int, list[str]] | None = None,
     max_chars: int = 4000,
     question: str | None = None,
-) -> int | None:
-    """Index of the option a free-text response chooses, or None.
+) -> tuple[int, tuple[int, int] | None] | None:
+    """(index of the option a free-text response chooses, character span of its label), or None.
+
+    The span is where the chosen option's letter stands in ``response`` ("B" in "The answer is B"),
+    None when the option was named by its text: option probabilities are read at that letter's
+    token, and an answer given as text has none.
 
     The earliest mention wins: an option letter ("B", "(b)", "B."), an option's text, or one of the
     ``synonyms`` of an option (BBQ's list of ways to say "unknown"). A mention that rejects the option
@@ -235,13 +239,13 @@ def parse_choice(
     of the rest it meant. Only the first ``max_chars`` characters are read, so a runaway generation
     costs nothing.
 
-    >>> parse_choice("B. The grandson", ["The grandfather", "The grandson", "Unknown"])
-    1
-    >>> parse_choice("I think it's the grandfather.", ["The grandfather", "The grandson", "Unknown"])
-    0
-    >>> parse_choice("The grandfather is not the one; it is unknown.", ["The grandfather", "The grandson", "Unknown"])
-    2
-    >>> parse_choice("A man walked in.", ["x", "y"]) is None
+    >>> parse_choice_at("A man's answer: B. The grandson", ["The grandfather", "The grandson", "Unknown"])
+    (1, (16, 17))
+    >>> parse_choice_at("I think it's the grandfather.", ["The grandfather", "The grandson", "Unknown"])
+    (0, None)
+    >>> parse_choice_at("The grandfather is not the one; it is unknown.", ["The grandfather", "The grandson", "Unknown"])
+    (2, None)
+    >>> parse_choice_at("A man walked in.", ["x", "y"]) is None
     True
     """
     if not isinstance(response, str) or not response or not choices:
@@ -263,11 +267,13 @@ def parse_choice(
 
     # (word position, letters before text at the same position, longer phrase first, option index)
     best: tuple[int, int, int, int] | None = None
+    letter_span = None
     for m in pat.finditer(text):
         g = next(k for k in range(1, 4) if m.group(k))
         pos = len(_words(text[: m.start(g)])[0])
         if pos < len(words) and not rejected(pos, pos + 1):
             best = (pos, 0, 0, LETTERS.index(m.group(g).upper()))
+            letter_span = (m.start(g), m.end(g))
             break
     candidates: list[tuple[tuple[str, ...], int, int]] = []
     for i, c in enumerate(choices[:n]):
@@ -296,7 +302,25 @@ def parse_choice(
         if not rejected(k, covered):
             best = min(best, (k, 1, neg_chars, i)) if best is not None else (k, 1, neg_chars, i)
             break
-    return None if best is None else best[3]
+    if best is None:
+        return None
+    return best[3], (letter_span if best[1] == 0 else None)
+
+
+def parse_choice(
+    response: str,
+    choices: list[str],
+    synonyms: dict[int, list[str]] | None = None,
+    max_chars: int = 4000,
+    question: str | None = None,
+) -> int | None:
+    """Index of the option a free-text response chooses, or None (see ``parse_choice_at``).
+
+    >>> parse_choice("B. The grandson", ["The grandfather", "The grandson", "Unknown"])
+    1
+    """
+    found = parse_choice_at(response, choices, synonyms, max_chars, question)
+    return None if found is None else found[0]
 
 
 class MultipleChoiceTask(Task):
@@ -307,9 +331,21 @@ class MultipleChoiceTask(Task):
     def synonyms(self, example: Example) -> dict[int, list[str]]:
         return {}
 
+    def question_for_parsing(self, example: Example) -> str | None:
+        """The question, for tasks whose answers may echo a negated question (see parse_choice)."""
+        return None
+
     def parse(self, example: Example, response: str) -> str:
-        idx = parse_choice(response, example.choices or [], self.synonyms(example))
+        idx = parse_choice(response, example.choices or [], self.synonyms(example), question=self.question_for_parsing(example))
         return UNPARSED if idx is None else LETTERS[idx]
+
+    def answer_label_span(self, example: Example, response: str) -> tuple[int, int] | None:
+        """Where the parsed answer's option letter stands in ``response``; None when the answer was
+        given as option text (or not given)."""
+        found = parse_choice_at(
+            response, example.choices or [], self.synonyms(example), question=self.question_for_parsing(example)
+        )
+        return None if found is None else found[1]
 
     def grade(self, example: Example, response: str) -> Grade:
         answer = self.parse(example, response)

@@ -39,7 +39,6 @@ from selfcorrect.tasks.base import (
     MultipleChoiceTask,
     TaskMetrics,
     format_choices,
-    parse_choice,
 )
 
 # The BBQ authors' list of phrasings for the unknown answer (BBQ generation templates), used both in
@@ -351,11 +350,9 @@ class BBQTask(MultipleChoiceTask):
             raise UserError(f"{example.id}: BBQ example has no question_index, so its template group is unknown")
         return f"{example.fields['category']}/q{q}"
 
-    def parse(self, example: Example, response: str) -> str:
+    def question_for_parsing(self, example: Example) -> str | None:
         # The question decides how "X was not ..." reads: an echo of "Who was not ...?" names X.
-        question = example.question.split("\n\n")[0].split("\n")[-1]
-        idx = parse_choice(response, example.choices or [], self.synonyms(example), question=question)
-        return UNPARSED if idx is None else LETTERS[idx]
+        return example.question.split("\n\n")[0].split("\n")[-1]
 
     def grade(self, example: Example, response: str) -> BBQGrade:
         answer = self.parse(example, response)
