@@ -22,6 +22,7 @@ from selfcorrect.errors import UserError
 from selfcorrect.jsonl import write_atomic
 
 RUN_FILE = "run.json"
+_METADATA = ("config.json", "selfcorrect_config.json")  # written when a run starts, before any result
 # A model that is not on disk yet (a hub id before its first download, the embedded model before its
 # first conversion) has no content identity when a run claims its folder; the run that downloads it
 # records the real one, and a resumed run accepts that change.
@@ -109,11 +110,17 @@ def check_run(output_dir: str, command: str, settings: dict[str, Any], owned: li
                 f"{output_dir} holds a '{old.get('command')}' run, not '{command}': choose another output_dir "
                 "(or --overwrite true to replace it)"
             )
+        # A run that stopped before writing any result (a bad model or data file) leaves nothing to
+        # mix with: the corrected re-run takes the folder over.
+        produced = any(glob.glob(os.path.join(output_dir, p)) for p in owned if p not in _METADATA)
         resolved = False
         for key in sorted(set(settings) | set(old.get("settings", {}))):
             if old["settings"].get(key) == UNRESOLVED and settings.get(key) is not None:
                 resolved = True
             elif old["settings"].get(key) != settings.get(key):
+                if not produced:
+                    write_atomic(path, json.dumps(record, indent=2))
+                    return False
                 raise UserError(
                     f"{output_dir} was written with {key}={old['settings'].get(key)!r}, this run has {key}={settings.get(key)!r}: "
                     "use another output_dir, or --overwrite true to start fresh there"

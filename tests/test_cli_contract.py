@@ -240,6 +240,7 @@ def test_adapter_of_another_base_is_refused(tiny_model_dir, tmp_path, capsys):
 
 
 def test_run_identity_holds_the_grader_and_resolves_a_first_download(tmp_path):
+    """Also: a run that stopped before writing a result does not lock its folder."""
     from selfcorrect.config import DataSource, RolloutOptions, SplitOptions
     from selfcorrect.prompts import get_prompt_set
     from selfcorrect.run_identity import UNRESOLVED, check_run
@@ -250,17 +251,22 @@ def test_run_identity_holds_the_grader_and_resolves_a_first_download(tmp_path):
         task = ToxicityTask(classifier="some/classifier", threshold=threshold)
         return trace_settings(RolloutOptions(), DataSource(), SplitOptions(), task, get_prompt_set("intrinsic"))
 
-    out = str(tmp_path / "run")
-    assert check_run(out, "data_gen", settings(0.5), [], False) is False
-    assert check_run(out, "data_gen", settings(0.5), [], False) is True
+    out, owned = tmp_path / "run", ["traces.jsonl", "config.json"]
+    assert check_run(str(out), "data_gen", settings(0.3), owned, False) is False
+    (out / "config.json").write_text("{}")
+    assert check_run(str(out), "data_gen", settings(0.5), owned, False) is False  # nothing written yet: taken over
+    (out / "traces.jsonl").write_text("{}\n")
+    assert check_run(str(out), "data_gen", settings(0.5), owned, False) is True
     with pytest.raises(UserError, match="task_settings"):  # another grader would mix grades
-        check_run(out, "data_gen", settings(0.7), [], False)
+        check_run(str(out), "data_gen", settings(0.7), owned, False)
     # A hub model not downloaded when the run started: the run that downloads it resumes and records it.
+    hub = tmp_path / "hub"
     first = {**settings(0.5), "model_weights": UNRESOLVED}
-    check_run(str(tmp_path / "hub"), "data_gen", first, [], False)
-    assert check_run(str(tmp_path / "hub"), "data_gen", {**first, "model_weights": "abc123"}, [], False) is True
+    check_run(str(hub), "data_gen", first, owned, False)
+    (hub / "traces.jsonl").write_text("{}\n")
+    assert check_run(str(hub), "data_gen", {**first, "model_weights": "abc123"}, owned, False) is True
     with pytest.raises(UserError, match="model_weights"):
-        check_run(str(tmp_path / "hub"), "data_gen", {**first, "model_weights": "def456"}, [], False)
+        check_run(str(hub), "data_gen", {**first, "model_weights": "def456"}, owned, False)
 
 
 def test_external_overwrite_into_an_eval_folder_leaves_no_stale_probe(tmp_path, capsys):
