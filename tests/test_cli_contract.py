@@ -440,6 +440,20 @@ def test_training_data_made_for_another_task_is_refused(tmp_path, capsys):
     one_error_line(code, err, "data was made with task 'bbq' but the recipe says 'gsm8k'")
 
 
+def test_sft_data_written_in_another_prompt_wording_is_refused(tmp_path, capsys, monkeypatch):
+    import train.common as common
+    from selfcorrect.prompts import get_prompt_set
+    from train.sft import main as sft
+
+    monkeypatch.setattr(common, "load_policy", lambda *a, **k: pytest.fail("the model loaded before the check"))
+    version = get_prompt_set("intrinsic-moral").version
+    row = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "task": "bbq"}
+    rows = tmp_path / "sft.jsonl"
+    rows.write_text(json.dumps({**row, "prompt_set": "intrinsic-moral", "prompt_set_version": version + 1}) + "\n")
+    argv = ["--dataset_path", str(rows), "--output_dir", str(tmp_path / "o"), "--task", "bbq", "--prompt_set", "intrinsic-moral"]
+    one_error_line(*cli(sft, argv, capsys), f"data was made with prompt_set_version '{version + 1}' but the recipe says '{version}'")
+
+
 # ---- saved configs re-run their command, and hold no secret -----------------------------------------
 
 

@@ -471,13 +471,18 @@ def resumable(output_dir: str):
         ) from None
 
 
-def check_provenance(rows: Any, path: str, task: str, prompt_set: str) -> None:
+PROVENANCE = ("task", "prompt_set", "prompt_set_version")  # what data_gen writes on every training row
+
+
+def check_provenance(rows: Any, path: str, task: str, prompt_set: str, prompt_set_version: int | None = None) -> None:
     """Refuse data recorded with another task or prompt set than the recipe's (rows without the
-    fields, from older data_gen runs, are accepted). ``rows``: dicts, or a datasets.Dataset."""
+    fields, from older data_gen runs, are accepted). ``prompt_set_version`` is checked where the
+    rows carry rendered prompts (SFT, DPO, GRPO on trace revisions): they were written in that
+    wording, and eval will use the recipe's. ``rows``: dicts, or a datasets.Dataset."""
     for lineno, row in enumerate(rows, 1):
-        for key, want in (("task", task), ("prompt_set", prompt_set)):
+        for key, want in (("task", task), ("prompt_set", prompt_set), ("prompt_set_version", prompt_set_version)):
             got = row.get(key)
-            if got is not None and got != want:
+            if want is not None and got is not None and got != want:
                 raise UserError(f"{path}:{lineno}: data was made with {key} '{got}' but the recipe says '{want}'")
 
 

@@ -10,8 +10,9 @@ correction instruction, ``chosen``/``rejected`` hold one assistant message each.
 from __future__ import annotations
 
 from selfcorrect.errors import run_cli
-from selfcorrect.tasks import get_task
+from selfcorrect.tasks import task_and_prompt_set
 from train.common import (
+    PROVENANCE,
     check_provenance,
     load_policy,
     load_rows,
@@ -28,8 +29,9 @@ def main(argv: list[str]) -> None:
     setup, cfg = parse_training([DPOConfig], argv, prog="train/dpo.py")
     resume = prepare_run("dpo", setup, cfg)
     tokenizer = load_tokenizer_for_training(setup, cfg.trust_remote_code)
-    rows = load_rows(setup.data.dataset_path, ("prompt", "chosen", "rejected"), setup.data.limit, optional=("task", "prompt_set"))
-    check_provenance(rows, setup.data.dataset_path, get_task(setup.task.task).name, setup.task.prompt_set)
+    task, prompt_set = task_and_prompt_set(setup.task)
+    rows = load_rows(setup.data.dataset_path, ("prompt", "chosen", "rejected"), setup.data.limit, optional=PROVENANCE)
+    check_provenance(rows, setup.data.dataset_path, task.name, prompt_set.name, prompt_set.version)
     model, peft_config = load_policy(setup.model, cfg.trust_remote_code)
     trainer = DPOTrainer(
         model=model,

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from selfcorrect.errors import UserError, run_cli
 from train.common import (
+    PROVENANCE,
     check_provenance,
     load_policy,
     load_rows,
@@ -179,8 +180,8 @@ def main(argv: list[str]) -> None:
     if args.first_attempt == "on_policy":
         if prompt_set.external:
             raise UserError("on-policy GRPO trains intrinsic self-correction: use a prompt set without external feedback")
-        rows = load_rows(path, ("example",), limit, optional=("task", "prompt_set"))
-        check_provenance(rows, path, task.name, prompt_set.name)
+        rows = load_rows(path, ("example",), limit, optional=PROVENANCE)
+        check_provenance(rows, path, task.name, prompt_set.name)  # first turns are rendered afresh
         examples = {}
 
         def first_turn(r):
@@ -191,16 +192,14 @@ def main(argv: list[str]) -> None:
             examples[text] = ex  # identical first turns are the same question: one example serves both
             return {"prompt": text}
 
-        dataset = rows.map(first_turn, remove_columns=["task", "prompt_set"])
+        dataset = rows.map(first_turn, remove_columns=list(PROVENANCE))
         rollout = make_rollout_func(tokenizer, cfg, task, prompt_set, examples)
     else:
-        rows = load_rows(
-            path, ("revision_prompt", "example", "first_reward", "first_correct"), limit, optional=("task", "prompt_set")
-        )
-        check_provenance(rows, path, task.name, prompt_set.name)
+        rows = load_rows(path, ("revision_prompt", "example", "first_reward", "first_correct"), limit, optional=PROVENANCE)
+        check_provenance(rows, path, task.name, prompt_set.name, prompt_set.version)
         dataset = rows.map(
             lambda r: {"prompt": render_prompt(tokenizer, r["revision_prompt"])},
-            remove_columns=["revision_prompt", "task", "prompt_set"],
+            remove_columns=["revision_prompt", *PROVENANCE],
         )
         if args.generation_backend == "selfcorrect":
             rollout = make_rollout_func(tokenizer, cfg)

@@ -27,8 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from selfcorrect.errors import UserError, run_cli
-from selfcorrect.tasks import get_task
+from selfcorrect.tasks import task_and_prompt_set
 from train.common import (
+    PROVENANCE,
     check_provenance,
     load_policy,
     load_rows,
@@ -91,11 +92,10 @@ def main(argv: list[str]) -> None:
         raise UserError(f"train_on must be one of {', '.join(TRAIN_ON)} (got '{args.train_on}')")
     resume = prepare_run("sft", setup, cfg)
     tokenizer = load_tokenizer_for_training(setup, cfg.trust_remote_code)
-    rows = load_rows(
-        setup.data.dataset_path, ("messages",), setup.data.limit, optional=("train_turns", "prefills", "task", "prompt_set")
-    )
-    check_provenance(rows, setup.data.dataset_path, get_task(setup.task.task).name, setup.task.prompt_set)
-    dataset = build_dataset(rows.remove_columns(["task", "prompt_set"]), tokenizer, args.train_on, cfg.max_length)
+    task, prompt_set = task_and_prompt_set(setup.task)
+    rows = load_rows(setup.data.dataset_path, ("messages",), setup.data.limit, optional=("train_turns", "prefills", *PROVENANCE))
+    check_provenance(rows, setup.data.dataset_path, task.name, prompt_set.name, prompt_set.version)
+    dataset = build_dataset(rows.remove_columns(list(PROVENANCE)), tokenizer, args.train_on, cfg.max_length)
     if cfg.padding_free and not cfg.packing:
         cfg.max_length = None  # build_dataset already truncated; TRL refuses max_length with padding_free alone
     model, peft_config = load_policy(setup.model, cfg.trust_remote_code)
