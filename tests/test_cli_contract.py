@@ -451,7 +451,9 @@ def test_sft_data_written_in_another_prompt_wording_is_refused(tmp_path, capsys,
     rows = tmp_path / "sft.jsonl"
     rows.write_text(json.dumps({**row, "prompt_set": "intrinsic-moral", "prompt_set_version": version + 1}) + "\n")
     argv = ["--dataset_path", str(rows), "--output_dir", str(tmp_path / "o"), "--task", "bbq", "--prompt_set", "intrinsic-moral"]
-    one_error_line(*cli(sft, argv, capsys), f"data was made with prompt_set_version '{version + 1}' but the recipe says '{version}'")
+    one_error_line(
+        *cli(sft, argv, capsys), f"data was made with prompt_set_version '{version + 1}' but the recipe says '{version}'"
+    )
 
 
 # ---- saved configs re-run their command, and hold no secret -----------------------------------------
