@@ -71,3 +71,35 @@ def test_backend_options_are_checked(args, cfg, message):
     with pytest.raises(UserError, match=message):
         check_options(args, cfg)
     check_options(GRPOArgs(generation_backend="trl", first_attempt="trace"), _cfg(use_vllm=True))  # TRL's own path takes them
+
+
+def test_on_policy_rollout_trains_the_revision_in_its_rendered_context(tiny_model_dir):
+    """Two-round episodes: the completion TRL trains (and takes log-probs of) is y2 only; its prompt is
+    the conversation eval renders, y1 included; r1 comes from each sample's own first attempt."""
+    from accelerate import Accelerator
+    from toy_task import EvenLengthTask
+
+    from selfcorrect.prompts import get_prompt_set
+    from selfcorrect.rollout import render_chat
+    from selfcorrect.tasks.base import Example
+
+    tok = load_tokenizer(tiny_model_dir)
+    model = load_model(tiny_model_dir, device="cpu").train()
+    trainer = SimpleNamespace(model_wrapped=model, accelerator=Accelerator(cpu=True), state=SimpleNamespace(global_step=0))
+    task, ps = EvenLengthTask(), get_prompt_set("intrinsic")
+    examples = {}
+    for i, q in enumerate(("Is the sky blue?", "Who was late?")):
+        first = render_chat(tok, [{"role": "user", "content": ps.first_turn(q)}], ps.first_prefill)
+        examples[first] = Example(id=str(i), question=q, gold="even")
+    prompts = [p for p in examples for _ in range(4)]
+    out = make_rollout_func(tok, _cfg(), task, ps, examples)(prompts, trainer)
+    assert len(out["completion_ids"]) == len(out["prompt_ids"]) == len(out["first_reward"]) == 8
+    review = render_chat(tok, [{"role": "user", "content": ps.review_turn()}], ps.review_prefill)
+    review = review[review.index(ps.review_turn()) :]  # the review turn as the template closes it
+    for prompt, x2, y2, lps in zip(prompts, out["prompt_ids"], out["completion_ids"], out["logprobs"]):
+        first = tok.encode(prompt, add_special_tokens=False)
+        assert len(y2) == len(lps) >= 1 and x2[: len(first)] == first and len(x2) > len(first)
+        assert tok.decode(x2).endswith(review)  # x2 = first turn + y1 + review turn; y2 is only the completion
+    # Each sample's first reward is its own y1's grade: the two prompts' groups are not constant.
+    assert set(out["first_reward"]) == {0.0, 1.0}
+    assert out["first_correct"] == [r == 1.0 for r in out["first_reward"]]

@@ -25,6 +25,18 @@ Completions come from selfcorrect's decoding loop (``generation_backend: selfcor
 TRL as its ``rollout_func``): the samples of a prompt share its encoded prefill, round 2 reuses
 round 1's KV cache, and the log-probs are returned at the sampling temperature as TRL computes
 them.
+
+Where this departs from the papers it borrows from:
+
+- The loss is TRL's GRPOTrainer with its defaults unless a recipe sets them (TRL's ``loss_type``
+  "dapo" token-level normalisation, ``beta`` 0 i.e. no KL term, one policy update per batch), not
+  the sequence-averaged, KL-regularised objective of Shao et al. (2024), Eq. 3; set ``loss_type:
+  grpo`` and ``beta`` > 0 to get theirs.
+- The episode is SCoRe's two attempts (Kumar et al. 2024), but only the second is trained: y1 is
+  sampled on-policy and kept in the prompt, with no gradient. SCoRe trains both attempts and adds a
+  KL on the first (train/score.py does that).
+- The shaping ``alpha * (r2 - r1)`` is SCoRe's Stage II bonus; ``abandon_penalty`` is this
+  project's own term and has no counterpart in either paper.
 """
 
 from __future__ import annotations
