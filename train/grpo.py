@@ -30,7 +30,7 @@ Where this departs from the papers it borrows from:
 
 - The loss is TRL's GRPOTrainer with its defaults unless a recipe sets them (TRL's ``loss_type``
   "dapo" token-level normalisation, ``beta`` 0 i.e. no KL term, one policy update per batch), not
-  the sequence-averaged, KL-regularised objective of Shao et al. (2024), Eq. 3; set ``loss_type:
+  the sequence-averaged, KL-regularised objective of Shao et al. (2024, Sec. 4.1); set ``loss_type:
   grpo`` and ``beta`` > 0 to get theirs.
 - The episode is SCoRe's two attempts (Kumar et al. 2024), but only the second is trained: y1 is
   sampled on-policy and kept in the prompt, with no gradient. SCoRe trains both attempts and adds a
