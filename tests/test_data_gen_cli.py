@@ -10,12 +10,13 @@ from collections import Counter
 
 import pytest
 from conftest import ROOT
+from helpers import run_command
 
 from selfcorrect.jsonl import read_rows
 
 
-def run(args, **kw):
-    return subprocess.run([sys.executable, "-m", "data_gen", *args], cwd=ROOT, capture_output=True, text=True, **kw)
+def run(args):
+    return run_command("data_gen.__main__", args)
 
 
 def test_issue_command_writes_traces_and_datasets(tiny_model_dir, bbq_dir, tmp_path):
@@ -173,7 +174,7 @@ def test_bad_input_is_one_line(args, message, bbq_dir, tiny_model_dir, tmp_path)
         "--output_dir",
         str(tmp_path / "x"),
     ]
-    p = run(base + args, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    p = run(base + args)  # conftest sets HF_HUB_OFFLINE=1
     assert p.returncode == 2
     lines = [line for line in p.stderr.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], p.stderr

@@ -9,6 +9,7 @@ from collections import defaultdict
 
 import pytest
 from conftest import ROOT, fixture, shared
+from helpers import run_command
 
 UNKNOWN = {
     "unknown",
@@ -115,23 +116,9 @@ def test_eval_score_rejects_bad_predictions(tmp_path):
     bad.write_text(
         json.dumps({"id": "Age/0", "responses": ["A"]}) + "\n" + json.dumps({"id": "Nope/1", "responses": ["A"]}) + "\n"
     )
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "eval.external",
-            "--task",
-            "bbq",
-            "--dataset_path",
-            fixture("bbq"),
-            "--predictions",
-            str(bad),
-            "--output_dir",
-            str(tmp_path / "o"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    p = run_command(
+        "eval.external",
+        ["--task", "bbq", "--dataset_path", fixture("bbq"), "--predictions", str(bad), "--output_dir", str(tmp_path / "o")],
     )
     assert p.returncode == 2 and "p.jsonl:2: id 'Nope/1' is not in the bbq dataset" in p.stderr
     assert not (tmp_path / "o" / "metrics.json").exists()
@@ -147,11 +134,9 @@ def test_eval_end_to_end_and_compare(tiny_model_dir, tmp_path):
     runs = []
     for name, extra in (("base", []), ("base_baseline", ["--prompt_set", "baseline"])):
         out = tmp_path / name
-        p = subprocess.run(
+        p = run_command(
+            "eval.__main__",
             [
-                sys.executable,
-                "-m",
-                "eval",
                 "--model_name_or_path",
                 tiny_model_dir,
                 "--dataset_path",
@@ -167,9 +152,6 @@ def test_eval_end_to_end_and_compare(tiny_model_dir, tmp_path):
                 "50",
                 *extra,
             ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
         )
         assert p.returncode == 0, p.stderr
         m = json.loads((out / "metrics.json").read_text())
@@ -187,23 +169,7 @@ def test_eval_end_to_end_and_compare(tiny_model_dir, tmp_path):
         assert "settle" in (out / "report.md").read_text()
         runs.append(str(out))
     cmp_dir = tmp_path / "cmp"
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "eval.compare",
-            "--runs",
-            *runs,
-            "--output_dir",
-            str(cmp_dir),
-            "--labels",
-            "intrinsic",
-            "baseline",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    p = run_command("eval.compare", ["--runs", *runs, "--output_dir", str(cmp_dir), "--labels", "intrinsic", "baseline"])
     assert p.returncode == 0, p.stderr
     assert "intrinsic" in p.stdout and "s_AMB" in p.stdout
     report = (cmp_dir / "report.md").read_text()

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from conftest import ROOT
+from helpers import run_command
 from safetensors.torch import load_file
 
 TESTS = os.path.join(ROOT, "tests")
@@ -29,18 +30,8 @@ def launch(script, config, args, timeout=300):
 def in_process(script, config, args):
     """The same entry point in this process (what ``accelerate launch`` with cpu.yaml runs in its one
     process); test_sft and the DDP test keep the real launcher."""
-    import importlib
-    from types import SimpleNamespace
-
-    from selfcorrect.errors import run_cli
-
     assert config == "cpu"
-    try:
-        run_cli(importlib.import_module(f"train.{script}").main, args)
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    return SimpleNamespace(returncode=code, stderr="")
+    return run_command(f"train.{script}", args)
 
 
 @pytest.fixture(scope="module")
