@@ -399,7 +399,11 @@ def write_tables(run_dir: str, labels: list[str]) -> None:
         for lab, m in runs.items():
             out.append(f"| {lab} | " + " | ".join(ci(r["task"].get(key), r["intervals"].get(key)) for r in m["per_round"]) + " |")
     pairs = " | ".join(f"{t}->{t + 1}" for t in range(1, k))
-    out += ["", "Flip rate between consecutive rounds (share of items whose answer changed right/wrong)", ""]
+    out += [
+        "",
+        "Flip rate: share of items whose parsed answer changed between consecutive rounds (unparsed counts as an answer)",
+        "",
+    ]
     out += [
         f"| arm | {pairs} | right->wrong r1->rK, count (share) | wrong->right r1->rK, count (share) | convergence round |",
         "|---" * (k + 3) + "|",
