@@ -1,6 +1,6 @@
 """Does training make a real model converge faster than intrinsic prompting? One command answers it.
 
-    python scripts/study.py --dataset_path ../shared/data/bbq     # the BBQ release files (about 85 min, 2 CPU cores)
+    python scripts/study.py --dataset_path ../shared/data/bbq     # the BBQ release files (about 65 min, 2 CPU cores)
     python scripts/study.py                                        # the demo's own BBQ-format templates (small test split)
     python scripts/study.py --full                                 # GPU sizes: Qwen2.5-1.5B-Instruct, 10x the data and steps
 
