@@ -321,3 +321,43 @@ def test_score_resume_reproduces_the_uninterrupted_run(tiny_model_dir, data, tmp
         load_file(os.path.join(resumed, "adapter_model.safetensors")),
     )
     assert wa.keys() == wb.keys() and all(float((wa[k] - wb[k]).abs().max()) < 1e-5 for k in wa)
+
+
+def test_kround_two_processes_keep_the_learning_rate_schedule(tiny_model_dir, data, tmp_path):
+    """max_steps counts optimizer steps whatever the number of processes: the linear decay must not
+    run num_processes times faster (accelerate's prepared scheduler does that, and a 2-process run
+    trained its second half at learning rate 0)."""
+    out = str(tmp_path / "kround_ddp")
+    p = launch(
+        "kround",
+        "cpu_ddp",
+        [
+            "--model_name_or_path",
+            tiny_model_dir,
+            "--dataset_path",
+            str(data / "toy" / "rl.jsonl"),
+            "--task",
+            "toy_task:EvenLengthTask",
+            "--prompt_set",
+            "intrinsic",
+            "--output_dir",
+            out,
+            "--max_steps",
+            "4",
+            "--rounds",
+            "2",
+            "--per_device_prompts",
+            "1",
+            "--num_generations",
+            "4",
+            "--max_new_tokens",
+            "8",
+            "--learning_rate",
+            "4e-3",
+        ],
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    log = [json.loads(line) for line in open(os.path.join(out, "kround_log.jsonl"))]
+    # The rate logged after step s: 4e-3 * (4 - s) / 4.
+    assert [h["lr"] for h in log] == pytest.approx([3e-3, 2e-3, 1e-3, 0.0])
+    assert lora_b_changed(out)

@@ -283,8 +283,12 @@ class OnlineRLTrainer:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.initial = trainable_snapshot(model)
         optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        scheduler = get_linear_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.max_steps)
-        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        # Not prepared: accelerate's prepared scheduler steps once per process at every call (it
+        # assumes a schedule sized for one process), so with N processes the decay would end after
+        # max_steps / N steps. Here max_steps counts optimizer steps whatever N is, as in HF Trainer.
+        self.scheduler = get_linear_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.max_steps)
+        self.accelerator.register_for_checkpointing(self.scheduler)
         if self.ref_model is not None:
             self.ref_model.to(self.accelerator.device)
         self.policy = self.accelerator.unwrap_model(self.model)
