@@ -241,36 +241,19 @@ def test_grpo(tiny_model_dir, data, tmp_path, mode):
     check_adapter_loads(tiny_model_dir, out)
 
 
+def toy_rl_args(tiny_model_dir, data):
+    """SCoRe / K-round RL on the toy task (its reward, even response length, varies between samples):
+    4 steps of 4 prompts x 4 episodes, 8 new tokens (later flags override these)."""
+    return [
+        *("--model_name_or_path", tiny_model_dir, "--dataset_path", str(data / "toy" / "rl.jsonl")),
+        *("--task", "toy_task:EvenLengthTask", "--prompt_set", "intrinsic", "--max_steps", "4"),
+        *("--per_device_prompts", "4", "--num_generations", "4", "--max_new_tokens", "8", "--learning_rate", "5e-3"),
+    ]
+
+
 def test_score(tiny_model_dir, data, tmp_path):
     out = str(tmp_path / "score")
-    p = in_process(
-        "score",
-        "cpu",
-        [
-            "--model_name_or_path",
-            tiny_model_dir,
-            "--dataset_path",
-            str(data / "toy" / "rl.jsonl"),
-            "--task",
-            "toy_task:EvenLengthTask",
-            "--prompt_set",
-            "intrinsic",
-            "--output_dir",
-            out,
-            "--max_steps",
-            "4",
-            "--stage1_steps",
-            "2",
-            "--per_device_prompts",
-            "4",
-            "--num_generations",
-            "4",
-            "--max_new_tokens",
-            "8",
-            "--learning_rate",
-            "5e-3",
-        ],
-    )
+    p = in_process("score", "cpu", [*toy_rl_args(tiny_model_dir, data), "--output_dir", out, "--stage1_steps", "2"])
     assert p.returncode == 0, p.stderr[-3000:]
     log = [json.loads(line) for line in open(os.path.join(out, "score_log.jsonl"))]
     assert [h["stage"] for h in log] == [1, 1, 2, 2]
@@ -281,30 +264,7 @@ def test_score(tiny_model_dir, data, tmp_path):
 
 
 def test_score_resume_reproduces_the_uninterrupted_run(tiny_model_dir, data, tmp_path):
-    args = [
-        "--model_name_or_path",
-        tiny_model_dir,
-        "--dataset_path",
-        str(data / "toy" / "rl.jsonl"),
-        "--task",
-        "toy_task:EvenLengthTask",
-        "--prompt_set",
-        "intrinsic",
-        "--max_steps",
-        "4",
-        "--stage1_steps",
-        "2",
-        "--save_steps",
-        "2",
-        "--per_device_prompts",
-        "4",
-        "--num_generations",
-        "4",
-        "--max_new_tokens",
-        "8",
-        "--learning_rate",
-        "5e-3",
-    ]
+    args = [*toy_rl_args(tiny_model_dir, data), "--stage1_steps", "2", "--save_steps", "2"]
     full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
     p = in_process("score", "cpu", [*args, "--output_dir", full])
     assert p.returncode == 0, p.stderr[-3000:]
@@ -328,34 +288,8 @@ def test_kround_two_processes_keep_the_learning_rate_schedule(tiny_model_dir, da
     run num_processes times faster (accelerate's prepared scheduler does that, and a 2-process run
     trained its second half at learning rate 0)."""
     out = str(tmp_path / "kround_ddp")
-    p = launch(
-        "kround",
-        "cpu_ddp",
-        [
-            "--model_name_or_path",
-            tiny_model_dir,
-            "--dataset_path",
-            str(data / "toy" / "rl.jsonl"),
-            "--task",
-            "toy_task:EvenLengthTask",
-            "--prompt_set",
-            "intrinsic",
-            "--output_dir",
-            out,
-            "--max_steps",
-            "4",
-            "--rounds",
-            "2",
-            "--per_device_prompts",
-            "1",
-            "--num_generations",
-            "4",
-            "--max_new_tokens",
-            "8",
-            "--learning_rate",
-            "4e-3",
-        ],
-    )
+    args = [*toy_rl_args(tiny_model_dir, data), "--output_dir", out, "--rounds", "2", "--per_device_prompts", "1"]
+    p = launch("kround", "cpu_ddp", [*args, "--learning_rate", "4e-3"])
     assert p.returncode == 0, p.stderr[-3000:]
     log = [json.loads(line) for line in open(os.path.join(out, "kround_log.jsonl"))]
     # The rate logged after step s: 4e-3 * (4 - s) / 4.
