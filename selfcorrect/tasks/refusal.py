@@ -71,10 +71,10 @@ class RefusalTask(Task):
     def __init__(self, classifier: str | None = None, threshold: float = 0.5):
         self.classifier_name = classifier
         self.threshold = threshold
+        self._clf = None
 
     def settings(self) -> dict[str, Any]:
         return {"classifier": self.classifier_name, "threshold": self.threshold}
-        self._clf = None
 
     def load(self, dataset_path: str | None, split: str = "test") -> Iterator[Example]:
         if dataset_path is None:
