@@ -105,18 +105,28 @@ def test_cot_answer_probs_are_read_at_the_answer_label(parts):
         assert first["B"] < 0.6
 
 
-def test_a_label_written_before_the_answer_is_not_the_answer(parts):
-    # "A answer is B." parses as B; the article-like "A" at step 0 is a label token, but not the answer's.
+@pytest.mark.parametrize(
+    "script, answer, label_steps",
+    [
+        # "A answer is B." parses as B; the article-like "A" at step 0 is a label token, but not the answer's.
+        ("A answer is B.", "B", [(0, "A"), (3, "B")]),
+        # "A customer: answer A." parses as A from its last letter; the article "A" at step 0 is a token
+        # of label A too, and reading there would record a step where the model was writing a word.
+        ("A customer: answer A.", "A", [(0, "A"), (5, "A")]),
+    ],
+)
+def test_a_label_written_before_the_answer_is_not_the_answer(parts, script, answer, label_steps):
     tok, model = parts
     ps, ex = get_prompt_set("cot"), _example()
     prompt = Generator(model, tok).render([{"role": "user", "content": ps.first_turn(ex.question)}], ps.prefill(0))
-    gen = _steer(tok, model, prompt, "A answer is B.")
+    gen = _steer(tok, model, prompt, script)
     captured = []
     (row,) = run_rounds(gen, get_task("bbq"), ps, [ex], rounds=1, on_round=lambda r, gens: captured.extend(gens))
     rec = row.rounds[0]
-    assert rec.answer == "B" and rec.option_step == 3
-    assert [(o.step, o.label) for o in captured[0].option_steps] == [(0, "A"), (3, "B")]
-    want, _ = _teacher_forced(gen, prompt, tok.encode(rec.response, add_special_tokens=False), 3)
+    step = label_steps[-1][0]
+    assert rec.answer == answer and rec.option_step == step
+    assert [(o.step, o.label) for o in captured[0].option_steps] == label_steps
+    want, _ = _teacher_forced(gen, prompt, tok.encode(rec.response, add_special_tokens=False), step)
     assert rec.option_probs == pytest.approx(want, abs=1e-5)
 
 
@@ -150,21 +160,3 @@ def test_answer_prefill_reads_the_first_token_as_before(parts):
     raw = {lab: float(p[gen.label_token_ids(lab)].sum()) for lab in "ABC"}
     assert rec.option_probs == pytest.approx({k: v / sum(raw.values()) for k, v in raw.items()}, abs=1e-6)
     assert rec.option_mass == pytest.approx(sum(raw.values()), abs=1e-6)
-
-
-def test_a_label_word_before_the_same_answer_is_not_the_answer(parts):
-    # "A customer: answer A." parses as A from its last letter; the article "A" at step 0 is a token
-    # of label A too, and reading there would record a step where the model was writing a word.
-    tok, model = parts
-    ps, ex = get_prompt_set("cot"), _example()
-    prompt = Generator(model, tok).render([{"role": "user", "content": ps.first_turn(ex.question)}], ps.prefill(0))
-    gen = _steer(tok, model, prompt, "A customer: answer A.")
-    captured = []
-    (row,) = run_rounds(gen, get_task("bbq"), ps, [ex], rounds=1, on_round=lambda r, gens: captured.extend(gens))
-    rec = row.rounds[0]
-    tokens = tok.encode(rec.response, add_special_tokens=False)
-    last = len(tokens) - 2  # the " A" before the final "."
-    assert rec.answer == "A" and [o.label for o in captured[0].option_steps] == ["A", "A"]
-    assert rec.option_step == last
-    want, _ = _teacher_forced(gen, prompt, tokens, last)
-    assert rec.option_probs == pytest.approx(want, abs=1e-5)
