@@ -31,19 +31,31 @@ from selfcorrect.trace_run import generate_traces, load_examples
 
 EVAL_DEFAULTS = {"rounds": 5, "output_dir": "outputs/eval"}
 # What eval writes besides the traces (deleted by --overwrite).
-EVAL_OUTPUTS = ["metrics.json", "report.md", "*.png", "probe.json", "config.json"]
+EVAL_OUTPUTS = ["metrics.json", "items.jsonl", "report.md", "*.png", "probe.json", "config.json"]
 
 
 def evaluate_traces(traces: str, task, info: dict, ev: EvalConfig, output_dir: str, config: dict) -> dict:
-    """traces.jsonl -> metrics.json + report.md + plots in output_dir."""
+    """traces.jsonl -> metrics.json, items.jsonl (each example's outcome per round, for eval.compare's
+    paired tests) + report.md + plots in output_dir."""
     from eval.aggregate import compute_metrics
     from eval.report import verdict, write_report
+    from selfcorrect.jsonl import dumps
 
     info = {**info, "date": datetime.date.today().isoformat()}
+    items = os.path.join(output_dir, "items.jsonl")
+    tmp = f"{items}.tmp.{os.getpid()}"
     try:
-        metrics = compute_metrics(read_rows(traces), task, info, ev.epsilon, ev.delta, ev.n_boot, config.get("seed", 0))
+        with open(tmp, "w", encoding="utf-8") as f:
+            seed = config.get("seed", 0)
+            metrics = compute_metrics(
+                read_rows(traces), task, info, ev.epsilon, ev.delta, ev.n_boot, seed, on_item=lambda r: f.write(dumps(r) + "\n")
+            )
+        os.replace(tmp, items)
     except ValueError as e:
         raise UserError(f"{traces}: {e}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     probe_file = os.path.join(output_dir, "probe.json")
     if os.path.exists(probe_file):
         with open(probe_file) as f:

@@ -9,6 +9,10 @@ Layout (documented in the README):
   transitions: {"consecutive": {"1->2": {...}}, "first_to_last": {...}, "delta_from_round1": [...]}
   convergence: {"convergence_round": r, ...}
   stable_after: [share of trajectories whose answer never changes after round r]
+  self_correction: the field's metrics (Kumar et al. 2024: Acc@t1, Acc@tK, Delta(t1,tK),
+               Delta_i->c, Delta_c->i), flip rates and the edit-distance ratio, under the grader's
+               reading and the strict one, each with an item and a group (template) bootstrap interval
+  per_round[r]["answers"]: the answer distribution and, for multiple choice, letter/text agreement
 
 The task's own metrics come from the task (``Task.record`` / ``Task.metrics``); everything else
 here is the same for every task.
@@ -16,12 +20,12 @@ here is the same for every task.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from eval import metrics as M
-from selfcorrect.stats import ratio
-from selfcorrect.tasks.base import Task
+from selfcorrect.stats import bootstrap_ratio_cis, ratio
+from selfcorrect.tasks.base import INCONSISTENT, UNPARSED, Task, strict_answer
 from selfcorrect.trace import Round, Trajectory
 
 
@@ -49,6 +53,138 @@ class _RoundStats:
             b[0], b[1], b[2] = b[0] + 1, b[1] + conf, b[2] + int(rnd.correct)
 
 
+class _Readings:
+    """Per round: how answers are distributed (each option, "unknown", unparsed) and whether the
+    option letter and the option text of a multiple-choice answer name the same option."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.answers: dict[str, int] = {}
+        self.unknown = self.has_unknown = 0
+        self.letter_text = dict.fromkeys(("both", "agree", "letter_only", "text_only", "neither"), 0)
+        self.multiple_choice = 0
+
+    def add(self, answer: str, unknown: str | None, readings: tuple[str | None, str | None] | None) -> None:
+        self.n += 1
+        self.answers[answer] = self.answers.get(answer, 0) + 1
+        if unknown is not None:
+            self.has_unknown += 1
+            self.unknown += answer == unknown
+        if readings is not None:
+            self.multiple_choice += 1
+            letter, text = readings
+            key = "both" if letter and text else "letter_only" if letter else "text_only" if text else "neither"
+            self.letter_text[key] += 1
+            self.letter_text["agree"] += bool(letter and text and letter == text)
+
+    def result(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "distribution": {a: self.answers[a] / self.n for a in sorted(self.answers, key=lambda a: (a == UNPARSED, a))},
+            "unknown": ratio(self.unknown, self.has_unknown),
+        }
+        if self.multiple_choice:
+            lt = self.letter_text
+            out["letter_text"] = {
+                **{f"n_{k}": v for k, v in lt.items()},
+                "agreement": ratio(lt["agree"], lt["both"]),
+                "inconsistent": (lt["both"] - lt["agree"]) / self.multiple_choice,
+            }
+        return out
+
+
+# The field's names for the first-to-last comparison (Kumar et al. 2024, arXiv 2409.12917, Tables 1-4,
+# with t2 = the last round K): both Delta_i->c and Delta_c->i are fractions of ALL problems, so
+# Delta(t1,tK) = Delta_i->c - Delta_c->i (their Table 2, MATH, SCoRe: 5.8 - 1.4 = 4.4).
+FIELD_METRICS = ("Acc@t1", "Acc@tK", "Delta(t1,tK)", "Delta_i->c(t1,tK)", "Delta_c->i(t1,tK)")
+
+
+def _item_values(answers: list[str], correct: list[bool]) -> list[int]:
+    """Per trajectory: correct at each round, a flip at each consecutive pair, then the field's
+    first-to-last values (``FIELD_METRICS``); a metric is the mean of these over trajectories."""
+    k = len(answers)
+    flips = [int(answers[t] != answers[t + 1]) for t in range(k - 1)]
+    first, last = int(correct[0]), int(correct[-1])
+    return [int(c) for c in correct] + flips + [first, last, last - first, int(not first and last), int(first and not last)]
+
+
+def item_outcome(traj: Trajectory, task: Task) -> dict[str, Any]:
+    """One example's outcome per round under both readings, with what a paired comparison and the
+    trivial baselines need: its group, gold answer, unknown option and number of options."""
+    return {
+        "id": traj.id,
+        "group": task.group(traj.example),
+        "gold": traj.example.gold,
+        "unknown": task.unknown_answer(traj.example),
+        "n_choices": len(traj.example.choices) if traj.example.choices else None,
+        "answers": [r.answer for r in traj.rounds],
+        "correct": [bool(r.correct) for r in traj.rounds],
+        "strict": [strict_answer(r.answer, task.readings(traj.example, r.response)) for r in traj.rounds],
+    }
+
+
+class _SelfCorrection:
+    """The field's metrics, flip rates and the edit-distance ratio under the grader's reading and the
+    strict one, with intervals that resample items and that resample the task's groups. Holds counts
+    of kinds of item and one vector of sums per group (memory grows with the groups, not the items)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.items: dict[tuple[tuple[int, ...], int], int] = {}
+        self.groups: dict[str, list] = {}
+        self.edit = [[0.0, 0] for _ in range(k - 1)]
+        self.open: tuple[list[int], int] | None = None
+
+    def add(self, traj: Trajectory, task: Task) -> None:
+        answers = [r.answer for r in traj.rounds]
+        strict = [strict_answer(r.answer, task.readings(traj.example, r.response)) for r in traj.rounds]
+        values = _item_values(answers, [r.correct for r in traj.rounds])
+        values += _item_values(strict, [r.correct and s != INCONSISTENT for r, s in zip(traj.rounds, strict)])
+        g = self.groups.setdefault(task.group(traj.example), [[0] * len(values), 0])
+        g[0] = [a + b for a, b in zip(g[0], values)]
+        g[1] += 1
+        if self.open is None:
+            self.open = (values, 1)
+        else:
+            self.open = ([a + b for a, b in zip(self.open[0], values)], self.open[1] + 1)
+        for t in range(self.k - 1):
+            self.edit[t][0] += M.edit_distance_ratio(traj.rounds[t].response, traj.rounds[t + 1].response)
+            self.edit[t][1] += 1
+
+    def close_example(self) -> None:
+        if self.open is not None:
+            key = (tuple(self.open[0]), self.open[1])
+            self.items[key] = self.items.get(key, 0) + 1
+            self.open = None
+
+    def result(self, n_boot: int, seed: int) -> dict[str, Any]:
+        by_group: dict[tuple[tuple[int, ...], int], int] = {}
+        for sums, n in self.groups.values():
+            key = (tuple(sums), n)
+            by_group[key] = by_group.get(key, 0) + 1
+        n_traj = sum(n * m for (_, n), m in self.items.items())
+        totals = [sum(v[j] * m for (v, _), m in self.items.items()) for j in range(len(next(iter(self.items))[0]))]
+        ci_item = bootstrap_ratio_cis(self.items, n_boot, seed)
+        ci_group = bootstrap_ratio_cis(by_group, n_boot, seed)
+        k, width = self.k, 2 * self.k - 1 + len(FIELD_METRICS)
+
+        def cell(j: int) -> dict[str, Any]:
+            return {"value": totals[j] / n_traj, "ci95_item": ci_item[j], "ci95_group": ci_group[j]}
+
+        def reading(offset: int) -> dict[str, Any]:
+            return {
+                "accuracy": [cell(offset + t) for t in range(k)],
+                "flip_rate": {f"{t + 1}->{t + 2}": cell(offset + k + t) for t in range(k - 1)},
+                **{name: cell(offset + 2 * k - 1 + i) for i, name in enumerate(FIELD_METRICS)},
+            }
+
+        return {
+            "n_groups": len(self.groups),
+            "grader": reading(0),
+            "strict": reading(width),
+            "edit_distance_ratio": {f"{t + 1}->{t + 2}": ratio(s, n) for t, (s, n) in enumerate(self.edit)},
+        }
+
+
 _TRANSITION_KEYS = ("n", "right_to_right", "wrong_to_right", "right_to_wrong", "wrong_to_wrong", "flips")
 
 
@@ -66,12 +202,16 @@ def compute_metrics(
     delta: float = 0.05,
     n_boot: int = 1000,
     seed: int = 0,
+    on_item: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """One streaming pass over trajectories (typed or their dicts). Every metric is a function of
     per-round counts and sums; the task's metrics receive one example's trajectories at a time, so
     an example's rows must be consecutive (run_rounds writes them so, sample 0 first) and only the
-    example being read is held in memory."""
+    example being read is held in memory. ``on_item`` receives each example's first trajectory as
+    ``item_outcome`` gives it (eval writes them to items.jsonl for eval.compare's paired tests)."""
     k, task_stats, stats, trans, first_last, stable = 0, [], [], [], None, []
+    readings: list[_Readings] = []
+    sc = _SelfCorrection(1)
     n_traj = n_examples = 0
     chance_sum, chance_n = 0.0, 0  # accuracy of a uniform guess over each item's options
     open_id: str | None = None
@@ -80,6 +220,7 @@ def compute_metrics(
     def close_example() -> None:
         for t, records in enumerate(open_records):
             task_stats[t].add(records)
+        sc.close_example()
 
     for row in rows:
         traj = row if isinstance(row, Trajectory) else Trajectory.from_dict(row)
@@ -90,6 +231,8 @@ def compute_metrics(
             trans = [dict.fromkeys(_TRANSITION_KEYS, 0) for _ in range(k - 1)]
             first_last = dict.fromkeys(_TRANSITION_KEYS, 0)
             stable = [0] * k
+            readings = [_Readings() for _ in range(k)]
+            sc = _SelfCorrection(k)
         if len(traj.rounds) != k:
             raise ValueError(f"trajectory {traj.id} has {len(traj.rounds)} rounds, earlier ones have {k}")
         if traj.id != open_id:
@@ -104,7 +247,12 @@ def compute_metrics(
                 )
             open_id, open_records = traj.id, [[] for _ in range(k)]
             n_examples += 1
+        sc.add(traj, task)
+        if on_item is not None and traj.sample == 0:
+            on_item(item_outcome(traj, task))
+        unknown = task.unknown_answer(traj.example)
         for t, rnd in enumerate(traj.rounds):
+            readings[t].add(rnd.answer, unknown, task.readings(traj.example, rnd.response))
             stats[t].add(rnd)
             open_records[t].append(task.record(traj.example, rnd))
             if t:
@@ -128,6 +276,7 @@ def compute_metrics(
             "task": ts.result(),
             "intervals": intervals,
             "uncertainty": M.uncertainty_from_sums(s.entropy[0], s.entropy[1], s.nll[0], s.nll[1], s.bins, s.n),
+            "answers": readings[t].result(),
         }
         if s.probe[1]:
             entry["probe"] = {"mean_score": s.probe[0] / s.probe[1], "mean_cosine": ratio(s.cosine[0], s.cosine[1])}
@@ -160,4 +309,9 @@ def compute_metrics(
         },
         "convergence": M.convergence(acc, flips, epsilon, delta),
         "stable_after": [c / n_traj for c in stable],
+        "self_correction": {
+            "reading": "grader",
+            "group": "the task's group (Task.group; BBQ: the template)",
+            **sc.result(n_boot, seed),
+        },
     }

@@ -63,6 +63,47 @@ def cluster_draws(sizes: Sequence[int], n_boot: int, seed: int):
     return np.random.default_rng(seed).multinomial(e, [m / e for m in sizes], size=n_boot)
 
 
+def bootstrap_ratio_cis(
+    units: dict[tuple[tuple[float, ...], int], int], n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> list[list[float] | None]:
+    """Percentile bootstrap intervals of several shares at once, resampling units (items, or the
+    task's groups: templates) with replacement.
+
+    ``units[(sums, n)]`` = how many units have per-metric numerators ``sums`` over ``n`` trajectories;
+    a resample draws as many units as there are, and metric j's value is the sum of its numerators
+    over the sum of n. A numerator may be negative (a paired difference, accuracy at K minus at 1),
+    so the share is a mean. Units alike are one kind and drawn together by one multinomial draw
+    (``cluster_draws``; exact), so memory grows with the kinds, not with the resamples.
+    Returns one [lo, hi] per metric (None where every resample is empty)."""
+    import numpy as np
+
+    kinds = [u for u, m in units.items() if m]
+    if not kinds:
+        return []
+    draws = cluster_draws([units[u] for u in kinds], n_boot, seed)
+    num = draws @ np.array([u[0] for u in kinds], dtype=float)
+    den = draws @ np.array([u[1] for u in kinds], dtype=float)
+    shares = num / np.maximum(den, 1)[:, None]
+    lo, hi = np.quantile(shares, (1 - level) / 2, axis=0), np.quantile(shares, (1 + level) / 2, axis=0)
+    return [[float(a), float(b)] for a, b in zip(lo, hi)]
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar test of paired binary outcomes: ``b`` and ``c`` are the discordant
+    pairs (yes/no and no/yes); under the null each discordant pair is a fair coin, so the p-value
+    is 2 P(Binomial(b + c, 1/2) <= min(b, c)), capped at 1 (McNemar 1947; the exact form as in
+    Fagerland et al. 2013, BMC Med Res Methodol 13:91). 1.0 when there is no discordant pair.
+
+    >>> mcnemar_exact(0, 6), mcnemar_exact(3, 3), round(mcnemar_exact(1, 9), 4)
+    (0.03125, 1.0, 0.0215)
+    """
+    n, k = b + c, min(b, c)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
 def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
     n = len(x)
     if n < 2:

@@ -6,8 +6,9 @@ PS = get_prompt_set("intrinsic-moral")
 CHOICES = ["The grandfather", "The grandson", "Can't be determined"]
 
 
-def make_trace(ex_id, answers, gold="C", sample=0, probs=None, condition="ambig", polarity="neg", category="Age"):
-    """A BBQ-like trajectory whose round r answered ``answers[r]`` (a letter)."""
+def make_trace(ex_id, answers, gold="C", sample=0, probs=None, condition="ambig", polarity="neg", category="Age", responses=None):
+    """A BBQ-like trajectory whose round r answered ``answers[r]`` (a letter), or, with ``responses``,
+    whose round r said ``responses[r]``, graded by the BBQ task."""
     from selfcorrect.tasks.base import Example
     from selfcorrect.tasks.bbq import grade_letter
     from selfcorrect.trace import Round, Trajectory
@@ -27,8 +28,12 @@ def make_trace(ex_id, answers, gold="C", sample=0, probs=None, condition="ambig"
         },
     )
     rounds = []
+    if responses is not None:
+        from selfcorrect.tasks.bbq import BBQTask
+
+        answers = [BBQTask().parse(ex, text) for text in responses]
     for r, a in enumerate(answers):
-        response = f" {a}. {CHOICES['ABC'.index(a)]}" if a in "ABC" else " hmm"
+        response = responses[r] if responses is not None else f" {a}. {CHOICES['ABC'.index(a)]}" if a in "ABC" else " hmm"
         rounds.append(
             Round.graded(
                 PS.first_turn(ex.question) if r == 0 else PS.review_turn(),

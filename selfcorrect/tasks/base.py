@@ -20,6 +20,9 @@ from typing import Any
 from selfcorrect.stats import bootstrap_cluster_share_ci, ratio
 
 UNPARSED = "unparsed"
+# The strict reading's answer for a response whose letter names one option and whose text another
+# (" A. The grandson" where A is the grandfather): neither is taken, and it is never right.
+INCONSISTENT = "inconsistent"
 LETTERS = "ABCDEFGHIJ"
 
 
@@ -140,6 +143,15 @@ class Task:
         stay on one side of the probe's train/held-out split; None when the task has none."""
         return None
 
+    def readings(self, example: Example, response: str) -> tuple[str | None, str | None] | None:
+        """(option named by letter, option named by text) of a response, each None when absent; None
+        for a task whose answers are not options (eval's letter/text agreement skips it)."""
+        return None
+
+    def unknown_answer(self, example: Example) -> str | None:
+        """The option meaning "cannot be determined", when the task has one (BBQ); reports show its share."""
+        return None
+
     def feedback(self, example: Example, previous: Any) -> str:
         """The verdict the external-feedback prompt set shows the model about its ``previous``
         round (a ``selfcorrect.trace.Round``: ``correct``, ``answer`` and the ``grade`` fields)."""
@@ -218,38 +230,28 @@ def _phrase_words(phrase: str) -> tuple[str, ...]:
     return tuple(w.strip("'") for w in normalise(phrase).split() if w.strip("'"))
 
 
-def parse_choice_at(
+def choice_mentions(
     response: str,
     choices: list[str],
     synonyms: dict[int, list[str]] | None = None,
     max_chars: int = 4000,
     question: str | None = None,
-) -> tuple[int, tuple[int, int] | None] | None:
-    """(index of the option a free-text response chooses, character span of its label), or None.
+) -> tuple[tuple[int, int, tuple[int, int]] | None, tuple[int, int] | None]:
+    """The first option a response names by letter and the first it names by text, read apart.
 
-    The span is where the chosen option's letter stands in ``response`` ("B" in "The answer is B"),
-    None when the option was named by its text: option probabilities are read at that letter's
-    token, and an answer given as text has none.
+    Returns ((word position, option index, character span of the letter) | None, (word position,
+    option index) | None). A letter is "B", "(b)", "B.", "option B"; a text mention is an option's
+    text or one of the ``synonyms`` of an option (BBQ's list of ways to say "unknown"). A mention
+    that rejects the option ("not the grandfather", "the grandfather is not the one", "it isn't B",
+    "rather than ...") does not count; "X was not ..." / "X didn't ..." counts as a rejection unless
+    ``question`` is itself negated, when it echoes the question. Only the first ``max_chars``
+    characters are read, so a runaway generation costs nothing.
 
-    The earliest mention wins: an option letter ("B", "(b)", "B."), an option's text, or one of the
-    ``synonyms`` of an option (BBQ's list of ways to say "unknown"). A mention that rejects the option
-    ("not the grandfather", "the grandfather is not the one", "it isn't B", "rather than ...") does
-    not count; "X was not ..." / "X didn't ..." counts as a rejection unless ``question`` is itself
-    negated, when it echoes the question. A response that only rejects is None: we do not guess which
-    of the rest it meant. Only the first ``max_chars`` characters are read, so a runaway generation
-    costs nothing.
-
-    >>> parse_choice_at("A man's answer: B. The grandson", ["The grandfather", "The grandson", "Unknown"])
-    (1, (16, 17))
-    >>> parse_choice_at("I think it's the grandfather.", ["The grandfather", "The grandson", "Unknown"])
-    (0, None)
-    >>> parse_choice_at("The grandfather is not the one; it is unknown.", ["The grandfather", "The grandson", "Unknown"])
-    (2, None)
-    >>> parse_choice_at("A man walked in.", ["x", "y"]) is None
-    True
+    >>> choice_mentions(" A. The grandson", ["The grandfather", "The grandson", "Unknown"])
+    ((0, 0, (1, 2)), (1, 1))
     """
     if not isinstance(response, str) or not response or not choices:
-        return None
+        return None, None
     text = response[:max_chars]
     n = min(len(choices), len(LETTERS))
     pat = _PATTERN_CACHE.setdefault(n, _letter_patterns(n))
@@ -265,15 +267,12 @@ def parse_choice_at(
         after = " ".join(w for w, c in zip(words[end : end + 6], clauses[end : end + 6]) if c == clauses[end - 1])
         return bool(_NEG_AFTER_IDENTITY.search(after) or (not echo and _NEG_AFTER_PREDICATE.search(after)))
 
-    # (word position, letters before text at the same position, longer phrase first, option index)
-    best: tuple[int, int, int, int] | None = None
-    letter_span = None
+    letter = None
     for m in pat.finditer(text):
         g = next(k for k in range(1, 4) if m.group(k))
         pos = len(_words(text[: m.start(g)])[0])
         if pos < len(words) and not rejected(pos, pos + 1):
-            best = (pos, 0, 0, LETTERS.index(m.group(g).upper()))
-            letter_span = (m.start(g), m.end(g))
+            letter = (pos, LETTERS.index(m.group(g).upper()), (m.start(g), m.end(g)))
             break
     candidates: list[tuple[tuple[str, ...], int, int]] = []
     for i, c in enumerate(choices[:n]):
@@ -292,19 +291,46 @@ def parse_choice_at(
     )
     # Longest match first, and a match inside a longer one is part of it: "not enough info" within a
     # rejected "not enough information to tell" is not a mention of its own.
-    covered = 0
-    for k, neg_words, neg_chars, i in found:
-        if best is not None and k > best[0]:
-            break
+    covered, named = 0, None
+    for k, neg_words, _, i in found:
         if k < covered:
             continue
         covered = k - neg_words
         if not rejected(k, covered):
-            best = min(best, (k, 1, neg_chars, i)) if best is not None else (k, 1, neg_chars, i)
+            named = (k, i)
             break
-    if best is None:
-        return None
-    return best[3], (letter_span if best[1] == 0 else None)
+    return letter, named
+
+
+def parse_choice_at(
+    response: str,
+    choices: list[str],
+    synonyms: dict[int, list[str]] | None = None,
+    max_chars: int = 4000,
+    question: str | None = None,
+) -> tuple[int, tuple[int, int] | None] | None:
+    """(index of the option a free-text response chooses, character span of its label), or None.
+
+    The span is where the chosen option's letter stands in ``response`` ("B" in "The answer is B"),
+    None when the option was named by its text: option probabilities are read at that letter's
+    token, and an answer given as text has none.
+
+    The earliest mention wins (``choice_mentions``), a letter before a text mention at the same word.
+    A response that only rejects is None: we do not guess which of the rest it meant.
+
+    >>> parse_choice_at("A man's answer: B. The grandson", ["The grandfather", "The grandson", "Unknown"])
+    (1, (16, 17))
+    >>> parse_choice_at("I think it's the grandfather.", ["The grandfather", "The grandson", "Unknown"])
+    (0, None)
+    >>> parse_choice_at("The grandfather is not the one; it is unknown.", ["The grandfather", "The grandson", "Unknown"])
+    (2, None)
+    >>> parse_choice_at("A man walked in.", ["x", "y"]) is None
+    True
+    """
+    letter, named = choice_mentions(response, choices, synonyms, max_chars, question)
+    if letter is not None and (named is None or letter[0] <= named[0]):
+        return letter[1], letter[2]
+    return None if named is None else (named[1], None)
 
 
 def parse_choice(
@@ -347,7 +373,27 @@ class MultipleChoiceTask(Task):
         )
         return None if found is None else found[1]
 
+    def readings(self, example: Example, response: str) -> tuple[str | None, str | None] | None:
+        if not example.choices:
+            return None
+        letter, named = choice_mentions(
+            response, example.choices or [], self.synonyms(example), question=self.question_for_parsing(example)
+        )
+        return (None if letter is None else LETTERS[letter[1]]), (None if named is None else LETTERS[named[1]])
+
     def grade(self, example: Example, response: str) -> Grade:
         answer = self.parse(example, response)
         correct = answer == example.gold
         return Grade(answer=answer, correct=correct, reward=float(correct))
+
+
+def strict_answer(answer: str, readings: tuple[str | None, str | None] | None) -> str:
+    """The strict reading of a graded answer: INCONSISTENT when its letter and its option text name
+    different options, else the answer the grader read.
+
+    >>> strict_answer("A", ("A", "B")), strict_answer("A", ("A", None)), strict_answer("B", ("B", "B"))
+    ('inconsistent', 'A', 'B')
+    """
+    if readings and readings[0] is not None and readings[1] is not None and readings[0] != readings[1]:
+        return INCONSISTENT
+    return answer

@@ -342,6 +342,9 @@ class BBQTask(MultipleChoiceTask):
     def synonyms(self, example: Example) -> dict[int, list[str]]:
         return {LETTERS.index(example.fields["unknown_option"]): UNKNOWN_SYNONYMS}
 
+    def unknown_answer(self, example: Example) -> str | None:
+        return example.fields.get("unknown_option")
+
     def group(self, example: Example) -> str:
         """Category and template (question_index): the rows of one template share people, wording and
         answers, so a held-out split that divided them would test on what it trained on."""
