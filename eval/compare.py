@@ -2,8 +2,17 @@
 
     python -m eval.compare --runs runs/base runs/sft runs/dpo --output_dir runs/compare [--labels base sft dpo]
 
-The first run is the reference in the verdict lines. Reads each run's metrics.json and imports no
-model code. Runs must share the task, the number of rounds K and the data; labels must be distinct.
+The first run is the reference in the verdict lines and the paired tests. Reads each run's
+metrics.json and items.jsonl (each example's answers per round, written beside it by python -m eval)
+and imports no model code. Runs must share the task, the number of rounds K, the data and the very
+items graded (the example ids): paired tests compare each item with itself, so runs over different
+items are refused rather than cut down to the items they share. Labels must be distinct.
+
+Prints the per-run table, then, for every run against the reference, per round: the exact McNemar
+test on correctness and on the per-item flip indicator (answer changed from the previous round) with
+the paired difference and its 95% interval resampling the task's groups (BBQ: templates), under the
+grader's reading and the strict one; then the trivial baselines of a multiple-choice task (chance,
+always the most frequent gold letter, always the "unknown" option where the task has one).
 Writes report.md, comparison.json and the plots with every run on the same axes.
 """
 
@@ -16,7 +25,9 @@ from dataclasses import dataclass, field
 from eval.report import write_report
 from selfcorrect.config import parse_config
 from selfcorrect.errors import UserError, run_cli
-from selfcorrect.jsonl import write_atomic
+from selfcorrect.jsonl import read_rows, write_atomic
+from selfcorrect.stats import bootstrap_ratio_cis, mcnemar_exact
+from selfcorrect.tasks.base import INCONSISTENT
 
 
 @dataclass
@@ -50,6 +61,110 @@ def load_run(path: str) -> dict:
     if missing:
         raise UserError(f"{f}: not a selfcorrect metrics.json (missing {', '.join(missing)}); re-run python -m eval")
     return m
+
+
+def load_items(path: str) -> dict[str, dict]:
+    """The per-example outcomes (items.jsonl) beside a run's metrics.json, by example id."""
+    folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
+    f = os.path.join(folder, "items.jsonl")
+    if not os.path.isfile(f):
+        raise UserError(
+            f"no items.jsonl in {folder}: re-run python -m eval there (same command; it rewrites its metrics from the traces)"
+        )
+    return {r["id"]: r for r in read_rows(f)}
+
+
+def check_same_items(runs: list[tuple[str, dict[str, dict]]]) -> None:
+    """Paired tests compare each item with itself: refuse runs that did not grade the same ids."""
+    ref_label, ref = runs[0]
+    for label, items in runs[1:]:
+        if items.keys() != ref.keys():
+            only_ref, only = len(ref.keys() - items.keys()), len(items.keys() - ref.keys())
+            raise UserError(
+                f"runs {ref_label} and {label} graded different items ({only_ref} only in {ref_label}, {only} only in "
+                f"{label}): paired comparisons need the same items; evaluate every run on the same data and split"
+            )
+
+
+def _outcomes(item: dict, reading: str) -> tuple[list, list[bool]]:
+    """(answers, correct) per round under the grader's reading or the strict one."""
+    if reading == "grader":
+        return item["answers"], item["correct"]
+    return item["strict"], [c and a != INCONSISTENT for c, a in zip(item["correct"], item["strict"])]
+
+
+def paired_tests(ref: dict[str, dict], run: dict[str, dict], reading: str, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Per round, correctness; per pair of rounds, the flip indicator: each as reference rate, run
+    rate, the difference run - reference with its 95% template-cluster bootstrap interval, the
+    discordant counts and the exact McNemar p-value."""
+    ids = sorted(ref)
+    k = len(ref[ids[0]]["answers"])
+
+    def indicators(items):
+        out = {}
+        for i in ids:
+            answers, correct = _outcomes(items[i], reading)
+            out[i] = [int(c) for c in correct] + [int(answers[t] != answers[t + 1]) for t in range(k - 1)]
+        return out
+
+    a, b = indicators(ref), indicators(run)
+    names = [f"r{t + 1}" for t in range(k)] + [f"{t + 1}->{t + 2}" for t in range(k - 1)]
+    groups: dict[str, list] = {}
+    for i in ids:
+        g = groups.setdefault(ref[i]["group"], [[0] * len(names), 0])
+        g[0] = [x + y - z for x, y, z in zip(g[0], b[i], a[i])]
+        g[1] += 1
+    units: dict[tuple, int] = {}
+    for sums, n in groups.values():
+        units[(tuple(sums), n)] = units.get((tuple(sums), n), 0) + 1
+    cis = bootstrap_ratio_cis(units, n_boot, seed)
+    out = {}
+    for j, name in enumerate(names):
+        only_ref = sum(a[i][j] and not b[i][j] for i in ids)
+        only_run = sum(b[i][j] and not a[i][j] for i in ids)
+        ra, rb = sum(a[i][j] for i in ids) / len(ids), sum(b[i][j] for i in ids) / len(ids)
+        out[name] = {
+            "reference": ra,
+            "run": rb,
+            "difference": rb - ra,
+            "ci95_group": cis[j],
+            "only_reference": only_ref,
+            "only_run": only_run,
+            "p_mcnemar": mcnemar_exact(only_ref, only_run),
+        }
+    return out
+
+
+def trivial_baselines(items: dict[str, dict]) -> list[dict]:
+    """Accuracy of constant strategies on these items (they never change an answer, so every flip
+    rate is 0): a uniform guess, always the most frequent gold letter (an upper bound on any one
+    letter), always the item's "unknown" option where every item has one. Multiple choice only."""
+    rows = list(items.values())
+    if not rows or any(r.get("n_choices") is None for r in rows):
+        return []
+    n = len(rows)
+    out = [{"baseline": "chance", "accuracy": sum(1 / r["n_choices"] for r in rows) / n}]
+    golds = [r["gold"] for r in rows]
+    letter = max(sorted(set(golds)), key=golds.count)
+    out.append({"baseline": f"always {letter} (most frequent gold letter)", "accuracy": golds.count(letter) / n})
+    if all(r.get("unknown") for r in rows):
+        out.append({"baseline": "always unknown", "accuracy": sum(r["gold"] == r["unknown"] for r in rows) / n})
+    return out
+
+
+def format_paired(label: str, ref_label: str, reading: str, tests: dict) -> list[str]:
+    def cell(t):
+        ci = t["ci95_group"]
+        return (
+            f"{t['difference']:+.3f} [{ci[0]:+.2f},{ci[1]:+.2f}] p={t['p_mcnemar']:.2g} ({t['only_reference']}/{t['only_run']})"
+        )
+
+    acc = [n for n in tests if n.startswith("r")]
+    flips = [n for n in tests if "->" in n]
+    return [
+        f"{label} vs {ref_label}, {reading} reading: accuracy   " + " | ".join(f"{n} {cell(tests[n])}" for n in acc),
+        f"{label} vs {ref_label}, {reading} reading: flip rate  " + " | ".join(f"{n} {cell(tests[n])}" for n in flips),
+    ]
 
 
 def check_comparable(runs: list[tuple[str, dict]]) -> None:
@@ -130,10 +245,30 @@ def main(argv: list[str]) -> None:
     labels = a.labels or [m["run"].get("label") or os.path.basename(os.path.normpath(r)) for m, r in zip(metrics, a.runs)]
     runs = list(zip(labels, metrics))
     check_comparable(runs)
+    items = [load_items(r) for r in a.runs]
+    check_same_items(list(zip(labels, items)))
+    paired = {
+        label: {reading: paired_tests(items[0], it, reading) for reading in ("grader", "strict")}
+        for label, it in zip(labels[1:], items[1:])
+    }
+    baselines = trivial_baselines(items[0])
     report = write_report(runs, a.output_dir, "Self-correction: trained checkpoints vs intrinsic prompting")
     table = summary_table(runs)
-    write_atomic(os.path.join(a.output_dir, "comparison.json"), json.dumps(table, indent=2))
+    comparison = {"runs": table, "reference": labels[0], "paired": paired, "baselines": baselines}
+    write_atomic(os.path.join(a.output_dir, "comparison.json"), json.dumps(comparison, indent=2))
     print(format_table(table, metrics[0]["run"].get("report_columns", [])))
+    if paired:
+        print(
+            f"\nPaired tests on the {len(items[0])} items every run graded: difference run - {labels[0]} "
+            "[95% interval resampling the task's groups], exact McNemar p (discordant items: only reference / only run)"
+        )
+        for label, by_reading in paired.items():
+            for reading, tests in by_reading.items():
+                print("\n".join(format_paired(label, labels[0], reading, tests)))
+    if baselines:
+        print("\nTrivial baselines on these items (constant answers: every flip rate is 0):")
+        for b in baselines:
+            print(f"  {b['baseline']}: accuracy {b['accuracy']:.3f}")
     print(f"\nreport: {report}")
 
 

@@ -127,6 +127,24 @@ def plot_runs(runs: list[tuple[str, dict[str, Any]]], out_dir: str) -> list[str]
     ax.set(title=f"Answers changed from the previous round ({about})", xlabel="round", ylabel="flip rate", ylim=(0, 1))
     save(fig, "flip_rate.png")
 
+    with_answers = [(label, m) for label, m in runs if "answers" in m["per_round"][0]]
+    if with_answers:
+        fig, axes = plt.subplots(1, len(with_answers), figsize=(3.2 * len(with_answers) + 1, 3.6), squeeze=False, sharey=True)
+        for (label, m), ax in zip(with_answers, axes[0]):
+            dists = [e["answers"]["distribution"] for e in m["per_round"]]
+            keys = sorted({a for d in dists for a in d}, key=lambda a: (a == "unparsed", a))
+            bottom = [0.0] * len(dists)
+            for a in keys:
+                share = [d.get(a, 0.0) for d in dists]
+                ax.bar(range(1, len(dists) + 1), share, bottom=bottom, label=a)
+                bottom = [b + x for b, x in zip(bottom, share)]
+            ax.set(title=label, xlabel="round", ylim=(0, 1))
+            ax.set_xticks(range(1, len(dists) + 1))
+        axes[0][0].set_ylabel("share of answers")
+        axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+        fig.suptitle(f"Answer distribution per round: collapse onto one option shows here ({about})", fontsize=9)
+        save(fig, "answers.png")
+
     per_round_plots = (
         ("entropy.png", ["uncertainty", "option_entropy"], "Entropy of the answer-option distribution", "entropy (nats)"),
         ("probe.png", ["probe", "mean_score"], "Concept probe at the last prompt token", "mean probe score P(concept)"),
@@ -156,6 +174,73 @@ def plot_runs(runs: list[tuple[str, dict[str, Any]]], out_dir: str) -> list[str]
             ax.set(title=f"{task}: {title} per round", xlabel="round", ylabel=title)
         save(fig, "task_metrics.png")
     return paths
+
+
+def _cell(c: dict[str, Any] | None) -> str:
+    """A value with its template-cluster interval and, where it differs, the item interval."""
+    if c is None:
+        return "n/a"
+    out = f"{c['value']:.3f} {_ci(c['ci95_group'])}"
+    if c["ci95_item"] != c["ci95_group"]:
+        out += f" (items {_ci(c['ci95_item'])})"
+    return out
+
+
+def self_correction_lines(runs: list[tuple[str, dict[str, Any]]], k: int) -> list[str]:
+    """The field's metrics, flip rates with intervals, the edit-distance ratio and the answers
+    (distribution, letter/text agreement) of each run, for report.md."""
+    from eval.aggregate import FIELD_METRICS
+
+    runs = [(label, m) for label, m in runs if "self_correction" in m]
+    if not runs:
+        return []
+    lines = [
+        "## Self-correction metrics (Kumar et al. 2024 names; t2 = round K)",
+        "",
+        "Intervals: 95% bootstrap resampling the task's groups (BBQ: templates), with the item bootstrap in",
+        "brackets where it differs. Grader: the answer the grader reads (the first option named, letter or",
+        "text); strict: an answer whose letter and option text name different options is inconsistent,",
+        "never right, and counts as its own answer in flips.",
+        "",
+        "| run | reading | " + " | ".join(FIELD_METRICS) + " |",
+        "|---|---|" + "---|" * len(FIELD_METRICS),
+    ]
+    for label, m in runs:
+        for reading in ("grader", "strict"):
+            sc = m["self_correction"][reading]
+            lines.append(f"| {label} | {reading} | " + " | ".join(_cell(sc[name]) for name in FIELD_METRICS) + " |")
+    pairs = [f"{t}->{t + 1}" for t in range(1, k)]
+    lines += ["", "Flip rate (share of items whose answer changed) per pair of rounds:", ""]
+    lines += ["| run | reading | " + " | ".join(pairs) + " |", "|---|---|" + "---|" * len(pairs)]
+    for label, m in runs:
+        for reading in ("grader", "strict"):
+            flips = m["self_correction"][reading]["flip_rate"]
+            lines.append(f"| {label} | {reading} | " + " | ".join(_cell(flips.get(p)) for p in pairs) + " |")
+    lines += ["", "Edit-distance ratio between consecutive responses (words; 0 = unchanged):", ""]
+    lines += ["| run | " + " | ".join(pairs) + " |", "|---|" + "---|" * len(pairs)]
+    for label, m in runs:
+        edit = m["self_correction"]["edit_distance_ratio"]
+        lines.append(f"| {label} | " + " | ".join(_fmt(edit.get(p)) for p in pairs) + " |")
+    lines += [
+        "",
+        "## Answers per round",
+        "",
+        'Share of each answer; unknown = the item\'s "cannot be determined" option; agree = letter and',
+        "option text name the same option, of the answers that give both; inconsistent = they differ, of all.",
+        "",
+        "| run | round | answers | unknown | agree | inconsistent |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, m in runs:
+        for e in m["per_round"]:
+            a = e["answers"]
+            dist = ", ".join(f"{k2} {v:.2f}" for k2, v in a["distribution"].items())
+            lt = a.get("letter_text") or {}
+            lines.append(
+                f"| {label} | {e['round']} | {dist} | {_fmt(a.get('unknown'))} | {_fmt(lt.get('agreement'))} | "
+                f"{_fmt(lt.get('inconsistent'))} |"
+            )
+    return lines + [""]
 
 
 def write_report(runs: list[tuple[str, dict[str, Any]]], out_dir: str, title: str = "Self-correction evaluation") -> str:
@@ -211,6 +296,7 @@ def write_report(runs: list[tuple[str, dict[str, Any]]], out_dir: str, title: st
             f"{_fmt(t.get('confidence_level'))} | {_fmt(t.get('critique_score'))} | {_fmt(t.get('rss'))} |"
         )
     lines.append("")
+    lines += self_correction_lines(runs, k)
     lines += [
         "## Uncertainty per round",
         "",

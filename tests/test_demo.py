@@ -38,7 +38,7 @@ def test_reduced_demo_writes_every_stage(tmp_path):
         metrics = json.loads((run / "eval" / label / "metrics.json").read_text())
         assert metrics["run"]["rounds"] == 2 and metrics["run"]["n_examples"] == 6
         assert metrics["run"]["label"] == label and "probe" in metrics["per_round"][0]
-    table = json.loads((run / "compare" / "comparison.json").read_text())
+    table = json.loads((run / "compare" / "comparison.json").read_text())["runs"]
     assert [r["run"] for r in table] == labels
     assert all(0 <= r["acc_roundK"] <= 1 and r["convergence_round"] in (1, 2) for r in table)
     report = (run / "compare" / "report.md").read_text()
