@@ -3,7 +3,11 @@
 - ``sft.jsonl``: ``messages`` conversations that end in a correct revision. Sources (``sft_sources``):
   ``final_correct`` (the whole trace when its last round is correct), ``improving`` (the trace up to
   its first wrong -> right revision), ``rationalised`` (a wrong first answer, the review instruction,
-  then the gold answer as the revision).
+  then the gold answer as the revision), ``gold_stable`` (every round states the gold answer and
+  keeps it) and ``self_consistent`` (every round repeats the model's own round-1 answer, right or
+  wrong; every turn is trained). The last two are controls for a study of stability: a model
+  trained on ``gold_stable`` may keep its answer or may only have learned the gold letters;
+  ``self_consistent`` teaches keeping an answer and nothing about which one is right.
 - ``dpo.jsonl``: ``prompt`` (conversation up to a correction instruction) / ``chosen`` / ``rejected``
   (one assistant message each). Sources (``dpo_sources``): ``switched`` (keeping the earlier correct
   answer is chosen over switching to a wrong one), ``improved`` (the correct revision over repeating
@@ -26,12 +30,25 @@ from selfcorrect.prompts import PromptSet
 from selfcorrect.tasks.base import Task
 from selfcorrect.trace import Round, Trajectory, conversation
 
-SFT_SOURCES = ("final_correct", "improving", "rationalised")
+SFT_SOURCES = ("final_correct", "improving", "rationalised", "gold_stable", "self_consistent")
 DPO_SOURCES = ("switched", "improved", "samples", "rationalised")
 
 
 def _assistant(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
+
+
+def answer_after(response: str, own_prefill: str | None, prefill: str | None) -> str:
+    """A response (written after ``own_prefill``) as the text that follows ``prefill`` in a round that
+    starts with it: the response itself when the round has a prefill (it continues a prefill of the
+    same role, "...the single most likely answer choice is" + " C."); when the round has none, the
+    response with its own prefill, so a continuation ("...avoids bias or stereotyping." + " The old
+    man ...") is never shown as a whole answer.
+
+    >>> answer_after(" C.", "The answer is", "On review, the answer is"), answer_after(" so C.", "Let's think", None)
+    (' C.', "Let's think so C.")
+    """
+    return response if prefill else (own_prefill or "") + response
 
 
 def review_user(trace: Trajectory, prompt_set: PromptSet, r: int = 1) -> str:
@@ -51,7 +68,8 @@ def sft_rows(trace: Trajectory, task: Task, prompt_set: PromptSet, sources: Iter
     base = {"id": trace.id, "sample": trace.sample, **provenance(trace, prompt_set)}
 
     def row(source: str, upto: int, extra: tuple[tuple[str, str | None, str], ...] = ()) -> dict[str, Any]:
-        """rounds[:upto] plus ``extra`` (user turn, prefill, answer) turns, which are correct."""
+        """rounds[:upto] plus ``extra`` (user turn, prefill, answer) turns, which are trained (the gold
+        answer, or for ``self_consistent`` the model's own first answer kept, right or wrong)."""
         msgs = conversation(rounds, upto)
         flags = [r.correct for r in rounds[:upto]]
         prefills = [r.prefill for r in rounds[:upto]]
@@ -71,22 +89,36 @@ def sft_rows(trace: Trajectory, task: Task, prompt_set: PromptSet, sources: Iter
     if "rationalised" in sources and rounds and not rounds[0].correct:
         gold = task.gold_response(trace.example)
         out.append(row("rationalised", 1, ((review_user(trace, prompt_set), prompt_set.review_prefill, gold),)))
+    if rounds and "gold_stable" in sources:
+        gold = task.gold_response(trace.example)
+        out.append(row("gold_stable", 0, tuple((r.user or "", r.prefill, gold) for r in rounds)))
+    if rounds and "self_consistent" in sources:
+        first = rounds[0]
+        out.append(
+            row(
+                "self_consistent",
+                0,
+                tuple((r.user or "", r.prefill, answer_after(first.response, first.prefill, r.prefill)) for r in rounds),
+            )
+        )
     return out
 
 
 def dpo_rows_in_trace(trace: Trajectory, task: Task, prompt_set: PromptSet, sources: Iterable[str]) -> list[dict[str, Any]]:
     """Pairs between consecutive rounds of one trace; each completion is presented as round r's answer
-    (with round r's prefill), after round r's conversation."""
+    after round r's conversation (``answer_after``: after round r's prefill, or with its own prefill
+    when round r has none)."""
     rounds, out = trace.rounds, []
     for r in range(1, len(rounds)):
         prev, cur = rounds[r - 1], rounds[r]
         prompt = conversation(rounds, r) + [{"role": "user", "content": cur.user or ""}]
         prefill = cur.prefill or ""
+        kept = prefill + answer_after(prev.response, prev.prefill, cur.prefill)
         pair = None
         if prev.correct and not cur.correct and "switched" in sources:
-            pair = ("switched", prefill + prev.response, cur.assistant_text())
+            pair = ("switched", kept, cur.assistant_text())
         elif cur.correct and not prev.correct and "improved" in sources:
-            pair = ("improved", cur.assistant_text(), prefill + prev.response)
+            pair = ("improved", cur.assistant_text(), kept)
         elif not cur.correct and not prev.correct and "rationalised" in sources:
             pair = ("rationalised", prefill + task.gold_response(trace.example), cur.assistant_text())
         if pair and pair[1] != pair[2]:

@@ -73,3 +73,53 @@ def test_rows_pass_trl_tokenisation(tiny_model_dir, tmp_path):
     dpo = load_dataset("json", data_files=str(files["dpo"]), split="train")
     d = DPOTrainer(model=model, args=DPOConfig(**common), train_dataset=dpo, processing_class=tok)
     assert len(d.train_dataset) == len(dpo) == 2
+
+
+def _cot_trace(answers):
+    """A trace made with intrinsic-moral-cot: round 1 starts with a reasoning prefill, round 2 has none."""
+    from selfcorrect.prompts import get_prompt_set
+
+    cot = get_prompt_set("intrinsic-moral-cot")
+    t = make_trace("Age/9", answers)
+    for r, rnd in enumerate(t.rounds):
+        rnd.prefill = cot.prefill(r)
+        rnd.response = f" Both could be. The answer is {answers[r]}."
+    return t, cot
+
+
+def test_dpo_pairs_present_an_earlier_response_with_its_own_prefill_when_the_round_has_none():
+    t, cot = _cot_trace(["C", "A"])  # right -> wrong: keeping round 1's answer is chosen at round 2
+    (sw,) = dpo_rows_in_trace(t, TASK, cot, {"switched"})
+    # Round 1's response continues "Let's think about ..."; round 2 has no prefill, so the kept answer
+    # is round 1's whole turn, not a continuation shown as an answer.
+    assert cot.first_prefill and cot.review_prefill is None
+    assert sw["chosen"][0]["content"] == cot.first_prefill + " Both could be. The answer is C."
+    assert sw["rejected"][0]["content"] == " Both could be. The answer is A."
+    t, cot = _cot_trace(["A", "C"])
+    (imp,) = dpo_rows_in_trace(t, TASK, cot, {"improved"})
+    assert imp["rejected"][0]["content"] == cot.first_prefill + " Both could be. The answer is A."
+
+
+def test_gold_stable_and_self_consistent_sources():
+    t = make_trace("Age/5", ["A", "B", "C"])  # wanders: wrong, wrong, right (gold C)
+    by = {r["source"]: r for r in sft_rows(t, TASK, PS, {"gold_stable", "self_consistent"})}
+    gold, own = by["gold_stable"], by["self_consistent"]
+    assert [m["content"] for m in gold["messages"][1::2]] == [
+        PS.first_prefill + " C. Can't be determined",
+        PS.review_prefill + " C. Can't be determined",
+        PS.review_prefill + " C. Can't be determined",
+    ]
+    # The model's own round-1 answer (wrong here), kept at every round after that round's prefill, and trained.
+    assert [m["content"] for m in own["messages"][1::2]] == [
+        PS.first_prefill + " A. The grandfather",
+        PS.review_prefill + " A. The grandfather",
+        PS.review_prefill + " A. The grandfather",
+    ]
+    assert own["train_turns"] == gold["train_turns"] == [True, True, True]
+    assert own["prefills"] == [PS.first_prefill, PS.review_prefill, PS.review_prefill]
+    assert [m["content"] for m in own["messages"][0::2]] == [r.user for r in t.rounds]
+    # With a reasoning prefill in round 1 only, later rounds repeat round 1's whole turn.
+    t, cot = _cot_trace(["A", "B"])
+    (row,) = sft_rows(t, TASK, cot, {"self_consistent"})
+    assert [m["content"] for m in row["messages"][1::2]] == [cot.first_prefill + " Both could be. The answer is A."] * 2
+    assert row["prefills"] == [cot.first_prefill, None]

@@ -261,10 +261,10 @@ def test_kround_returns_by_hand():
     assert kround_returns(r, "sum") == [3.0, 3.0, 2.0, 2.0, 1.0]
     # convergence (penalty 1, bonus 0.5): earned u = [0, 1, 0 - 1, 1 + 0.5, 1 + 0.5] (round 3 abandons
     # a right answer; rounds 4 and 5 are right through to the end); G_t = u_t + ... + u_5.
-    assert kround_returns(r, "convergence", flip_penalty=1.0, stable_bonus=0.5) == [3.0, 3.0, 2.0, 3.0, 1.5]
+    assert kround_returns(r, "convergence", 1.0, 0.5, correct=[x == 1.0 for x in r]) == [3.0, 3.0, 2.0, 3.0, 1.5]
     # Settling earlier earns more: right from round 2 vs right from round 4 (same final answer).
-    early = kround_returns([0.0, 1.0, 1.0, 1.0, 1.0], "convergence")
-    late = kround_returns([0.0, 0.0, 0.0, 1.0, 1.0], "convergence")
+    early = kround_returns([0.0, 1.0, 1.0, 1.0, 1.0], "convergence", correct=[False, True, True, True, True])
+    late = kround_returns([0.0, 0.0, 0.0, 1.0, 1.0], "convergence", correct=[False, False, False, True, True])
     assert early[0] == 4 + 0.5 * 4 and late[0] == 2 + 0.5 * 2
     # A round earns nothing for rounds before it: the same future gives the same return whatever came first.
     assert kround_returns([1.0, 0.0, 1.0], "sum")[1:] == kround_returns([0.0, 0.0, 1.0], "sum")[1:]
@@ -304,3 +304,45 @@ def test_gsm8k_rationalised_revision_has_the_tasks_answer_format():
     assert revision.startswith(" Janet sells 16 - 3 - 4 = 9 duck eggs a day.")
     assert "<<" not in revision and revision.endswith("\nThe answer is 18.")
     assert task.grade(ex, revision).correct and row["train_turns"] == [False, True]
+
+
+def test_kround_convergence_reads_the_graders_verdict_not_the_reward():
+    """Toxicity's reward is 1 - P(toxic), never 1.0; its verdict (toxicity under threshold) is. Three
+    clean rounds are right from round 1 to the end, so each earns the stable bonus."""
+    from train.kround import kround_returns
+
+    rewards = [0.9, 0.95, 0.97]
+    # u = [0.9 + 0.5, 0.95 + 0.5, 0.97 + 0.5]; G_t = u_t + ... + u_3
+    got = kround_returns(rewards, "convergence", 1.0, 0.5, correct=[True, True, True])
+    assert got == pytest.approx([4.32, 2.92, 1.47])
+    # A clean answer that turns toxic (verdict right -> wrong) is charged the flip penalty at round 2.
+    got = kround_returns([0.9, 0.2, 0.3], "convergence", 1.0, 0.5, correct=[True, False, False])
+    assert got == pytest.approx([0.9 + (0.2 - 1.0) + 0.3, (0.2 - 1.0) + 0.3, 0.3])
+    with pytest.raises(ValueError, match="correct flag"):
+        kround_returns(rewards, "convergence")
+
+
+def test_kround_change_penalty_charges_every_change_wrong_to_wrong_included():
+    from train.kround import kround_returns
+
+    rewards, correct, answers = [0.0, 0.0, 0.0, 1.0], [False, False, False, True], ["A", "B", "B", "C"]
+    # convergence, flip 1, bonus 0.5, change 1: u = [0, 0 - 1 (A -> B, wrong -> wrong), 0, 1 + 0.5 - 1 (B -> C)]
+    got = kround_returns(rewards, "convergence", 1.0, 0.5, correct, answers, change_penalty=1.0)
+    assert got == [-0.5, -0.5, 0.5, 0.5]
+    # Without the knob the wrong -> wrong change is free: u = [0, 0, 0, 1.5]
+    assert kround_returns(rewards, "convergence", 1.0, 0.5, correct, answers) == [1.5, 1.5, 1.5, 1.5]
+    # In sum mode too; keeping a wrong answer costs nothing, so staying put beats wandering among wrong ones.
+    assert kround_returns([0.0] * 3, "sum", answers=["A", "A", "A"], change_penalty=1.0) == [0.0, 0.0, 0.0]
+    assert kround_returns([0.0] * 3, "sum", answers=["A", "B", "A"], change_penalty=1.0) == [-2.0, -2.0, -1.0]
+
+
+def test_kround_refuses_change_penalty_on_a_task_whose_answer_is_a_score(tmp_path):
+    from helpers import run_command
+
+    p = run_command(
+        "train.kround",
+        ["--task", "toxicity", "--classifier", "unused", "--prompt_set", "intrinsic", "--change_penalty", "1",
+         "--model_name_or_path", str(tmp_path / "no-model"), "--dataset_path", str(tmp_path / "no-data.jsonl"),
+         "--output_dir", str(tmp_path / "out")],
+    )  # fmt: skip
+    assert p.returncode == 2 and "change_penalty needs answers that are choices or values" in p.stderr, p.stderr

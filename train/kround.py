@@ -23,6 +23,19 @@ before it, only for its own answer and the rounds that follow from it. ``reward_
                    each round from which the answer stays right to the end adds ``stable_bonus``:
                    converging to the right answer at round c adds stable_bonus * (K - c + 1) to
                    every return up to round c, so the earlier the model settles, the more it earns.
+                   "Right" is the grader's ``correct`` flag, not the reward: toxicity's reward
+                   1 - P(toxic) never reaches 1, while its ``correct`` (toxicity under threshold) does.
+
+``change_penalty`` (any mode, default 0): u_s -= change_penalty * [answer at s != answer at s-1],
+charged at the round that changes. ``flip_penalty`` charges only right -> wrong; this charges every
+change of the parsed answer, wrong -> wrong and wrong -> right included (and a change to or from
+"unparsed"). It rewards keeping whatever answer was given, so on its own it favours never
+revising: a model that never changes its first answer loses nothing to it, whether that answer is
+right or wrong. With ``reward_mode: convergence`` the accuracy and stability terms still pay for
+being right, so a wrong -> right change is worth making when r + stable bonuses exceed the charge
+(with the defaults and change_penalty 1, fixing at round s earns 1 + 0.5 (K - s + 1) per later
+round against 1 once). It needs answers that are choices or values (BBQ's letters, GSM8K's
+numbers); toxicity's "answer" is a score, and the trainer refuses the knob there.
 
 Advantages are per round with a leave-one-out baseline over the G episodes of the same prompt at
 the same round index (train/online_rl.py), so round t is compared only with round t of the other
@@ -37,7 +50,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from selfcorrect.errors import UserError, run_cli
-from train.online_rl import OnlineRLConfig, OnlineRLTrainer, run_trainer
+from train.online_rl import Episode, OnlineRLConfig, OnlineRLTrainer, run_trainer
 
 REWARD_MODES = ("final", "sum", "convergence")
 
@@ -47,19 +60,23 @@ def kround_returns(
     mode: str = "convergence",
     flip_penalty: float = 1.0,
     stable_bonus: float = 0.5,
-    right_threshold: float = 1.0,
+    correct: list[bool] | None = None,
+    answers: list[str] | None = None,
+    change_penalty: float = 0.0,
 ) -> list[float]:
     """Return G_t of each round of one episode from its per-round rewards (see the module docstring).
 
-    A round is "right" when its reward is at least ``right_threshold`` (rewards are 0/1 for the
-    multiple-choice and maths tasks).
+    ``correct``: the grader's verdict per round (``convergence`` needs it); ``answers``: the parsed
+    answer per round (``change_penalty`` needs it).
 
     >>> kround_returns([0.0, 1.0, 1.0], "final")
     [1.0, 1.0, 1.0]
     >>> kround_returns([0.0, 1.0, 1.0], "sum")
     [2.0, 2.0, 1.0]
-    >>> kround_returns([1.0, 0.0, 1.0], "convergence", flip_penalty=1.0, stable_bonus=0.5)
+    >>> kround_returns([1.0, 0.0, 1.0], "convergence", 1.0, 0.5, correct=[True, False, True])
     [1.5, 0.5, 1.5]
+    >>> kround_returns([0.0, 0.0, 0.0], "sum", answers=["A", "B", "B"], change_penalty=1.0)
+    [-1.0, -1.0, 0.0]
     """
     if mode not in REWARD_MODES:
         raise UserError(f"reward_mode must be one of {', '.join(REWARD_MODES)} (got '{mode}')")
@@ -69,7 +86,9 @@ def kround_returns(
     elif mode == "sum":
         earned = list(rewards)
     else:
-        right = [r >= right_threshold for r in rewards]
+        if correct is None or len(correct) != k:
+            raise ValueError("reward_mode convergence needs the grader's correct flag of every round")
+        right = [bool(c) for c in correct]
         earned = []
         for s in range(k):
             u = rewards[s]
@@ -78,6 +97,10 @@ def kround_returns(
             if all(right[s:]):
                 u += stable_bonus
             earned.append(u)
+    if change_penalty:
+        if answers is None or len(answers) != k:
+            raise ValueError("change_penalty needs the parsed answer of every round")
+        earned = [u - change_penalty * (s > 0 and answers[s] != answers[s - 1]) for s, u in enumerate(earned)]
     returns, acc = [0.0] * k, 0.0
     for s in range(k - 1, -1, -1):
         acc += earned[s]
@@ -92,6 +115,12 @@ class KRoundConfig(OnlineRLConfig):
     reward_mode: str = field(default="convergence", metadata={"help": "final | sum | convergence (see train/kround.py)."})
     flip_penalty: float = field(default=1.0, metadata={"help": "convergence: cost of turning a right answer wrong."})
     stable_bonus: float = field(default=0.5, metadata={"help": "convergence: bonus per round from which the answer stays right."})
+    change_penalty: float = field(
+        default=0.0,
+        metadata={
+            "help": "Any mode: cost of every change of the parsed answer between rounds, wrong -> wrong too (see train/kround.py)."
+        },
+    )
     beta: float = field(default=0.01, metadata={"help": "KL weight on every generated token (SCoRe's beta1)."})
 
     def __post_init__(self) -> None:
@@ -100,8 +129,8 @@ class KRoundConfig(OnlineRLConfig):
             raise UserError(f"rounds must be >= 2 for self-correction (got {self.rounds})")
         if self.reward_mode not in REWARD_MODES:
             raise UserError(f"reward_mode must be one of {', '.join(REWARD_MODES)} (got '{self.reward_mode}')")
-        if self.beta < 0 or self.flip_penalty < 0 or self.stable_bonus < 0:
-            raise UserError("beta, flip_penalty and stable_bonus must be >= 0")
+        if self.beta < 0 or self.flip_penalty < 0 or self.stable_bonus < 0 or self.change_penalty < 0:
+            raise UserError("beta, flip_penalty, stable_bonus and change_penalty must be >= 0")
 
 
 class KRoundTrainer(OnlineRLTrainer):
@@ -110,9 +139,20 @@ class KRoundTrainer(OnlineRLTrainer):
     def rounds(self) -> int:
         return self.cfg.rounds
 
-    def returns(self, rewards: list[float], step: int) -> list[float]:
+    def setup(self) -> None:
+        from selfcorrect.tasks import task_and_prompt_set
+
+        task, _ = task_and_prompt_set(self.setup_args.task)  # checked before any model loads
+        if self.cfg.change_penalty and not task.discrete_answers:
+            raise UserError(
+                f"change_penalty needs answers that are choices or values; task {task.name}'s answer is a score, "
+                "so every sample would count as a change"
+            )
+        super().setup()
+
+    def episode_returns(self, ep: Episode, step: int) -> list[float]:
         c = self.cfg
-        return kround_returns(rewards, c.reward_mode, c.flip_penalty, c.stable_bonus)
+        return kround_returns(ep.rewards, c.reward_mode, c.flip_penalty, c.stable_bonus, ep.correct, ep.answers, c.change_penalty)
 
     def kl_coefs(self, step: int) -> list[float]:
         return [self.cfg.beta] * self.cfg.rounds
@@ -124,6 +164,8 @@ class KRoundTrainer(OnlineRLTrainer):
             "sum": "G_t = r_t + ... + r_K",
             "convergence": f"G_t = sum over s >= t of r_s - {c.flip_penalty}*[right->wrong at s] + {c.stable_bonus}*[right from s to K]",
         }[c.reward_mode]
+        if c.change_penalty:
+            what += f", - {c.change_penalty}*[answer changed at s] in every u_s"
         return (
             f"K-round on-policy REINFORCE over {c.rounds} rounds, reward_mode {c.reward_mode}: {what}; "
             f"leave-one-out baseline per round; - {c.beta}*KL on every generated token"

@@ -71,6 +71,8 @@ class Episode:
     prompts: list[list[int]]
     responses: list[list[int]]
     rewards: list[float]
+    correct: list[bool] = field(default_factory=list)  # the grader's verdict per round
+    answers: list[str] = field(default_factory=list)  # the parsed answer per round
 
 
 def pack_episode(ep: Episode) -> list[tuple[list[int], list[int]]]:
@@ -224,6 +226,11 @@ class OnlineRLTrainer:
         """The return credited to each round's tokens of one episode, from its per-round rewards."""
         raise NotImplementedError
 
+    def episode_returns(self, ep: Episode, step: int) -> list[float]:
+        """The returns of one episode; methods whose credit needs more than the rewards (the grader's
+        verdicts, the answers) override this."""
+        return self.returns(ep.rewards, step)
+
     def kl_coefs(self, step: int) -> list[float]:
         raise NotImplementedError
 
@@ -341,6 +348,8 @@ class OnlineRLTrainer:
                 prompts=[by_round[t][e].prompt_ids for t in range(len(by_round))],
                 responses=[by_round[t][e].token_ids for t in range(len(by_round))],
                 rewards=[rnd.reward for rnd in tr.rounds],
+                correct=[rnd.correct for rnd in tr.rounds],
+                answers=[rnd.answer for rnd in tr.rounds],
             )
             for e, tr in enumerate(traces)
         ]
@@ -409,7 +418,7 @@ class OnlineRLTrainer:
             bar.set_postfix_str("sampling round 1")
             episodes = self.sample(step, on_round=lambda r: bar.set_postfix_str(f"sampling round {min(r + 2, k)}"))
             rewards = [ep.rewards for ep in episodes]
-            returns = [self.returns(r, step) for r in rewards]
+            returns = [self.episode_returns(ep, step) for ep in episodes]
             advantages = round_advantages(returns, cfg.num_generations)
             bar.set_postfix_str("update")
             parts = self.update(episodes, advantages, self.kl_coefs(step))

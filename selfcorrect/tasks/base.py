@@ -93,6 +93,7 @@ class Task:
     name = "task"
     hub_id: str | None = None  # the community's dataset id, used when online and no path is given
     multiple_choice = False  # answers are option letters (prompt sets that name answer choices need it)
+    discrete_answers = True  # a Grade's answer is a choice or a value that two rounds can share (not a score)
     # Metrics (keys of TaskMetrics.result) that reports and eval.compare show beside accuracy, with
     # their column titles; each has an interval in TaskMetrics.intervals.
     report_columns: tuple[tuple[str, str], ...] = ()

@@ -101,6 +101,7 @@ def ToxicityClassifier(name_or_path: str, batch_size: int = 32, device: str | No
 
 class ToxicityTask(Task):
     name = "toxicity"
+    discrete_answers = False  # the "answer" is the classifier's score, different for nearly every text
     hub_id = "allenai/real-toxicity-prompts"
 
     def __init__(self, classifier: str | None = None, threshold: float = 0.5, classifier_fn: Any = None):
