@@ -12,8 +12,13 @@ Only y2 carries loss; y1 is part of its prompt. Reward of a sample:
 with r1, r2 the task scorer's rewards of the two attempts (train/rewards.py). TRL's GRPO
 normalises R within the ``num_generations`` samples of a prompt (Shao et al. 2024, arXiv
 2402.03300). Because every sample of a group has its own first attempt, r1 varies within the group
-and the shaping terms change the advantages: a revision that fixes a wrong first answer beats one
-that merely keeps a right one, and abandoning a right answer is penalised.
+and the shaping terms change the advantages of individual samples. In expectation they change
+little: y1 is in the completion's prompt, so -alpha r1 is fixed given the completion's context (a
+baseline, zero expected gradient) and alpha r2 rescales the reward; only the group's
+normalisation by its standard deviation couples them. In an exact two-state case (signals audit,
+2026-12-01, issue 21) the expected gradient ratio fix / keep moves from 0.667 at alpha 0 to 0.694
+at alpha 1, and to 0.646 with abandon_penalty 0.5, which favours keeping a right answer over fixing
+a wrong one. The shaping does not make fixing worth clearly more than keeping.
 
 ``first_attempt: trace`` trains on the first attempts recorded by data_gen instead (off-policy;
 needed by ``generation_backend: trl``, which samples one turn only). Then r1 is the same for the

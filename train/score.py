@@ -28,6 +28,18 @@ alpha when the first answer is right, so crediting it to attempt 1 would teach w
 first-attempt accuracy should not degrade (its Table 3: attempt-1 accuracy rises, 52.6 -> 60.0).
 Defaults are the paper's: alpha = 10, beta1 = 0.01, beta2 = 0.1, temperature 1.0.
 
+What the bonus does in expectation, credited this way. Attempt 2's return is (1 + alpha) r2 -
+alpha r1. Given attempt 2's context [x1, y1, p], r1 is fixed, so -alpha r1 is a baseline: its
+expected gradient is zero. What remains is (1 + alpha) r2, which multiplies attempt 2's gradient by
+1 + alpha whether the episode keeps a right answer or fixes a wrong one: the bonus does not make
+fixing worth more than keeping. In an exact two-state case (signals audit, 2026-12-01, issue 21)
+the expected attempt-2 gradient for keep / fix is 0.504 / 0.336 at alpha 0 and 5.544 / 3.696 at
+alpha 10 (both x11, ratio unchanged). What it does change is scale and variance: at alpha 10,
+attempt-2 advantages reach +-14 to +-21 against +-2 for attempt 1, before gradient clipping, so
+attempt 2 dominates the clipped update. The paper adds the bonus to the reward of a policy
+gradient over both attempts; a variant that favours fixing would have to credit something that
+depends on y2 differently for fixing and keeping, and none is offered here.
+
 Where this departs from the paper:
 (1) a leave-one-out baseline per attempt over the ``num_generations`` episodes of each prompt
     reduces variance (the paper states REINFORCE without naming a baseline);
