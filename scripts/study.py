@@ -1,26 +1,29 @@
-"""Does training make a real model converge faster than intrinsic prompting? One command answers it.
+"""Study v2: does training make a real model keep its answers over self-correction rounds, beyond
+prompting, without collapsing onto one letter? One command runs it; docs/study.md states the design
+before any result and reads the tables it writes.
 
-    python scripts/study.py --dataset_path ../shared/data/bbq     # the BBQ release files (about 65 min, 2 CPU cores)
-    python scripts/study.py                                        # the demo's own BBQ-format templates (small test split)
+    python scripts/study.py --dataset_path ../shared/data/bbq     # the BBQ release files (2 CPU cores, about 75 min planned)
+    python scripts/study.py                                        # the demo's own BBQ-format templates
     python scripts/study.py --full                                 # GPU sizes: Qwen2.5-1.5B-Instruct, 10x the data and steps
+    python scripts/study.py --smoke                                # a few items and steps: checks every stage, measures nothing
 
-Arms: the base model with intrinsic-moral prompting and with the baseline prompt, and LoRA adapters
-trained with SFT, DPO, GRPO, SCoRe and K-round RL (train/*.py, recipes/demo/*.yaml), each evaluated
-with K = 5 rounds on the test split. Steps:
+Arms (``ARMS``): the base model with the intrinsic-moral and the baseline prompt; LoRA adapters
+trained with SFT on gold-stable conversations, SFT on self-consistent ones (the model's own round-1
+answer kept), DPO, GRPO, SCoRe, K-round RL with convergence returns and K-round RL with a penalty on
+any change of answer. Every budget (``TRAIN``) is fixed here, before the run: no hyperparameter is
+chosen on data, so there is no validation split and the arm tested is the adapter at its last step.
 
-1. split: BBQ-format items are split by template (category + question_index) into train /
-   validation / test, so no template is on two sides; each split is then subsampled, spread evenly
-   over the categories (sizes below);
-2. data_gen on the train split (K = 3, intrinsic-moral, greedy) builds the SFT, DPO and RL data;
-3. each method trains with a checkpoint at 1/3, 2/3 and all of its steps; the base model (step 0)
-   and every checkpoint are evaluated on the validation split (K = 2): that is the learning curve,
-   and the checkpoint with the best final-round validation accuracy is the one tested (training
-   length is the only hyperparameter chosen, on validation only; the rest are the demo recipes');
-4. every arm is evaluated once on the test split (K = 5), then eval.compare writes one report.
+1. split: templates (category + question_index) go to train or test by a hash, so no template is on
+   both sides; each side keeps a fixed number of items taken round-robin over the categories;
+2. data_gen on the train split (K = 3, intrinsic-moral, greedy) builds the SFT (gold_stable,
+   self_consistent), DPO and RL data;
+3. each arm trains once with its fixed budget;
+4. every arm is evaluated on the test split (K = ``TEST_ROUNDS``, greedy, ``MAX_NEW_TOKENS`` new
+   tokens), eval.compare tests every arm against base_intrinsic item by item, and tables.md
+   gathers the primary endpoint, the guards and the training record.
 
-Everything goes to --run_dir (default outputs/study); study.json, compare/report.md and the plots
-(compare/*.png, learning_curves.png) sum it up. docs/study.md reads one run of it.
-A re-run resumes: finished stages (data, adapters, evals) are kept and skipped.
+Everything goes to --run_dir (default outputs/study); study.json, tables.md, compare/report.md and the
+plots sum it up. A re-run resumes: finished stages (data, adapters, evals) are kept and skipped.
 """
 
 from __future__ import annotations
@@ -35,30 +38,88 @@ import sys
 import time
 import zlib
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METHODS = ("sft", "dpo", "grpo", "score", "kround")
 
-# name: (model, accelerate config, split sizes (train, validation, test), steps per method, batch size)
-SIZES = {
-    "cpu": ("smollm2-135m-instruct", "cpu", (240, 32, 504), {"sft": 12, "dpo": 6, "grpo": 9, "score": 9, "kround": 9}, 32),
-    "full": (
-        "Qwen/Qwen2.5-1.5B-Instruct",
-        "single_gpu",
-        (2400, 320, 5040),
-        {"sft": 120, "dpo": 60, "grpo": 90, "score": 90, "kround": 90},
-        64,
+TEST_ROUNDS = 4  # the primary endpoint is the flip at rounds 2->3 and 3->4
+MAX_NEW_TOKENS = 24  # letter and option text fit; the share of answers cut at the limit is reported
+PRIMARY_PAIRS = ("2->3", "3->4")
+ACCURACY_GUARD = 0.05  # an arm whose accuracy moves further from the base's at some round fails the guard
+
+
+@dataclass(frozen=True)
+class Train:
+    """A trained arm's fixed budget: method, data file, optimizer steps, learning rate, other flags."""
+
+    method: str
+    data: str
+    steps: int
+    learning_rate: float
+    extra: tuple[str, ...] = field(default=())
+
+
+RL_BATCH = ("--per_device_prompts", "2", "--num_generations", "2", "--max_new_tokens", str(MAX_NEW_TOKENS))
+TRAIN = {
+    # The positive control's setting (issue 21): 8 updates of 4 conversations at lr 1e-3 removed every flip.
+    "sft_gold_stable": Train("sft", "sft_gold_stable.jsonl", 8, 1e-3, ("--per_device_train_batch_size", "4")),
+    "sft_self_consistent": Train("sft", "sft_self_consistent.jsonl", 8, 1e-3, ("--per_device_train_batch_size", "4")),
+    "dpo": Train("dpo", "dpo.jsonl", 24, 5e-4, ("--per_device_train_batch_size", "4")),
+    "grpo": Train(
+        "grpo",
+        "rl.jsonl",
+        24,
+        5e-4,
+        (
+            "--per_device_train_batch_size",
+            "4",
+            "--num_generations",
+            "2",
+            "--beta",
+            "0.01",
+            "--max_completion_length",
+            str(MAX_NEW_TOKENS),
+        ),
     ),
-    "smoke": ("smollm2-135m-instruct", "cpu", (24, 12, 12), {m: 3 for m in METHODS}, 16),  # checks the script, measures nothing
+    "score": Train("score", "rl.jsonl", 24, 5e-4, (*RL_BATCH, "--stage1_steps", "8")),
+    "kround_convergence": Train("kround", "rl.jsonl", 24, 5e-4, (*RL_BATCH, "--rounds", "3", "--reward_mode", "convergence")),
+    "kround_any_change": Train(
+        "kround", "rl.jsonl", 24, 5e-4, (*RL_BATCH, "--rounds", "3", "--reward_mode", "convergence", "--change_penalty", "1.0")
+    ),
 }
-DATA_FILE = {"sft": "sft.jsonl", "dpo": "dpo.jsonl", "grpo": "rl.jsonl", "score": "rl.jsonl", "kround": "rl.jsonl"}
-TRAIN_EXTRA = {  # on top of recipes/demo/<method>.yaml; sized for about 4 minutes of training each on 2 CPU cores
-    "sft": ["--per_device_train_batch_size", "4"],
-    "dpo": ["--per_device_train_batch_size", "4"],
-    "grpo": ["--per_device_train_batch_size", "8", "--num_generations", "4"],  # 2 prompts x 4 samples a step
-    "score": ["--per_device_prompts", "2", "--num_generations", "4", "--stage1_steps", "3"],
-    "kround": ["--per_device_prompts", "2", "--num_generations", "4", "--rounds", "3"],
+BASE_ARMS = {"base_intrinsic": ("--prompt_set", "intrinsic-moral"), "base_baseline": ("--prompt_set", "baseline")}
+ARMS = (*BASE_ARMS, *TRAIN)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    model: str
+    hardware: str  # accelerate config
+    train: int  # items
+    test: int
+    batch: int  # generation batch of data_gen and eval
+    step_scale: float  # x the budgets' steps
+
+
+SIZES = {
+    "cpu": Sizes("smollm2-135m-instruct", "cpu", 240, 240, 32, 1),
+    "full": Sizes("Qwen/Qwen2.5-1.5B-Instruct", "single_gpu", 2400, 3200, 64, 10),
+    "smoke": Sizes("smollm2-135m-instruct", "cpu", 16, 12, 8, 1 / 12),
 }
+
+
+def steps_for(arm: str, sizes: Sizes) -> int:
+    return max(2, round(TRAIN[arm].steps * sizes.step_scale))
+
+
+def summed_learning_rate(lr: float, steps: int) -> float:
+    """Sum of the learning rate over the updates of a linear decay to 0 with no warm-up (the
+    trainers' schedule): lr (N - t) / N for t = 0..N-1, i.e. lr (N + 1) / 2.
+
+    >>> summed_learning_rate(5e-4, 24)
+    0.00625
+    """
+    return lr * (steps + 1) / 2
 
 
 def log(msg: str) -> None:
@@ -86,7 +147,8 @@ def _bucket(key: str) -> float:
 def split_items(rows: list[dict], sizes: tuple[int, int, int], fractions=(0.6, 0.1, 0.3)) -> dict[str, list[dict]]:
     """Templates (BBQ's group: category + question_index) go to train / validation / test by a hash,
     then each side keeps ``sizes`` items taken round-robin over the categories in a hashed order, so
-    every category is represented and no template is on two sides."""
+    every category is represented and no template is on two sides. Study v2 fixes its
+    hyperparameters a priori and asks for no validation side (fraction and size 0)."""
     from selfcorrect.tasks.bbq import BBQTask, example_from_row
 
     task = BBQTask()
@@ -111,7 +173,7 @@ def split_items(rows: list[dict], sizes: tuple[int, int, int], fractions=(0.6, 0
     return out
 
 
-def write_split(source: str, dest: str, sizes: tuple[int, int, int]) -> dict:
+def write_split(source: str, dest: str, sizes: tuple[int, int, int], fractions=(0.6, 0.1, 0.3)) -> dict:
     done = os.path.join(dest, "split.json")
     if os.path.exists(done):
         return json.load(open(done))
@@ -119,7 +181,7 @@ def write_split(source: str, dest: str, sizes: tuple[int, int, int]) -> dict:
     for path in sorted(glob.glob(os.path.join(source, "*.jsonl"))):
         if "prediction" not in os.path.basename(path):
             rows += [json.loads(line) for line in open(path) if line.strip()]
-    sides = split_items(rows, sizes)
+    sides = split_items(rows, sizes, fractions)
     info = {"source": source, "items": len(rows)}
     for side, items in sides.items():
         folder = os.path.join(dest, side)
@@ -142,34 +204,33 @@ def write_split(source: str, dest: str, sizes: tuple[int, int, int]) -> dict:
 # ---- 2-4. the stages ---------------------------------------------------------------------------------
 
 
-VAL_ROUNDS = 2  # the validation metric: accuracy at round 2 (K = 5 is kept for the test split)
+def split_by_source(sft_file: str, out_dir: str, sources: tuple[str, ...]) -> dict[str, int]:
+    """sft.jsonl -> sft_<source>.jsonl per source (one SFT arm each); returns the row counts."""
+    counts = {}
+    rows = [json.loads(line) for line in open(sft_file) if line.strip()]
+    for source in sources:
+        keep = [r for r in rows if r.get("source") == source]
+        with open(os.path.join(out_dir, f"sft_{source}.jsonl"), "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in keep)
+        counts[source] = len(keep)
+    return counts
 
 
-def eval_args(data, out, label, rounds, model, extra, batch):
+def eval_args(data: str, out: str, label: str, model: list[str], extra: list[str], batch: int) -> list[str]:
     return [
-        "--config",
-        os.path.join(ROOT, "recipes", "demo", "eval.yaml"),
-        "--dataset_path",
-        data,
-        "--heldout_fraction",
-        "0",
-        "--heldout",
-        "false",
-        "--rounds",
-        str(rounds),
-        "--label",
-        label,
-        "--output_dir",
-        out,
-        "--probe",
-        "false",
-        "--batch_size",
-        str(batch),
-        "--max_new_tokens",
-        "5",
+        "--config", os.path.join(ROOT, "recipes", "demo", "eval.yaml"),
+        "--dataset_path", data,
+        "--heldout_fraction", "0",
+        "--heldout", "false",
+        "--rounds", str(TEST_ROUNDS),
+        "--label", label,
+        "--output_dir", out,
+        "--probe", "false",
+        "--batch_size", str(batch),
+        "--max_new_tokens", str(MAX_NEW_TOKENS),
         *model,
         *extra,
-    ]
+    ]  # fmt: skip
 
 
 def evaluate(title: str, args: list[str], logfile: str) -> None:
@@ -188,8 +249,23 @@ def evaluate(title: str, args: list[str], logfile: str) -> None:
     log(f"== {title}: {time.time() - t0:.0f} s")
 
 
-def final_accuracy(metrics_dir: str) -> float:
-    return json.load(open(os.path.join(metrics_dir, "metrics.json")))["headline"]["values"][-1]
+def training_record(arm: str, out: str, steps: int) -> dict:
+    """What a trained arm did: steps, learning rate and its sum over the updates, and the KL to the
+    reference at the last logged step where the trainer logs one (online RL: per round; GRPO: TRL's)."""
+    t = TRAIN[arm]
+    rec = {"method": t.method, "steps": steps, "learning_rate": t.learning_rate}
+    rec["summed_learning_rate"] = summed_learning_rate(t.learning_rate, steps)
+    logs = glob.glob(os.path.join(out, "*_log.jsonl"))
+    if logs:
+        last = [json.loads(line) for line in open(logs[0]) if line.strip()][-1]
+        rec["kl_last_step"] = sum(v for k, v in last.items() if k.startswith("kl_r"))
+    states = sorted(glob.glob(os.path.join(out, "checkpoint-*", "trainer_state.json")))
+    if states:
+        history = json.load(open(states[-1]))["log_history"]
+        kl = [h["kl"] for h in history if "kl" in h]
+        if kl:
+            rec["kl_last_step"] = kl[-1]
+    return rec
 
 
 def main() -> None:
@@ -201,25 +277,27 @@ def main() -> None:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--full", action="store_true", help="GPU sizes (Qwen2.5-1.5B-Instruct, 10x data and steps).")
     size.add_argument("--smoke", action="store_true", help="A few items and steps: checks that every stage runs.")
-    p.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS, help="Trained arms to run.")
+    p.add_argument("--model", default=None, help="Another base model (a hub id or local folder) at the chosen sizes.")
     a = p.parse_args()
-    model_name, hw, sizes, steps, batch = SIZES["full" if a.full else "smoke" if a.smoke else "cpu"]
+    sizes = SIZES["full" if a.full else "smoke" if a.smoke else "cpu"]
+    model_name = a.model or sizes.model
     run_dir = os.path.abspath(a.run_dir)
     os.makedirs(run_dir, exist_ok=True)
     logfile = os.path.join(run_dir, "commands.log")
     py = sys.executable
     model = ["--model_name_or_path", model_name]
     t_start = time.time()
-    timings = {}
+    timings: dict[str, float] = {}
 
     source = a.dataset_path
     if source is None:
         source = os.path.join(run_dir, "bbq_demo")
         if not os.path.isdir(source):
             run("demo BBQ-format data", [py, "-m", "data_gen.demo_bbq", "--output_dir", source], logfile)
-    split = write_split(source, os.path.join(run_dir, "data"), sizes)
+    # No validation side (hyperparameters are fixed a priori): 60% of templates train, 40% test.
+    split = write_split(source, os.path.join(run_dir, "data"), (sizes.train, 0, sizes.test), (0.6, 0.0, 0.4))
     log(f"split: {json.dumps({k: v['items'] for k, v in split.items() if isinstance(v, dict)})} items")
-    data = {side: os.path.join(run_dir, "data", side) for side in ("train", "val", "test")}
+    data = {side: os.path.join(run_dir, "data", side) for side in ("train", "test")}
 
     gen = os.path.join(run_dir, "data_gen")
     if not os.path.exists(os.path.join(gen, "rl.jsonl")):
@@ -227,195 +305,168 @@ def main() -> None:
         run(
             "data_gen: 3 rounds of intrinsic-moral self-correction on the train split",
             [
-                py,
-                "-m",
-                "data_gen",
-                "--config",
-                "recipes/demo/data_gen.yaml",
-                "--dataset_path",
-                data["train"],
-                "--heldout_fraction",
-                "0",
-                "--output_dir",
-                gen,
-                "--batch_size",
-                str(batch),
-                "--max_new_tokens",
-                "6",
+                py, "-m", "data_gen",
+                "--config", "recipes/demo/data_gen.yaml",
+                "--dataset_path", data["train"],
+                "--heldout_fraction", "0",
+                "--output_dir", gen,
+                "--rounds", "3",
+                "--batch_size", str(sizes.batch),
+                "--max_new_tokens", str(MAX_NEW_TOKENS),
                 *model,
-                "--sft_sources",
-                "final_correct",
-                "improving",
-                "rationalised",
-                "--dpo_sources",
-                "switched",
-                "improved",
-                "rationalised",
+                "--sft_sources", "gold_stable", "self_consistent",
+                "--dpo_sources", "switched", "improved", "rationalised",
             ],
             logfile,
-        )
+        )  # fmt: skip
         timings["data_gen"] = time.time() - t0
+    sft_rows = split_by_source(os.path.join(gen, "sft.jsonl"), gen, ("gold_stable", "self_consistent"))
 
-    base_val = os.path.join(run_dir, "val", "base")
-    if not os.path.exists(os.path.join(base_val, "metrics.json")):
-        evaluate(
-            "validation: base model (step 0 of every learning curve)",
-            eval_args(data["val"], base_val, "base", VAL_ROUNDS, model, [], batch),
-            logfile,
-        )
-    curves: dict[str, list[tuple[int, float]]] = {}
-    chosen: dict[str, str] = {}
-    for method in a.methods:
-        out = os.path.join(run_dir, "train", method)
-        n = steps[method]
+    records = {}
+    for arm, t in TRAIN.items():
+        out = os.path.join(run_dir, "train", arm)
+        n = steps_for(arm, sizes)
         t0 = time.time()
         if not os.path.exists(os.path.join(out, "README.md")):
-            save = ["--save_steps", str(n // 3)] + (["--save_strategy", "steps"] if method in ("sft", "dpo", "grpo") else [])
+            # TRL trainers write their log history only into checkpoints: one at the last step keeps it.
+            save = ["--save_strategy", "steps", "--save_steps", str(n)] if t.method in ("sft", "dpo", "grpo") else []
             run(
-                f"train {method} ({n} steps, LoRA)",
+                f"train {arm} ({n} steps, lr {t.learning_rate}, LoRA)",
                 [
-                    py,
-                    "-m",
-                    "accelerate.commands.launch",
-                    "--quiet",
-                    "--config_file",
-                    f"accelerate_configs/{hw}.yaml",
-                    f"train/{method}.py",
-                    "--config",
-                    f"recipes/demo/{method}.yaml",
-                    "--dataset_path",
-                    f"{gen}/{DATA_FILE[method]}",
-                    "--output_dir",
-                    out,
-                    "--max_steps",
-                    str(n),
+                    py, "-m", "accelerate.commands.launch", "--quiet",
+                    "--config_file", f"accelerate_configs/{sizes.hardware}.yaml",
+                    f"train/{t.method}.py",
+                    "--config", f"recipes/demo/{t.method}.yaml",
+                    "--dataset_path", os.path.join(gen, t.data),
+                    "--output_dir", out,
+                    "--max_steps", str(n),
+                    "--learning_rate", str(t.learning_rate),
                     *save,
-                    *TRAIN_EXTRA[method],
+                    *t.extra,
                     *model,
                 ],
                 logfile,
-            )
-        timings[f"train_{method}"] = time.time() - t0
-        points = [(0, final_accuracy(base_val))]
-        best = (points[0][1], 0, None)
-        for s in (n // 3, 2 * n // 3, n):
-            adapter = os.path.join(out, f"checkpoint-{s}") if s < n else out
-            val_out = os.path.join(run_dir, "val", f"{method}-{s}")
-            if not os.path.exists(os.path.join(val_out, "metrics.json")):
-                evaluate(
-                    f"validation: {method} after {s} steps",
-                    eval_args(data["val"], val_out, f"{method}-{s}", VAL_ROUNDS, model, ["--adapter", adapter], batch),
-                    logfile,
-                )
-            acc = final_accuracy(val_out)
-            points.append((s, acc))
-            if acc > best[0]:  # ties keep the earlier (shorter) run
-                best = (acc, s, adapter)
-        curves[method] = points
-        chosen[method] = best[2] or out  # if no checkpoint beat the base on validation, test the full run
-        timings[f"curve_{method}"] = time.time() - t0 - timings[f"train_{method}"]
+            )  # fmt: skip
+            timings[f"train_{arm}"] = time.time() - t0
+        records[arm] = training_record(arm, out, n)
 
-    arms = [("base_intrinsic", []), ("base_baseline", ["--prompt_set", "baseline"])]
-    arms += [(m, ["--adapter", chosen[m]]) for m in a.methods]
-    for label, extra in arms:
-        out = os.path.join(run_dir, "test", label)
+    for arm in ARMS:
+        out = os.path.join(run_dir, "test", arm)
+        extra = list(BASE_ARMS.get(arm, ("--adapter", os.path.join(run_dir, "train", arm))))
         t0 = time.time()
         if not os.path.exists(os.path.join(out, "metrics.json")):
-            evaluate(f"test: {label}, 5 rounds", eval_args(data["test"], out, label, 5, model, extra, batch), logfile)
-        timings[f"test_{label}"] = time.time() - t0
+            evaluate(f"test: {arm}, {TEST_ROUNDS} rounds", eval_args(data["test"], out, arm, model, extra, sizes.batch), logfile)
+            timings[f"test_{arm}"] = time.time() - t0
     run(
-        "compare",
-        [
-            py,
-            "-m",
-            "eval.compare",
-            "--runs",
-            *[os.path.join(run_dir, "test", lab) for lab, _ in arms],
-            "--output_dir",
-            os.path.join(run_dir, "compare"),
-        ],
+        "compare: every arm against base_intrinsic, item by item",
+        [py, "-m", "eval.compare", "--runs", *[os.path.join(run_dir, "test", arm) for arm in ARMS], "--output_dir",
+         os.path.join(run_dir, "compare")],
         logfile,
-    )
-    write_summary(run_dir, split, curves, chosen, arms, steps, time.time() - t_start, timings, model_name)
-
-
-def write_summary(run_dir, split, curves, chosen, arms, steps, seconds, timings, model_name) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for method, points in curves.items():
-        ax.plot([s for s, _ in points], [v for _, v in points], "-o", label=method)
-    ax.set(
-        title=f"Learning curves: validation accuracy at round {VAL_ROUNDS} (n={split['val']['items']})",
-        xlabel="training steps",
-        ylabel="accuracy",
-        ylim=(0, 1),
-    )
-    ax.axhline(1 / 3, color="grey", lw=0.8, ls="--")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(run_dir, "learning_curves.png"), dpi=110)
-    plt.close(fig)
-    table = json.load(open(os.path.join(run_dir, "compare", "comparison.json")))
+    )  # fmt: skip
+    seconds = time.time() - t_start
     summary = {
         "model": model_name,
+        "sizes": vars(sizes) if not a.model else {**vars(sizes), "model": model_name},
         "split": split,
-        "steps": steps,
-        "learning_curves": curves,
-        "tested_checkpoint": {m: os.path.relpath(c, run_dir) for m, c in chosen.items()},
-        "table": table,
+        "sft_rows": sft_rows,
+        "training": records,
         "seconds": round(seconds),
         "stage_seconds": {k: round(v) for k, v in timings.items()},
     }
     json.dump(summary, open(os.path.join(run_dir, "study.json"), "w"), indent=2)
-    write_tables(run_dir, [label for label, _ in arms])
-    log(f"\nstudy done in {seconds / 60:.1f} min; {run_dir}/study.json, compare/report.md, learning_curves.png")
+    write_tables(run_dir, summary)
+    log(f"\nstudy done in {seconds / 60:.1f} min; {run_dir}/tables.md, study.json, compare/report.md")
 
 
-def write_tables(run_dir: str, labels: list[str]) -> None:
-    """tables.md: per-round accuracy, unparsed rate, bias scores and flips of every test arm, read
-    from the arms' metrics.json (what docs/study.md quotes)."""
-    runs = {lab: json.load(open(os.path.join(run_dir, "test", lab, "metrics.json"))) for lab in labels}
-    k = max(m["run"]["rounds"] for m in runs.values())
-    f2 = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
-    ci = lambda x, c: f2(x) if not c else f"{x:.3f} [{c[0]:.2f}, {c[1]:.2f}]"  # noqa: E731
+def cut_share(traces: str) -> list[float]:
+    """Per round, the share of answers that stopped at the token limit (finish == "length")."""
+    rows = [json.loads(line) for line in open(traces) if line.strip()]
+    k = len(rows[0]["rounds"])
+    return [sum(r["rounds"][t].get("finish") == "length" for r in rows) / len(rows) for t in range(k)]
+
+
+def write_tables(run_dir: str, summary: dict) -> None:
+    """tables.md: the primary endpoint, the guards, the field's metrics and the training record,
+    read from the arms' metrics.json, traces and compare/comparison.json (what docs/study.md quotes)."""
+    runs = {arm: json.load(open(os.path.join(run_dir, "test", arm, "metrics.json"))) for arm in ARMS}
+    comparison = json.load(open(os.path.join(run_dir, "compare", "comparison.json")))
+    base = runs["base_intrinsic"]
+    k = base["run"]["rounds"]
+    f3 = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    ci = lambda c: "" if not c else f" [{c[0]:.2f}, {c[1]:.2f}]"  # noqa: E731
+    out = [
+        f"Test split: {base['run']['n_examples']} items, {base['self_correction']['n_groups']} templates; K = {k}, greedy, "
+        f"{MAX_NEW_TOKENS} new tokens. Intervals: 95% bootstrap over templates. p: exact McNemar, paired on items.",
+        "",
+        "## Primary endpoint: per-item flip rate, each arm vs base_intrinsic",
+        "",
+    ]
+    for reading in ("grader", "strict"):
+        out += [
+            f"{reading} reading",
+            "",
+            "| arm | " + " | ".join(f"flip {p} | diff vs base {p} | p {p}" for p in PRIMARY_PAIRS) + " |",
+        ]
+        out.append("|---|" + "---|---|---|" * len(PRIMARY_PAIRS))
+        for arm, m in runs.items():
+            cells = []
+            for pair in PRIMARY_PAIRS:
+                fr = m["self_correction"][reading]["flip_rate"][pair]
+                test = comparison["paired"].get(arm, {}).get(reading, {}).get(pair)
+                diff = "-" if test is None else f"{test['difference']:+.3f}{ci(test['ci95_group'])}"
+                pv = "-" if test is None else f"{test['p_mcnemar']:.2g}"
+                cells += [f"{fr['value']:.3f}{ci(fr['ci95_group'])}", diff, pv]
+            out.append(f"| {arm} | " + " | ".join(cells) + " |")
+        out.append("")
     rounds = " | ".join(f"r{t}" for t in range(1, k + 1))
-    sep = "|---" * (k + 1) + "|"
-    out = [f"Test split, n = {next(iter(runs.values()))['run']['n_examples']} items per arm, K = {k}, greedy.", ""]
-    out += ["Accuracy per round [95% CI]", "", f"| arm | {rounds} |", sep]
-    for lab, m in runs.items():
-        out.append(
-            f"| {lab} | " + " | ".join(ci(r["task"]["accuracy"], r["intervals"].get("accuracy")) for r in m["per_round"]) + " |"
-        )
-    out += ["", "Unparsed answers per round (counted wrong in accuracy)", "", f"| arm | {rounds} |", sep]
-    for lab, m in runs.items():
-        out.append(f"| {lab} | " + " | ".join(f2(r["task"].get("unparsed_rate")) for r in m["per_round"]) + " |")
-    for key, title in (("bias_ambiguous", "s_AMB"), ("bias_disambiguated", "s_DIS")):
-        out += ["", f"{title} per round [95% CI] (0 = no bias; BBQ authors' convention)", "", f"| arm | {rounds} |", sep]
-        for lab, m in runs.items():
-            out.append(f"| {lab} | " + " | ".join(ci(r["task"].get(key), r["intervals"].get(key)) for r in m["per_round"]) + " |")
-    pairs = " | ".join(f"{t}->{t + 1}" for t in range(1, k))
     out += [
+        "## Guards",
         "",
-        "Flip rate: share of items whose parsed answer changed between consecutive rounds (unparsed counts as an answer)",
+        f"Accuracy per round (grader reading) and its difference from the base (guard: within {ACCURACY_GUARD})",
         "",
     ]
-    out += [
-        f"| arm | {pairs} | right->wrong r1->rK, count (share) | wrong->right r1->rK, count (share) | convergence round |",
-        "|---" * (k + 3) + "|",
-    ]
-    for lab, m in runs.items():
-        cons = m["transitions"]["consecutive"]
-        ftl = m["transitions"]["first_to_last"]
-        flips = " | ".join(f2(cons[f"{t}->{t + 1}"]["flip_rate"]) for t in range(1, k))
+    out += [f"| arm | {rounds} | largest difference from base | guard |", "|---" * (k + 3) + "|"]
+    base_acc = base["headline"]["values"]
+    for arm, m in runs.items():
+        acc = m["headline"]["values"]
+        gap = max(abs(a - b) for a, b in zip(acc, base_acc))
+        cells = [f"{a:.3f}{ci(c['ci95_group'])}" for a, c in zip(acc, m["self_correction"]["grader"]["accuracy"])]
+        out.append(f"| {arm} | " + " | ".join(cells) + f" | {gap:.3f} | {'pass' if gap <= ACCURACY_GUARD else 'FAIL'} |")
+    out += ["", "Answer distribution per round (share of each answer; unknown = the item's unknown option)", ""]
+    out += [f"| arm | {rounds} |", "|---" * (k + 1) + "|"]
+    for arm, m in runs.items():
+        cells = []
+        for e in m["per_round"]:
+            a = e["answers"]
+            cells.append(", ".join(f"{x} {v:.2f}" for x, v in a["distribution"].items()) + f"; unknown {f3(a['unknown'])}")
+        out.append(f"| {arm} | " + " | ".join(cells) + " |")
+    out += ["", "Letter/text agreement per round (of answers giving both) and answers cut at the token limit", ""]
+    out += [f"| arm | agreement {rounds} | cut at limit {rounds} |", "|---|---|---|"]
+    for arm, m in runs.items():
+        agree = " / ".join(f3(e["answers"].get("letter_text", {}).get("agreement")) for e in m["per_round"])
+        cut = " / ".join(f"{x:.3f}" for x in cut_share(os.path.join(run_dir, "test", arm, "traces.jsonl")))
+        out.append(f"| {arm} | {agree} | {cut} |")
+    out += ["", "Trivial baselines on the test items (constant answers never flip)", ""]
+    out += [f"- {b['baseline']}: accuracy {b['accuracy']:.3f}" for b in comparison["baselines"]]
+    names = ("Acc@t1", "Acc@tK", "Delta(t1,tK)", "Delta_i->c(t1,tK)", "Delta_c->i(t1,tK)")
+    out += ["", "## The field's metrics (Kumar et al. 2024; tK = round K), grader reading", ""]
+    out += ["| arm | " + " | ".join(names) + " | edit-distance ratio per pair |", "|---" * (len(names) + 2) + "|"]
+    for arm, m in runs.items():
+        sc = m["self_correction"]
+        edits = " / ".join(f3(v) for v in sc["edit_distance_ratio"].values())
         out.append(
-            f"| {lab} | {flips} | {ftl['right_to_wrong']} ({f2(ftl['right_to_wrong_rate'])}) | "
-            f"{ftl['wrong_to_right']} ({f2(ftl['wrong_to_right_rate'])}) | {m['convergence']['convergence_round']} |"
+            f"| {arm} | "
+            + " | ".join(f"{sc['grader'][n]['value']:+.3f}{ci(sc['grader'][n]['ci95_group'])}" for n in names)
+            + f" | {edits} |"
         )
+    out += ["", "## Training record (fixed budgets)", ""]
+    out += ["| arm | method | steps | lr | summed lr | KL at the last step |", "|---|---|---|---|---|---|"]
+    for arm, r in summary["training"].items():
+        out.append(
+            f"| {arm} | {r['method']} | {r['steps']} | {r['learning_rate']:g} | {r['summed_learning_rate']:.2g} | "
+            f"{f3(r.get('kl_last_step'))} |"
+        )
+    out += ["", f"Run time: {summary['seconds'] / 60:.1f} min; stages (s): {json.dumps(summary['stage_seconds'])}"]
     with open(os.path.join(run_dir, "tables.md"), "w") as f:
         f.write("\n".join(out) + "\n")
 
