@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import sys
 
 from conftest import ROOT, fixture
 
@@ -10,6 +11,7 @@ from conftest import ROOT, fixture
 def _study():
     spec = importlib.util.spec_from_file_location("study", os.path.join(ROOT, "scripts", "study.py"))
     module = importlib.util.module_from_spec(spec)
+    sys.modules["study"] = module  # dataclasses look their module up while the file runs
     spec.loader.exec_module(module)
     return module
 
@@ -33,3 +35,37 @@ def test_split_keeps_templates_apart_and_spreads_categories(tmp_path):
     assert max(counts.values()) - min(counts.values()) <= 1 or len(counts) < 6
     again = study.write_split(fixture("bbq"), str(tmp_path), (60, 12, 30))  # resumed: the recorded split
     assert again == info
+
+
+def test_study_design_is_the_one_docs_study_states():
+    """The budgets docs/study.md states before the run: nine arms, every trained arm but SFT at least 24
+    updates at lr >= 5e-4 (SFT: the positive control's 8 x 1e-3), K = 4 for the 2->3 and 3->4 endpoint,
+    answers not cut at 5 tokens, the any-change arm charging every change."""
+    study = _study()
+    assert study.ARMS == (
+        "base_intrinsic", "base_baseline", "sft_gold_stable", "sft_self_consistent", "dpo", "grpo", "score",
+        "kround_convergence", "kround_any_change",
+    )  # fmt: skip
+    for arm, t in study.TRAIN.items():
+        if t.method == "sft":
+            assert (t.steps, t.learning_rate) == (8, 1e-3), arm
+        else:
+            assert t.steps >= 24 and t.learning_rate >= 5e-4, arm
+    assert study.TEST_ROUNDS >= 4 and set(study.PRIMARY_PAIRS) == {"2->3", "3->4"} and study.MAX_NEW_TOKENS >= 16
+    assert "--change_penalty" in study.TRAIN["kround_any_change"].extra
+    assert "--change_penalty" not in study.TRAIN["kround_convergence"].extra
+    assert study.summed_learning_rate(5e-4, 24) == 6.25e-3  # the figure docs/study.md quotes
+    assert study.steps_for("grpo", study.SIZES["full"]) == 240  # --full keeps the GPU sizes: 10x the steps
+    doc = open(os.path.join(ROOT, "docs", "study.md")).read()
+    for arm in study.ARMS:
+        assert f"| {arm} |" in doc, arm
+
+
+def test_sft_rows_split_by_source_one_file_per_arm(tmp_path):
+    study = _study()
+    rows = [{"source": "gold_stable", "id": "a"}, {"source": "self_consistent", "id": "a"}, {"source": "gold_stable", "id": "b"}]
+    (tmp_path / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    counts = study.split_by_source(str(tmp_path / "sft.jsonl"), str(tmp_path), ("gold_stable", "self_consistent"))
+    assert counts == {"gold_stable": 2, "self_consistent": 1}
+    kept = [json.loads(line)["id"] for line in open(tmp_path / "sft_gold_stable.jsonl")]
+    assert kept == ["a", "b"]
