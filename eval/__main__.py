@@ -1,7 +1,8 @@
 """python -m eval --config recipes/<model>/<task>/eval.yaml [--key value ...]
 
 Runs K self-correction rounds (default 5) with the data_gen rollout engine and writes into
-output_dir: traces.jsonl, metrics.json, report.md and PNG plots (accuracy with intervals, flip rate,
+output_dir: traces.jsonl, metrics.json, items.jsonl (each example's answers per round, which
+eval.compare pairs), report.md and PNG plots (accuracy with intervals, flip rate,
 option entropy, probe activation, the task's own metrics). Re-running with the same output_dir and the
 same settings resumes; other settings stop with one line (``--overwrite true`` starts fresh).
 """

@@ -112,28 +112,35 @@ def stable_after(answers: Sequence[Sequence[Any]]) -> list[float]:
     return [sum(f[r] for f in flags) / len(flags) for r in range(len(answers[0]))]
 
 
-def edit_distance_ratio(a: str, b: str) -> float:
+def edit_distance_ratio(a: str, b: str, max_words: int = 128) -> float:
     """Word-level Levenshtein distance between two responses over the longer one's word count: 0 for
     an unchanged response, 1 for one that shares nothing in place. Kumar et al. (2024, arXiv
     2409.12917, Sec. 4) plot the edit distance ratio between attempts to show collapse to "no
     edit"; they do not state the unit, so words (not characters) are used here, which keeps a
-    long chain of thought cheap to compare.
+    long chain of thought cheap to compare. Only the first ``max_words`` words of each are compared
+    (the dynamic programme is quadratic in pure Python), after dropping the words both share at the
+    start and at the end, which cost nothing.
 
     >>> edit_distance_ratio("B. The grandson", "B. The grandson"), edit_distance_ratio("A. x y", "B. x y")
     (0.0, 0.3333333333333333)
     >>> edit_distance_ratio("", "")
     0.0
     """
-    x, y = a.split(), b.split()
+    x, y = a.split()[:max_words], b.split()[:max_words]
     if not x and not y:
         return 0.0
+    longer = max(len(x), len(y))
+    while x and y and x[0] == y[0]:
+        x, y = x[1:], y[1:]
+    while x and y and x[-1] == y[-1]:
+        x, y = x[:-1], y[:-1]
     prev = list(range(len(y) + 1))
     for i, wx in enumerate(x, 1):
         cur = [i] + [0] * len(y)
         for j, wy in enumerate(y, 1):
             cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (wx != wy))
         prev = cur
-    return prev[-1] / max(len(x), len(y))
+    return prev[-1] / longer
 
 
 def entropy(probs: dict[str, float] | None) -> float | None:
