@@ -211,7 +211,7 @@ def compute_metrics(
     ``item_outcome`` gives it (eval writes them to items.jsonl for eval.compare's paired tests)."""
     k, task_stats, stats, trans, first_last, stable = 0, [], [], [], None, []
     readings: list[_Readings] = []
-    sc = _SelfCorrection(1)
+    sc = _SelfCorrection(1)  # replaced once the first trajectory gives K
     n_traj = n_examples = 0
     chance_sum, chance_n = 0.0, 0  # accuracy of a uniform guess over each item's options
     open_id: str | None = None

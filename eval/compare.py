@@ -12,7 +12,8 @@ Prints the per-run table, then, for every run against the reference, per round: 
 test on correctness and on the per-item flip indicator (answer changed from the previous round) with
 the paired difference and its 95% interval resampling the task's groups (BBQ: templates), under the
 grader's reading and the strict one; then the trivial baselines of a multiple-choice task (chance,
-always the most frequent gold letter, always the "unknown" option where the task has one).
+always the most frequent gold letter, always the "unknown" option where the task has one). With
+``samples > 1`` an example is paired through its first sample.
 Writes report.md, comparison.json and the plots with every run on the same axes.
 """
 
