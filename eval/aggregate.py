@@ -54,8 +54,8 @@ class _RoundStats:
 
 
 class _Readings:
-    """Per round: how answers are distributed (each option, "unknown", unparsed) and whether the
-    option letter and the option text of a multiple-choice answer name the same option."""
+    """Per round, for multiple-choice answers: how they are distributed (each option, unparsed), the
+    share naming the item's "unknown" option, and whether letter and option text name the same option."""
 
     def __init__(self) -> None:
         self.n = 0
@@ -66,7 +66,8 @@ class _Readings:
 
     def add(self, answer: str, unknown: str | None, readings: tuple[str | None, str | None] | None) -> None:
         self.n += 1
-        self.answers[answer] = self.answers.get(answer, 0) + 1
+        if readings is not None:  # options only: a maths or toxicity "answer" takes too many values to list
+            self.answers[answer] = self.answers.get(answer, 0) + 1
         if unknown is not None:
             self.has_unknown += 1
             self.unknown += answer == unknown
@@ -78,11 +79,10 @@ class _Readings:
             self.letter_text["agree"] += bool(letter and text and letter == text)
 
     def result(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "distribution": {a: self.answers[a] / self.n for a in sorted(self.answers, key=lambda a: (a == UNPARSED, a))},
-            "unknown": ratio(self.unknown, self.has_unknown),
-        }
+        out: dict[str, Any] = {"unknown": ratio(self.unknown, self.has_unknown)}
         if self.multiple_choice:
+            order = sorted(self.answers, key=lambda a: (a == UNPARSED, a))
+            out["distribution"] = {a: self.answers[a] / self.multiple_choice for a in order}
             lt = self.letter_text
             out["letter_text"] = {
                 **{f"n_{k}": v for k, v in lt.items()},

@@ -127,7 +127,7 @@ def plot_runs(runs: list[tuple[str, dict[str, Any]]], out_dir: str) -> list[str]
     ax.set(title=f"Answers changed from the previous round ({about})", xlabel="round", ylabel="flip rate", ylim=(0, 1))
     save(fig, "flip_rate.png")
 
-    with_answers = [(label, m) for label, m in runs if "answers" in m["per_round"][0]]
+    with_answers = [(label, m) for label, m in runs if "distribution" in m["per_round"][0].get("answers", {})]
     if with_answers:
         fig, axes = plt.subplots(1, len(with_answers), figsize=(3.2 * len(with_answers) + 1, 3.6), squeeze=False, sharey=True)
         for (label, m), ax in zip(with_answers, axes[0]):
@@ -234,6 +234,8 @@ def self_correction_lines(runs: list[tuple[str, dict[str, Any]]], k: int) -> lis
     for label, m in runs:
         for e in m["per_round"]:
             a = e["answers"]
+            if "distribution" not in a:
+                continue  # not multiple choice
             dist = ", ".join(f"{k2} {v:.2f}" for k2, v in a["distribution"].items())
             lt = a.get("letter_text") or {}
             lines.append(
