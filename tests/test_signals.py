@@ -334,6 +334,9 @@ def test_kround_change_penalty_charges_every_change_wrong_to_wrong_included():
     # In sum mode too; keeping a wrong answer costs nothing, so staying put beats wandering among wrong ones.
     assert kround_returns([0.0] * 3, "sum", answers=["A", "A", "A"], change_penalty=1.0) == [0.0, 0.0, 0.0]
     assert kround_returns([0.0] * 3, "sum", answers=["A", "B", "A"], change_penalty=1.0) == [-2.0, -2.0, -1.0]
+    # final: u = [0, 0 - 1 (A -> B), 1]; the change before round 2 is charged to rounds 1 and 2 only
+    assert kround_returns([0.0, 0.0, 1.0], "final", answers=["A", "B", "B"], change_penalty=1.0) == [0.0, 0.0, 1.0]
+    assert kround_returns([0.0, 0.0, 1.0], "final", answers=["A", "B", "B"]) == [1.0, 1.0, 1.0]
 
 
 def test_kround_refuses_change_penalty_on_a_task_whose_answer_is_a_score(tmp_path):
