@@ -107,9 +107,10 @@ def _item_values(answers: list[str], correct: list[bool]) -> list[int]:
     return [int(c) for c in correct] + flips + [first, last, last - first, int(not first and last), int(first and not last)]
 
 
-def item_outcome(traj: Trajectory, task: Task) -> dict[str, Any]:
-    """One example's outcome per round under both readings, with what a paired comparison and the
-    trivial baselines need: its group, gold answer, unknown option and number of options."""
+def item_outcome(traj: Trajectory, task: Task, strict: list[str]) -> dict[str, Any]:
+    """One example's outcome per round under both readings (``strict``: its strict answers), with what
+    a paired comparison and the trivial baselines need: its group, gold answer, unknown option and
+    number of options."""
     return {
         "id": traj.id,
         "group": task.group(traj.example),
@@ -118,7 +119,7 @@ def item_outcome(traj: Trajectory, task: Task) -> dict[str, Any]:
         "n_choices": len(traj.example.choices) if traj.example.choices else None,
         "answers": [r.answer for r in traj.rounds],
         "correct": [bool(r.correct) for r in traj.rounds],
-        "strict": [strict_answer(r.answer, task.readings(traj.example, r.response)) for r in traj.rounds],
+        "strict": strict,
     }
 
 
@@ -134,9 +135,8 @@ class _SelfCorrection:
         self.edit = [[0.0, 0] for _ in range(k - 1)]
         self.open: tuple[list[int], int] | None = None
 
-    def add(self, traj: Trajectory, task: Task) -> None:
+    def add(self, traj: Trajectory, task: Task, strict: list[str]) -> None:
         answers = [r.answer for r in traj.rounds]
-        strict = [strict_answer(r.answer, task.readings(traj.example, r.response)) for r in traj.rounds]
         values = _item_values(answers, [r.correct for r in traj.rounds])
         values += _item_values(strict, [r.correct and s != INCONSISTENT for r, s in zip(traj.rounds, strict)])
         g = self.groups.setdefault(task.group(traj.example), [[0] * len(values), 0])
@@ -247,12 +247,14 @@ def compute_metrics(
                 )
             open_id, open_records = traj.id, [[] for _ in range(k)]
             n_examples += 1
-        sc.add(traj, task)
+        letter_text = [task.readings(traj.example, rnd.response) for rnd in traj.rounds]
+        strict = [strict_answer(rnd.answer, lt) for rnd, lt in zip(traj.rounds, letter_text)]
+        sc.add(traj, task, strict)
         if on_item is not None and traj.sample == 0:
-            on_item(item_outcome(traj, task))
+            on_item(item_outcome(traj, task, strict))
         unknown = task.unknown_answer(traj.example)
         for t, rnd in enumerate(traj.rounds):
-            readings[t].add(rnd.answer, unknown, task.readings(traj.example, rnd.response))
+            readings[t].add(rnd.answer, unknown, letter_text[t])
             stats[t].add(rnd)
             open_records[t].append(task.record(traj.example, rnd))
             if t:
