@@ -81,7 +81,7 @@ TRAIN = {
             str(MAX_NEW_TOKENS),
         ),
     ),
-    "score": Train("score", "rl.jsonl", 24, 5e-4, (*RL_BATCH, "--stage1_steps", "8")),
+    "score": Train("score", "rl.jsonl", 24, 5e-4, RL_BATCH),  # Stage I: the first third of the steps (8 of 24)
     "kround_convergence": Train("kround", "rl.jsonl", 24, 5e-4, (*RL_BATCH, "--rounds", "3", "--reward_mode", "convergence")),
     "kround_any_change": Train(
         "kround", "rl.jsonl", 24, 5e-4, (*RL_BATCH, "--rounds", "3", "--reward_mode", "convergence", "--change_penalty", "1.0")
@@ -330,6 +330,7 @@ def main() -> None:
         if not os.path.exists(os.path.join(out, "README.md")):
             # TRL trainers write their log history only into checkpoints: one at the last step keeps it.
             save = ["--save_strategy", "steps", "--save_steps", str(n)] if t.method in ("sft", "dpo", "grpo") else []
+            stage1 = ["--stage1_steps", str(n // 3)] if t.method == "score" else []
             run(
                 f"train {arm} ({n} steps, lr {t.learning_rate}, LoRA)",
                 [
@@ -342,6 +343,7 @@ def main() -> None:
                     "--max_steps", str(n),
                     "--learning_rate", str(t.learning_rate),
                     *save,
+                    *stage1,
                     *t.extra,
                     *model,
                 ],
