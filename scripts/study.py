@@ -122,6 +122,19 @@ def summed_learning_rate(lr: float, steps: int) -> float:
     return lr * (steps + 1) / 2
 
 
+class Timings:
+    """Seconds per stage, written after every stage, so a resumed run still reports the time of the
+    stages an earlier invocation ran."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.seconds: dict[str, float] = json.load(open(path)) if os.path.exists(path) else {}
+
+    def record(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+        json.dump(self.seconds, open(self.path, "w"), indent=2)
+
+
 def log(msg: str) -> None:
     print(msg, flush=True)
 
@@ -286,8 +299,7 @@ def main() -> None:
     logfile = os.path.join(run_dir, "commands.log")
     py = sys.executable
     model = ["--model_name_or_path", model_name]
-    t_start = time.time()
-    timings: dict[str, float] = {}
+    timings = Timings(os.path.join(run_dir, "stage_seconds.json"))  # kept across resumed runs
 
     source = a.dataset_path
     if source is None:
@@ -319,7 +331,7 @@ def main() -> None:
             ],
             logfile,
         )  # fmt: skip
-        timings["data_gen"] = time.time() - t0
+        timings.record("data_gen", time.time() - t0)
     sft_rows = split_by_source(os.path.join(gen, "sft.jsonl"), gen, ("gold_stable", "self_consistent"))
 
     records = {}
@@ -349,7 +361,7 @@ def main() -> None:
                 ],
                 logfile,
             )  # fmt: skip
-            timings[f"train_{arm}"] = time.time() - t0
+            timings.record(f"train_{arm}", time.time() - t0)
         records[arm] = training_record(arm, out, n)
 
     for arm in ARMS:
@@ -358,14 +370,17 @@ def main() -> None:
         t0 = time.time()
         if not os.path.exists(os.path.join(out, "metrics.json")):
             evaluate(f"test: {arm}, {TEST_ROUNDS} rounds", eval_args(data["test"], out, arm, model, extra, sizes.batch), logfile)
-            timings[f"test_{arm}"] = time.time() - t0
+            timings.record(f"test_{arm}", time.time() - t0)
+    t0 = time.time()
     run(
         "compare: every arm against base_intrinsic, item by item",
         [py, "-m", "eval.compare", "--runs", *[os.path.join(run_dir, "test", arm) for arm in ARMS], "--output_dir",
          os.path.join(run_dir, "compare")],
         logfile,
     )  # fmt: skip
-    seconds = time.time() - t_start
+    timings.seconds.pop("compare", None)  # the last compare's time, not the sum of every re-run's
+    timings.record("compare", time.time() - t0)
+    seconds = sum(timings.seconds.values())
     summary = {
         "model": model_name,
         "sizes": vars(sizes) if not a.model else {**vars(sizes), "model": model_name},
@@ -373,7 +388,7 @@ def main() -> None:
         "sft_rows": sft_rows,
         "training": records,
         "seconds": round(seconds),
-        "stage_seconds": {k: round(v) for k, v in timings.items()},
+        "stage_seconds": {k: round(v) for k, v in timings.seconds.items()},
     }
     json.dump(summary, open(os.path.join(run_dir, "study.json"), "w"), indent=2)
     write_tables(run_dir, summary)
@@ -443,7 +458,8 @@ def write_tables(run_dir: str, summary: dict) -> None:
             cells.append(", ".join(f"{x} {v:.2f}" for x, v in a["distribution"].items()) + f"; unknown {f3(a['unknown'])}")
         out.append(f"| {arm} | " + " | ".join(cells) + " |")
     out += ["", "Letter/text agreement per round (of answers giving both) and answers cut at the token limit", ""]
-    out += [f"| arm | agreement {rounds} | cut at limit {rounds} |", "|---|---|---|"]
+    slashed = " / ".join(f"r{t}" for t in range(1, k + 1))
+    out += [f"| arm | letter/text agreement {slashed} | cut at the limit {slashed} |", "|---|---|---|"]
     for arm, m in runs.items():
         agree = " / ".join(f3(e["answers"].get("letter_text", {}).get("agreement")) for e in m["per_round"])
         cut = " / ".join(f"{x:.3f}" for x in cut_share(os.path.join(run_dir, "test", arm, "traces.jsonl")))
@@ -468,7 +484,10 @@ def write_tables(run_dir: str, summary: dict) -> None:
             f"| {arm} | {r['method']} | {r['steps']} | {r['learning_rate']:g} | {r['summed_learning_rate']:.2g} | "
             f"{f3(r.get('kl_last_step'))} |"
         )
-    out += ["", f"Run time: {summary['seconds'] / 60:.1f} min; stages (s): {json.dumps(summary['stage_seconds'])}"]
+    out += [
+        "",
+        f"Run time (sum of the stages): {summary['seconds'] / 60:.1f} min; stages (s): {json.dumps(summary['stage_seconds'])}",
+    ]
     with open(os.path.join(run_dir, "tables.md"), "w") as f:
         f.write("\n".join(out) + "\n")
 
