@@ -71,3 +71,7 @@ def run_cli(main: Callable[[list[str]], object], argv: list[str] | None = None) 
         if _is_main_local_process():
             print("\ninterrupted", file=sys.stderr)
         sys.exit(130)
+    finally:  # the output folder's lock ends with the command (a process ends it anyway)
+        from selfcorrect.run_identity import release_locks
+
+        release_locks()
