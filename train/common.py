@@ -17,7 +17,7 @@ from typing import Any
 
 from selfcorrect.config import DataSource, OverwriteOption, TaskOptions, check_range, config_to_dict, parse_config
 from selfcorrect.device import check_launch_matches_machine, cuda_available
-from selfcorrect.errors import UserError
+from selfcorrect.errors import NothingToDo, UserError
 from selfcorrect.jsonl import write_atomic
 from selfcorrect.run_identity import check_run, data_identity, lock_output_dir, model_identity
 
@@ -173,14 +173,15 @@ _OWNED = [
 FINISHED = "selfcorrect_config.json"  # written by save_outputs once the final adapter is on disk
 
 
-def claim_output_dir(method: str, setup: Setup, cfg: Any, resume: str | None, is_main: bool) -> str | None:
+def claim_output_dir(method: str, setup: Setup, cfg: Any, resume: str | None, is_main: bool) -> tuple[str | None, bool]:
     """Record this training run in output_dir/run.json and lock the folder, or refuse a folder that
     holds anything but this method's run with these settings (see run_identity.check_run). Called
-    before the model loads, so a refused run costs nothing. Returns the checkpoint to resume from:
-    the one asked for, or the last one an interrupted run with these settings left there (a re-run
-    continues it instead of training from step 0 over its checkpoints); a finished run is refused."""
+    before the model loads, so a refused run costs nothing. Returns the checkpoint to resume from
+    (the one asked for, or the last one an interrupted run with these settings left there: a re-run
+    continues it instead of training from step 0 over its checkpoints) and whether the folder
+    already holds this run finished (nothing to do, as for a finished data_gen or eval run)."""
     if not is_main:
-        return resume
+        return resume, False
     settings = {"model_weights": model_identity(setup.model.model_name_or_path), "data": data_identity(setup.data.dataset_path)}
     for obj in (setup.model, setup.data, setup.task, cfg):
         for k, v in config_to_dict(obj).items():
@@ -607,11 +608,15 @@ def prepare_run(method: str, setup: Setup, cfg: Any) -> str | None:
     check_training_values(cfg)
     state = process_state()
     resume = resume_checkpoint(cfg.resume_from_checkpoint, cfg.output_dir)
-    resume = claim_output_dir(method, setup, cfg, resume, state.is_main_process)
+    resume, finished = claim_output_dir(method, setup, cfg, resume, state.is_main_process)
     if state.num_processes > 1:  # the main process decided (it alone reads and locks the folder)
         from accelerate.utils import broadcast_object_list
 
-        resume = broadcast_object_list([resume])[0]
+        resume, finished = broadcast_object_list([(resume, finished)])[0]
+    if finished:
+        raise NothingToDo(
+            f"{cfg.output_dir} already holds this finished train/{method} run: nothing to do (--overwrite true trains it again)"
+        )
     return resume
 
 
