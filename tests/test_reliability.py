@@ -358,7 +358,7 @@ def test_generation_stops_at_the_models_context(tiny_model_dir, capsys):
     tok = load_tokenizer(tiny_model_dir)
     model = load_model(tiny_model_dir, device="cpu")
     model.config.max_position_embeddings = 40
-    gen = Generator(model, tok, SamplingConfig(max_new_tokens=10**8, temperature=1.0, seed=3), batch_size=4)
+    gen = Generator(model, tok, SamplingConfig(max_new_tokens=64, temperature=1.0, seed=3), batch_size=4)
     prompts = [list(range(5, 35)), list(range(5, 25))]  # room for 10 and 20 new tokens
     outs = gen.generate_ids(prompts)
     for g, p in zip(outs, prompts):
@@ -380,6 +380,7 @@ def test_split_that_the_data_cannot_honour_is_refused(tiny_model_dir, bbq_dir, t
         "train",
         "--output_dir",
         str(tmp_path / "o"),
+        *("--limit", "1", "--rounds", "1", "--max_new_tokens", "2"),
     ]
     _one_error(_run_cmd("data_gen.__main__", args), "task bbq reads every row of")
     gsm = os.path.join(ROOT, "tests", "fixtures", "gsm8k")  # a folder of <split>.jsonl files honours it
@@ -428,6 +429,7 @@ def test_a_device_the_machine_lacks_is_one_line(device, needle, tiny_model_dir, 
         device,
         "--output_dir",
         str(tmp_path / "o"),
+        *("--limit", "1", "--rounds", "1", "--max_new_tokens", "2"),
     ]
     _one_error(_run_cmd("eval.__main__", args), needle)
 

@@ -194,21 +194,18 @@ def claim_output_dir(method: str, setup: Setup, cfg: Any, resume: str | None, is
             check_run(cfg.output_dir, command, settings, _OWNED, False)
         else:
             lock_output_dir(cfg.output_dir)
-        return resume
+        return resume, False
     if not check_run(cfg.output_dir, command, settings, _OWNED, overwrite):
-        return None
+        return None, False
     if os.path.exists(os.path.join(cfg.output_dir, FINISHED)):
-        raise UserError(
-            f"{cfg.output_dir} already holds a finished {command} run with these settings: choose another output_dir, "
-            "or --overwrite true to train it again there"
-        )
+        return None, True
     last = last_checkpoint(cfg.output_dir)
     if last:
         print(
             f"resuming from {last}, where an earlier run with these settings stopped (--overwrite true starts over)",
             file=sys.stderr,
         )
-    return last
+    return last, False
 
 
 def load_policy(model_args: Any, trust_remote_code: bool = False):
