@@ -25,7 +25,7 @@ from selfcorrect.config import (
 )
 from selfcorrect.device import process_state
 from selfcorrect.errors import run_cli
-from selfcorrect.jsonl import read_rows, write_atomic
+from selfcorrect.jsonl import disk_full, read_rows, write_atomic
 from selfcorrect.tasks import task_and_prompt_set
 from selfcorrect.trace import Trajectory
 from selfcorrect.trace_run import generate_traces
@@ -45,10 +45,12 @@ def write_datasets(
         for kind, row in build_all(read_rows(traces_path), task, prompt_set, dg.sft_sources, dg.dpo_sources):
             files[kind].write(json.dumps(row, ensure_ascii=False) + "\n")
             counts[(kind, row.get("source", "first_turn"))] += 1
-    except BaseException:  # no half-written dataset survives a failure
+    except BaseException as e:  # no half-written dataset survives a failure
         for k, f in files.items():
             f.close()
             os.remove(tmps[k])
+        if isinstance(e, OSError) and disk_full(e, out_dir):
+            raise disk_full(e, f"the datasets in {out_dir}", f"the traces in {traces_path} are kept") from None
         raise
     for f in files.values():
         f.close()

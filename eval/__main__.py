@@ -26,7 +26,7 @@ from selfcorrect.config import (
 )
 from selfcorrect.device import process_state
 from selfcorrect.errors import UserError, run_cli
-from selfcorrect.jsonl import read_rows, write_atomic
+from selfcorrect.jsonl import json_text, read_rows, write_atomic
 from selfcorrect.tasks import task_and_prompt_set
 from selfcorrect.trace_run import generate_traces, load_examples
 
@@ -61,7 +61,7 @@ def evaluate_traces(traces: str, task, info: dict, ev: EvalConfig, output_dir: s
     if os.path.exists(probe_file):
         with open(probe_file) as f:
             metrics["probe"] = {k: v for k, v in json.load(f).items() if k not in ("w", "b")}
-    write_atomic(os.path.join(output_dir, "metrics.json"), json.dumps(metrics, indent=2))
+    write_atomic(os.path.join(output_dir, "metrics.json"), json_text(metrics))
     report = write_report([(info["label"], metrics)], output_dir, f"Self-correction evaluation: {info['label']}")
     if ev.report_to == "wandb":
         _log_wandb(metrics, output_dir, config)

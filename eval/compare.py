@@ -24,11 +24,15 @@ import os
 from dataclasses import dataclass, field
 
 from eval.report import write_report
-from selfcorrect.config import parse_config
+from selfcorrect.config import OverwriteOption, parse_config
 from selfcorrect.errors import UserError, run_cli
 from selfcorrect.jsonl import read_rows, write_atomic
+from selfcorrect.run_identity import check_run
 from selfcorrect.stats import bootstrap_ratio_cis, mcnemar_exact
 from selfcorrect.tasks.base import INCONSISTENT
+
+# What eval.compare writes into its output_dir (deleted by --overwrite).
+COMPARE_OUTPUTS = ["report.md", "comparison.json", "*.png"]
 
 
 @dataclass
@@ -241,7 +245,7 @@ def format_table(rows: list[dict], columns: list[list[str]]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    (a,) = parse_config([CompareConfig], argv, prog="python -m eval.compare")
+    a, ow = parse_config([CompareConfig, OverwriteOption], argv, prog="python -m eval.compare")
     metrics = [load_run(r) for r in a.runs]
     labels = a.labels or [m["run"].get("label") or os.path.basename(os.path.normpath(r)) for m, r in zip(metrics, a.runs)]
     runs = list(zip(labels, metrics))
@@ -253,6 +257,10 @@ def main(argv: list[str]) -> None:
         for label, it in zip(labels[1:], items[1:])
     }
     baselines = trivial_baselines(items[0])
+    # Its own folder, like every command's: the same comparison re-run replaces its report (the runs
+    # may have been re-evaluated); another set of runs there is refused.
+    settings = {"runs": [os.path.abspath(r) for r in a.runs], "labels": labels}
+    check_run(a.output_dir, "eval.compare", settings, COMPARE_OUTPUTS, ow.overwrite)
     report = write_report(runs, a.output_dir, "Self-correction: trained checkpoints vs intrinsic prompting")
     table = summary_table(runs)
     comparison = {"runs": table, "reference": labels[0], "paired": paired, "baselines": baselines}

@@ -22,6 +22,7 @@ from selfcorrect.jsonl import read_rows, write_atomic, write_rows_atomic
 from selfcorrect.run_identity import check_run, data_identity
 from selfcorrect.tasks import get_task
 from selfcorrect.trace import Round, Trajectory
+from selfcorrect.trace_run import check_split
 
 
 @dataclass
@@ -84,6 +85,7 @@ def main(argv: list[str]) -> None:
     if data.dataset_path is None:
         raise UserError("--dataset_path is required: the task's data the predictions answer")
     task = get_task(opts.task, opts.classifier, opts.threshold)
+    check_split(task, data.dataset_path, split.split)
     examples = {ex.id: ex for ex in task.load(data.dataset_path, split.split)}
     settings = {
         "task": task.name,

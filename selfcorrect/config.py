@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -132,6 +133,9 @@ class RolloutOptions:
             raise UserError("samples > 1 with temperature 0 gives identical copies: set temperature > 0")
         if self.dtype not in ("auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"):
             raise UserError(f"unknown dtype '{self.dtype}' (auto, bf16, fp16, fp32)")
+        from selfcorrect.device import check_device
+
+        check_device(self.device)
 
 
 @dataclass
@@ -148,7 +152,10 @@ class OverwriteOption:
 
 
 def check_range(name: str, value: float, low: float | None = None, high: float | None = None) -> None:
-    """One error line when ``value`` is outside [low, high]."""
+    """One error line when ``value`` is outside [low, high], or not a number at all (NaN passes
+    every comparison, and inf is no setting a user means)."""
+    if not math.isfinite(value):
+        raise UserError(f"{name} must be a finite number (got {value})")
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f">= {low}" if high is None else f"<= {high}" if low is None else f"in [{low}, {high}]"
         raise UserError(f"{name} must be {bounds} (got {value})")
@@ -190,10 +197,23 @@ def load_yaml(path: str) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a UTF-8 text file") from None
     except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+        raise UserError(yaml_error(path, text, e)) from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: a recipe must be a mapping of keys to values")
     return data
+
+
+def yaml_error(path: str, text: str, e: yaml.YAMLError) -> str:
+    """``path:line:column: problem`` for a YAML error (PyYAML's first line has no position), naming
+    a tab, which YAML never allows for indentation."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    if mark is None:
+        return f"{path}: not valid YAML: {problem}"
+    line = text.splitlines()[mark.line] if mark.line < len(text.splitlines()) else ""
+    if "\t" in line[: mark.column + 1] or "\t" in problem:
+        problem = "a tab character (YAML indents with spaces only)"
+    return f"{path}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {problem}"
 
 
 def _type_name(tp: Any) -> str:
@@ -291,7 +311,20 @@ def parse_config(
     *objs, rest = out
     if rest:
         raise UserError(f"unexpected command-line arguments: {' '.join(rest)}")
-    return tuple(o for o in objs if not isinstance(o, argparse.Namespace))  # the --config slot
+    objs = [o for o in objs if not isinstance(o, argparse.Namespace)]  # the --config slot
+    for obj in objs:
+        check_finite(obj)
+    return tuple(objs)
+
+
+def check_finite(obj: Any) -> None:
+    """NaN or inf in any float option (a library config's too: learning_rate, adam_beta1, beta, ...)
+    is one error line before any work: NaN passes every range comparison, so it would otherwise run."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name, None)
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise UserError(f"{f.name} must be a finite number (got {v})")
 
 
 # ---- writing a config next to outputs --------------------------------------------------------------

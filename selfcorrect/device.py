@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from selfcorrect.errors import UserError
 
@@ -23,6 +24,19 @@ def process_state():
     from accelerate import PartialState
 
     return PartialState(cpu=not cuda_available())
+
+
+def check_device(device: str | None) -> None:
+    """``--device`` names a device this machine has: cpu, or cuda / cuda:N where CUDA is there."""
+    if device is None:
+        return
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise UserError(f"device must be cpu, cuda or cuda:N (got '{device}')")
+    if device.startswith("cuda"):
+        if not cuda_available():
+            raise UserError(f"--device {device}: CUDA is not available on this machine (use --device cpu, or leave it unset)")
+        if ":" in device and int(device.split(":")[1]) >= gpu_count():
+            raise UserError(f"--device {device}: this machine has {gpu_count()} GPU(s)")
 
 
 def gpu_count() -> int:

@@ -12,6 +12,10 @@ class UserError(Exception):
     """A mistake in the user's input (recipe, dataset, paths). Printed as one line, exit code 2."""
 
 
+class NothingToDo(Exception):
+    """The run asked for is already complete in its output folder: the message says so, exit code 0."""
+
+
 class Interrupted(Exception):
     """Ctrl-C or SIGTERM in a command that knows how to resume; the message says how."""
 
@@ -63,6 +67,9 @@ def run_cli(main: Callable[[list[str]], object], argv: list[str] | None = None) 
         if _is_main_local_process():
             print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except NothingToDo as e:
+        if _is_main_local_process():
+            print(f"note: {e}", file=sys.stderr)
     except Interrupted as e:
         if _is_main_local_process():
             print(f"\ninterrupted: {e}", file=sys.stderr)
@@ -71,3 +78,7 @@ def run_cli(main: Callable[[list[str]], object], argv: list[str] | None = None) 
         if _is_main_local_process():
             print("\ninterrupted", file=sys.stderr)
         sys.exit(130)
+    finally:  # the output folder's lock ends with the command (a process ends it anyway)
+        from selfcorrect.run_identity import release_locks
+
+        release_locks()

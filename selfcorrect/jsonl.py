@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -64,27 +66,61 @@ def repair_tail(path: str) -> int:
         return size - keep
 
 
+def finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None: JSON has no NaN, and a file holding
+    a bare ``NaN`` is not JSON other tools can read. An undefined metric is null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any) -> str:
+    """Indented, valid JSON (see ``finite``) for files such as metrics.json."""
+    return json.dumps(finite(obj), indent=2, allow_nan=False)
+
+
 def dumps(row: dict[str, Any]) -> str:
     return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
 
 
+def disk_full(e: OSError, what: str, kept: str = "everything written before it is kept") -> UserError | None:
+    """One line for a full disk (ENOSPC) while writing ``what``; None for any other OSError."""
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    return UserError(f"disk full while writing {what}: {kept}; free some space and re-run the same command")
+
+
 def append_rows(path: str, rows: Iterable[dict[str, Any]]) -> None:
+    """Append a batch; on a full disk the rows already in ``path`` survive (a partial last line is
+    cut by ``repair_tail`` when the run resumes)."""
     data = "".join(dumps(r) + "\n" for r in rows)
     if not data:
         return
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise disk_full(e, path, "the rows finished before this batch are kept") or e from None
 
 
 def write_atomic(path: str, text: str) -> None:
     tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise disk_full(e, path) or e from None
 
 
 def write_rows_atomic(path: str, rows: Iterable[dict[str, Any]]) -> int:
@@ -99,8 +135,10 @@ def write_rows_atomic(path: str, rows: Iterable[dict[str, Any]]) -> int:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:  # bad input or Ctrl-C mid-stream: leave no half-written file behind
+    except BaseException as e:  # bad input, Ctrl-C or a full disk mid-stream: leave no half-written file behind
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and disk_full(e, path):
+            raise disk_full(e, path, "the data it is made from is kept") from None
         raise
     return n

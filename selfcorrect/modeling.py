@@ -25,6 +25,8 @@ from selfcorrect.hub import hub_offline
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Any one of these makes a folder's tokenizer loadable (fast JSON, its config, SentencePiece, BPE vocab).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 def cache_dir() -> str:
@@ -122,6 +124,11 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, padding_s
 
     path = resolve_model_path(name_or_path)
     check_local_weights(path)
+    if os.path.isdir(path) and not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):
+        raise UserError(
+            f"model folder {path} holds no tokenizer files ({', '.join(TOKENIZER_FILES)}): save the tokenizer there "
+            "too (tokenizer.save_pretrained), or copy it from the base model"
+        )
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -136,24 +143,31 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, padding_s
 
 def check_local_weights(path: str, what: str = "model") -> None:
     """A local folder must hold safetensors weights: pickle .bin files can run code when loaded, so
-    selfcorrect never loads them (``use_safetensors=True`` everywhere)."""
+    selfcorrect never loads them (``use_safetensors=True`` everywhere). An adapter folder without
+    weights (an unfinished training run) is named as such: its training_args.bin is not weights."""
     if not os.path.isdir(path):
         return
     names = os.listdir(path)
-    if not any(n.endswith(".safetensors") for n in names) and any(n.endswith(".bin") for n in names):
+    if any(n.endswith(".safetensors") for n in names):
+        return
+    if any(n.endswith(".bin") and n != "training_args.bin" for n in names):
         raise UserError(
             f"{what} folder {path} has only .bin (pickle) weights; selfcorrect loads safetensors only, because unpickling "
             "can run code: convert it (load it once with transformers and save_pretrained(..., safe_serialization=True))"
         )
+    if what == "adapter":
+        raise UserError(f"adapter folder {path} holds no adapter weights (adapter_model.safetensors): did its training finish?")
 
 
 def load_error(name: str, e: Exception) -> UserError:
     """One line for a model that exists but does not load (a corrupt config.json or weights file)."""
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    if len(first) > 300 and ". " in first[:300]:  # a whole sentence, never one cut off in its middle
+        first = first[: first.rindex(". ", 0, 300) + 1]
     return UserError(f"cannot load {name}: {first}")
 
 
-def check_adapter_base(adapter: str, model_name: str) -> None:
+def check_adapter_base(adapter: str, model_name: str, base_option: str = "--model_name_or_path") -> None:
     """An adapter trained on another base model would load silently when the shapes agree: compare
     the base it records with the model it is applied to."""
     path = os.path.join(adapter, "adapter_config.json")
@@ -168,7 +182,7 @@ def check_adapter_base(adapter: str, model_name: str) -> None:
         return
     same = {model_name, resolve_model_path(model_name)}
     if base not in same and os.path.realpath(base) not in {os.path.realpath(p) for p in same}:
-        raise UserError(f"adapter {adapter} was trained on {base}, not on {model_name}: pass --model_name_or_path {base}")
+        raise UserError(f"adapter {adapter} was trained on {base}, not on {model_name}: pass {base_option} {base}")
 
 
 def _safetensor_error() -> type:
@@ -183,9 +197,11 @@ def load_model(
     dtype: str = "auto",
     device: str | None = None,
     trust_remote_code: bool = False,
+    base_option: str = "--model_name_or_path",
     **kwargs: Any,
 ):
-    """Model for inference (eval mode), with an optional LoRA adapter applied."""
+    """Model for inference (eval mode), with an optional LoRA adapter applied. ``base_option`` is
+    how the calling command names the base model in its advice."""
     from transformers import AutoModelForCausalLM
 
     device = device or default_device()
@@ -200,7 +216,7 @@ def load_model(
     if adapter:
         from peft import PeftModel
 
-        check_adapter_base(adapter, name_or_path)
+        check_adapter_base(adapter, name_or_path, base_option)
         check_local_weights(adapter, "adapter")
         try:
             model = PeftModel.from_pretrained(model, adapter)
@@ -210,6 +226,6 @@ def load_model(
                     f"adapter {adapter} does not fit {name_or_path}: its weight shapes differ (another base model)"
                 ) from None
             raise
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, _safetensor_error()) as e:
             raise load_error(f"adapter {adapter}", e) from None
     return model.to(device).eval()

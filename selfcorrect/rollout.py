@@ -19,12 +19,14 @@ first token after an answer prefill ("The single most likely answer choice is"),
 
 from __future__ import annotations
 
+import sys
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from selfcorrect.errors import UserError
 from selfcorrect.prompts import PromptSet
 from selfcorrect.tasks.base import Example, MultipleChoiceTask, Task
 from selfcorrect.trace import Round, Trajectory
@@ -195,6 +197,9 @@ class Generator:
         self.eos_ids = sorted(eos)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
         self._label_ids: dict[str, list[int]] = {}
+        # Positions past the model's context are not trained; a row stops generating there.
+        self.context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        self._told_capped = False
 
     @property
     def device(self) -> torch.device:
@@ -202,6 +207,25 @@ class Generator:
 
     def render(self, messages: list[dict[str, str]], prefill: str | None = None) -> str:
         return render_chat(self.tokenizer, messages, prefill)
+
+    def _check_context(self, prompt_ids: list[list[int]]) -> None:
+        """A prompt that fills the context is refused; one that leaves less room than max_new_tokens
+        is answered up to the context (``_decode`` stops the row there), said once per run."""
+        if self.context is None:
+            return
+        longest = max(len(p) for p in prompt_ids)
+        if longest >= self.context:
+            raise UserError(
+                f"a prompt of {longest} tokens fills the model's context of {self.context} tokens: use fewer rounds, "
+                "shorter examples or a model with a longer context"
+            )
+        if longest + self.sampling.max_new_tokens > self.context and not self._told_capped:
+            self._told_capped = True
+            print(
+                f"note: answers stop at the model's context of {self.context} tokens (a prompt of {longest} tokens "
+                f"leaves room for {self.context - longest}, max_new_tokens is {self.sampling.max_new_tokens})",
+                file=sys.stderr,
+            )
 
     def label_token_ids(self, label: str) -> list[int]:
         """First-token ids that start answering with ``label`` (" A" and "A" variants)."""
@@ -257,6 +281,7 @@ class Generator:
     ) -> tuple[list[Generation], RoundCache | None]:
         tok = self.tokenizer
         dev = self.device
+        self._check_context(prompt_ids)
         expand = None
         if prev is None or len(prev.tokens) != len(prompt_ids):
             # Full prefill, left-padded; with share_prefill each distinct prompt is encoded once.
@@ -315,8 +340,10 @@ class Generator:
         label_p = label_logp.exp().cpu() if label_logp is not None else None
         results, counts = [], []
         for b in range(len(prompt_ids)):
-            row = new_ids[b].tolist()
-            is_eos = torch.isin(new_ids[b], eos)
+            # A row stopped at the context holds padding after its last token (see _decode).
+            room = new_ids.shape[1] if self.context is None else min(new_ids.shape[1], self.context - len(prompt_ids[b]))
+            row = new_ids[b, :room].tolist()
+            is_eos = torch.isin(new_ids[b, :room], eos)
             n = int(is_eos.nonzero()[0, 0]) + 1 if is_eos.any() else len(row)
             counts.append(n)
             finish = "eos" if is_eos.any() else "length"
@@ -432,6 +459,8 @@ class Generator:
             if label_ids is not None:
                 label_logp.append(logp.new_zeros(batch, len(label_ids)).index_copy(0, rows, logp[:, label_ids]))
             done = done | torch.isin(nxt, eos)
+            if self.context is not None:  # this token's position is next_pos: the next one would be past the context
+                done = done | (next_pos[:, 0] + 1 >= self.context)
             n_done = int(done.sum())  # one device sync per step serves both checks below
             if n_done == done.numel() or step == s.max_new_tokens - 1:
                 break

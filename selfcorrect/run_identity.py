@@ -2,7 +2,9 @@
 
 A re-run into the same folder resumes only when these match; otherwise it stops with one line that
 names the first setting that differs, before it writes anything. ``--overwrite`` is the explicit way
-out: it deletes what that command wrote there (and nothing else) and starts fresh.
+out: it deletes what that command wrote there and starts fresh, and refuses a folder that holds
+anything else. The folder is locked for the whole run, so a second command into it is refused
+before it does any work.
 
 Weights and data are identified by content, not by name: a local file by its size and SHA-256
 (weights larger than 64 MiB by their size and the SHA-256 of their first and last MiB, which hold
@@ -11,6 +13,7 @@ the safetensors header and the last tensors), a hub model by the commit of its c
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import hashlib
 import json
@@ -85,56 +88,131 @@ def data_identity(path: str | None) -> str | None:
     return folder_identity(path, ("*.jsonl", "*.json", "*.tsv", "*.csv", "data/*.jsonl"))
 
 
-def check_run(output_dir: str, command: str, settings: dict[str, Any], owned: list[str], overwrite: bool) -> bool:
-    """Make ``output_dir`` this run's folder. Returns True when it resumes an earlier identical run.
+# Files any command may leave behind when killed mid-write (write_atomic's temporary files).
+_TEMPORARY = "*.tmp.*"
+_LOCKS: dict[str, int] = {}  # realpath of a claimed output folder -> the open descriptor holding its lock
 
-    ``owned`` are the names (files or folders, globs allowed) this command writes there: with
-    ``overwrite`` they are deleted first. A folder written by another command, or by this command
-    with other settings, is an error naming the first difference (unless ``overwrite``)."""
+
+def lock_output_dir(output_dir: str) -> None:
+    """Hold an exclusive lock on ``output_dir`` until this process ends (or ``release_locks``).
+
+    The lock is ``flock`` on the folder itself, so no lock file is left behind and the kernel
+    releases it when the holder exits however it exits (kill -9 included): a stale lock cannot
+    exist. Under ``accelerate launch`` only the main process claims the folder, so the ranks of one
+    launch never contend; a second launch (or command) into the same folder is refused here."""
+    import fcntl
+
+    key = os.path.realpath(output_dir)
+    if key in _LOCKS:
+        return
+    fd = os.open(key, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UserError(
+            f"{output_dir} is in use by another run that is still going: wait for it to finish, or choose another output_dir"
+        ) from None
+    _LOCKS[key] = fd
+
+
+def release_locks() -> None:
+    """Give up every output folder this process claimed (``run_cli`` calls it when a command ends)."""
+    while _LOCKS:
+        os.close(_LOCKS.popitem()[1])
+
+
+def _matches_any(name: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _foreign_entries(output_dir: str, owned: list[str]) -> list[str]:
+    """Entries of ``output_dir`` this command does not write: anything but its own names, run.json
+    and temporary files. A sub-folder that holds its own run (an eval inside an adapter folder) is
+    another run's, never this one's to delete, and is not counted."""
+    out = []
+    for name in sorted(os.listdir(output_dir)):
+        if _matches_any(name, [*owned, RUN_FILE, _TEMPORARY]):
+            continue
+        if os.path.isfile(os.path.join(output_dir, name, RUN_FILE)):
+            continue
+        out.append(name)
+    return out
+
+
+def _names(entries: list[str]) -> str:
+    return ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
+
+
+def check_run(output_dir: str, command: str, settings: dict[str, Any], owned: list[str], overwrite: bool) -> bool:
+    """Make ``output_dir`` this run's folder, locked for the rest of the process. Returns True when
+    it resumes an earlier identical run.
+
+    ``owned`` are the names (files or folders, globs allowed) this command writes there. A folder
+    holding another command's run, or this command's run with other settings, is refused, naming
+    the first difference. ``overwrite`` deletes this command's own outputs, and only when run.json
+    says this command wrote them and the folder holds nothing else: what a run did not write (a
+    model, another run, the user's files) is never deleted, and no refusal suggests a flag that
+    would delete it."""
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UserError(f"output_dir {output_dir} is a file, not a folder")
-    path = os.path.join(output_dir, RUN_FILE)
-    record = {"command": command, "settings": settings}
-    if overwrite:
-        for pattern in owned + [RUN_FILE]:
-            for p in glob.glob(os.path.join(output_dir, pattern)):
-                shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
-    elif os.path.exists(path):
-        try:
-            with open(path, encoding="utf-8") as f:
-                old = json.load(f)
-        except (OSError, ValueError):
-            raise UserError(f"{path} is unreadable: pass --overwrite true to start fresh") from None
-        if old.get("command") != command:
-            raise UserError(
-                f"{output_dir} holds a '{old.get('command')}' run, not '{command}': choose another output_dir "
-                "(or --overwrite true to replace it)"
-            )
-        # A run that stopped before writing any result (a bad model or data file) leaves nothing to
-        # mix with: the corrected re-run takes the folder over.
-        produced = any(glob.glob(os.path.join(output_dir, p)) for p in owned if p not in _METADATA)
-        resolved = False
-        for key in sorted(set(settings) | set(old.get("settings", {}))):
-            if old["settings"].get(key) == UNRESOLVED and settings.get(key) is not None:
-                resolved = True
-            elif old["settings"].get(key) != settings.get(key):
-                if not produced:
-                    write_atomic(path, json.dumps(record, indent=2))
-                    return False
-                raise UserError(
-                    f"{output_dir} was written with {key}={old['settings'].get(key)!r}, this run has {key}={settings.get(key)!r}: "
-                    "use another output_dir, or --overwrite true to start fresh there"
-                )
-        if resolved:
-            write_atomic(path, json.dumps(record, indent=2))
-        return True
-    elif any(glob.glob(os.path.join(output_dir, p)) for p in owned):
-        raise UserError(
-            f"{output_dir} holds outputs of a run without {RUN_FILE} (older or another tool): choose another "
-            "output_dir, or --overwrite true to start fresh there"
-        )
     try:
         os.makedirs(output_dir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output_dir {output_dir} ({e.strerror})") from None
+    lock_output_dir(output_dir)
+    path = os.path.join(output_dir, RUN_FILE)
+    record = {"command": command, "settings": settings}
+    ours = [n for n in os.listdir(output_dir) if _matches_any(n, owned) and n != RUN_FILE]
+    if not os.path.exists(path):
+        if ours:
+            raise UserError(
+                f"{output_dir} already holds {_names(sorted(ours))} without a {RUN_FILE}: files no selfcorrect "
+                f"'{command}' run recorded (a model, another tool's output, your own files); choose an empty or new output_dir"
+            )
+        return _record(path, output_dir, record)
+    try:
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        if not isinstance(old, dict) or not isinstance(old.get("settings"), dict):
+            raise ValueError
+    except (OSError, ValueError):
+        raise UserError(f"{path} is unreadable, so what this folder holds is unknown: choose another output_dir") from None
+    if old.get("command") != command:
+        raise UserError(f"{output_dir} holds a '{old.get('command')}' run, not '{command}': choose another output_dir")
+    if overwrite:
+        foreign = _foreign_entries(output_dir, owned)
+        if foreign:
+            raise UserError(
+                f"--overwrite deletes only what '{command}' wrote, and {output_dir} also holds {_names(foreign)}: "
+                "move those away, or choose another output_dir"
+            )
+        for name in ours + [RUN_FILE]:
+            p = os.path.join(output_dir, name)
+            shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
+        return _record(path, output_dir, record)
+    # A run that stopped before writing any result (a bad model or data file) leaves nothing to
+    # mix with: the corrected re-run takes the folder over.
+    produced = any(not _matches_any(n, list(_METADATA)) for n in ours)
+    resolved = False
+    for key in sorted(set(settings) | set(old["settings"])):
+        if old["settings"].get(key) == UNRESOLVED and settings.get(key) is not None:
+            resolved = True
+        elif old["settings"].get(key) != settings.get(key):
+            if not produced:
+                _record(path, output_dir, record)
+                return False
+            raise UserError(
+                f"{output_dir} was written with {key}={old['settings'].get(key)!r}, this run has {key}={settings.get(key)!r}: "
+                "use another output_dir, or --overwrite true to start fresh there"
+            )
+    if resolved:
+        _record(path, output_dir, record)
+    return True
+
+
+def _record(path: str, output_dir: str, record: dict[str, Any]) -> bool:
+    try:
         write_atomic(path, json.dumps(record, indent=2))
     except OSError as e:
         raise UserError(f"cannot write to output_dir {output_dir} ({e.strerror})") from None

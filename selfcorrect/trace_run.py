@@ -35,6 +35,7 @@ TRACE_OUTPUTS = ["traces.jsonl", "traces.jsonl.tmp.*", "shards"]
 
 def load_examples(task: Task, data: DataSource, split: SplitOptions) -> Iterator[Example]:
     """Stream the task's examples after skip / held-out split / limit; duplicate ids are an error."""
+    check_split(task, data.dataset_path, split.split)
     seen: set[str] = set()
     n = 0
     for i, ex in enumerate(task.load(data.dataset_path, split.split)):
@@ -49,6 +50,16 @@ def load_examples(task: Task, data: DataSource, split: SplitOptions) -> Iterator
         seen.add(ex.id)
         n += 1
         yield ex
+
+
+def check_split(task: Task, dataset_path: str | None, split: str) -> None:
+    """A ``--split`` the data cannot honour is refused, not ignored (the run would read every row)."""
+    default = SplitOptions.__dataclass_fields__["split"].default
+    if split != default and not task.reads_split(dataset_path):
+        raise UserError(
+            f"task {task.name} reads every row of {dataset_path or 'its data'}, which has no '{split}' split: leave --split "
+            "unset (set aside a part with --heldout_fraction)"
+        )
 
 
 def is_heldout(group: str, fraction: float) -> bool:

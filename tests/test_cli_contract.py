@@ -269,7 +269,8 @@ def test_run_identity_holds_the_grader_and_resolves_a_first_download(tmp_path):
         check_run(str(hub), "data_gen", {**first, "model_weights": "def456"}, owned, False)
 
 
-def test_external_overwrite_into_an_eval_folder_leaves_no_stale_probe(tmp_path, capsys):
+def test_overwrite_never_deletes_another_commands_run(tmp_path, capsys):
+    """--overwrite removes only what the same command wrote: an eval folder survives eval.external."""
     from eval.external import main as external
 
     out = tmp_path / "ev"
@@ -279,9 +280,11 @@ def test_external_overwrite_into_an_eval_folder_leaves_no_stale_probe(tmp_path, 
     preds = tmp_path / "p.jsonl"
     preds.write_text(json.dumps({"id": "Age/0", "responses": ["C"]}) + "\n")
     argv = ["--task", "bbq", "--dataset_path", fixture("bbq"), "--predictions", str(preds), "--output_dir", str(out)]
-    one_error_line(*cli(external, [*argv, "--n_boot", "10"], capsys), "holds a 'eval' run")
-    assert cli(external, [*argv, "--n_boot", "10", "--overwrite", "true"], capsys)[0] == 0
-    assert not (out / "probe.json").exists() and "probe" not in json.load(open(out / "metrics.json"))
+    for extra in ([], ["--overwrite", "true"]):
+        code, err = cli(external, [*argv, "--n_boot", "10", *extra], capsys)
+        one_error_line(code, err, "holds a 'eval' run")
+        assert "--overwrite" not in err  # never advice that would delete another command's run
+    assert sorted(os.listdir(out)) == ["probe.json", "run.json"]
 
 
 def test_data_gen_refuses_a_folder_made_with_other_settings(tiny_model_dir, tmp_path, capsys):
@@ -433,7 +436,8 @@ def test_training_data_made_for_another_task_is_refused(tmp_path, capsys):
     from train.grpo import main as grpo
 
     rows = tmp_path / "rl.jsonl"
-    rows.write_text(json.dumps({"id": "Age/0", "task": "bbq", "prompt_set": "cot", "example": "{}"}) + "\n")
+    example = json.dumps({"id": "Age/0", "question": "q", "gold": "A"})
+    rows.write_text(json.dumps({"id": "Age/0", "task": "bbq", "prompt_set": "cot", "example": example}) + "\n")
     code, err = cli(
         grpo, ["--dataset_path", str(rows), "--task", "gsm8k", "--prompt_set", "cot", "--output_dir", str(tmp_path / "o")], capsys
     )
@@ -526,15 +530,15 @@ def test_score_stage1_must_leave_room_for_stage2(tmp_path, capsys):
     one_error_line(*cli(score, argv, capsys), "so that Stage II runs")
 
 
-def test_push_to_hub_reaches_the_trainer_config(tmp_path):
+def test_push_to_hub_reaches_the_trainer_config(tmp_path, monkeypatch):
     from trl import SFTConfig
 
     from train.common import parse_training
     from train.sft import SFTArgs
 
-    setup, args, cfg = parse_training(
-        [SFTArgs, SFTConfig],
-        ["--dataset_path", "x.jsonl", "--output_dir", str(tmp_path), "--push_to_hub", "true", "--hub_model_id", "me/adapter"],
-        "t",
-    )
+    argv = ["--dataset_path", "x.jsonl", "--output_dir", str(tmp_path), "--push_to_hub", "true", "--hub_model_id", "me/adapter"]
+    with pytest.raises(UserError, match="push_to_hub needs the network but HF_HUB_OFFLINE is set"):
+        parse_training([SFTArgs, SFTConfig], argv, "t")  # before training, not in a traceback after it
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    setup, args, cfg = parse_training([SFTArgs, SFTConfig], argv, "t")
     assert cfg.push_to_hub is True and cfg.hub_model_id == "me/adapter" and setup.data.dataset_path == "x.jsonl"

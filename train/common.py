@@ -17,9 +17,9 @@ from typing import Any
 
 from selfcorrect.config import DataSource, OverwriteOption, TaskOptions, check_range, config_to_dict, parse_config
 from selfcorrect.device import check_launch_matches_machine, cuda_available
-from selfcorrect.errors import UserError
+from selfcorrect.errors import NothingToDo, UserError
 from selfcorrect.jsonl import write_atomic
-from selfcorrect.run_identity import check_run, data_identity, model_identity
+from selfcorrect.run_identity import check_run, data_identity, lock_output_dir, model_identity
 
 
 @dataclass
@@ -59,7 +59,24 @@ def parse_training(method_types: list[type], argv: list[str], prog: str) -> tupl
         raise UserError("load_in_4bit needs use_peft (QLoRA trains an adapter on a frozen 4-bit base)")
     if not data.dataset_path:
         raise UserError("dataset_path is not set (point it at a data_gen output such as outputs/<run>/sft.jsonl)")
+    for cfg in method:
+        keep_token_out_of_arguments(cfg)
     return (Setup(model, data, task, train, ow), *method)
+
+
+def keep_token_out_of_arguments(cfg: Any) -> None:
+    """transformers pickles TrainingArguments into training_args.bin (and every checkpoint's copy),
+    so a ``--hub_token`` left there would be written in plain text. The hub client reads the token
+    from HF_TOKEN (as after ``hf auth login``), so it moves there and the arguments keep none.
+    A push that cannot happen (HF_HUB_OFFLINE) is refused before training, not after it."""
+    from selfcorrect.hub import hub_offline
+
+    token = getattr(cfg, "hub_token", None)
+    if token:
+        os.environ["HF_TOKEN"] = token
+        cfg.hub_token = None
+    if getattr(cfg, "push_to_hub", False) and hub_offline():
+        raise UserError("push_to_hub needs the network but HF_HUB_OFFLINE is set: unset it, or push the adapter later")
 
 
 def device_overrides(*config_types: type) -> list[str]:
@@ -91,15 +108,21 @@ def check_training_values(cfg: Any) -> None:
             raise UserError(f"{name} must be >= 0 (got {value})")
 
 
+def last_checkpoint(output_dir: str) -> str | None:
+    """The checkpoint-N folder with the highest N in output_dir, or None."""
+    ckpts = [d for d in glob.glob(os.path.join(output_dir, "checkpoint-*")) if re.search(r"checkpoint-\d+$", d)]
+    return max(ckpts, key=lambda d: int(d.rsplit("-", 1)[1])) if ckpts else None
+
+
 def resume_checkpoint(value: Any, output_dir: str) -> str | None:
     """``--resume_from_checkpoint true`` means the last checkpoint-N in output_dir (as HF users expect)."""
     if value is None or str(value).lower() in ("false", "none", ""):
         return None
     if str(value).lower() == "true":
-        ckpts = [d for d in glob.glob(os.path.join(output_dir, "checkpoint-*")) if re.search(r"checkpoint-\d+$", d)]
-        if not ckpts:
+        last = last_checkpoint(output_dir)
+        if last is None:
             raise UserError(f"--resume_from_checkpoint true: no checkpoint-N folder in {output_dir}")
-        return max(ckpts, key=lambda d: int(d.rsplit("-", 1)[1]))
+        return last
     if not os.path.isdir(str(value)):
         raise UserError(f"resume_from_checkpoint: no such checkpoint folder {value}")
     return str(value)
@@ -143,26 +166,46 @@ _OWNED = [
     "tokenizer*",
     "special_tokens_map.json",
     "chat_template.jinja",
+    "runs",  # TensorBoard logs (report_to tensorboard)
 ]
 
 
-def claim_output_dir(method: str, setup: Setup, cfg: Any, resume: str | None, is_main: bool) -> None:
-    """Record this training run in output_dir/run.json, or refuse a folder that holds another
-    method's run or the same method with other settings (unless --overwrite true). Called before the
-    model loads, so a refused run costs nothing."""
+FINISHED = "selfcorrect_config.json"  # written by save_outputs once the final adapter is on disk
+
+
+def claim_output_dir(method: str, setup: Setup, cfg: Any, resume: str | None, is_main: bool) -> tuple[str | None, bool]:
+    """Record this training run in output_dir/run.json and lock the folder, or refuse a folder that
+    holds anything but this method's run with these settings (see run_identity.check_run). Called
+    before the model loads, so a refused run costs nothing. Returns the checkpoint to resume from
+    (the one asked for, or the last one an interrupted run with these settings left there: a re-run
+    continues it instead of training from step 0 over its checkpoints) and whether the folder
+    already holds this run finished (nothing to do, as for a finished data_gen or eval run)."""
     if not is_main:
-        return
+        return resume, False
     settings = {"model_weights": model_identity(setup.model.model_name_or_path), "data": data_identity(setup.data.dataset_path)}
     for obj in (setup.model, setup.data, setup.task, cfg):
         for k, v in config_to_dict(obj).items():
             if k not in _VOLATILE and not k.startswith("_"):
                 settings[k] = v
-    if resume and not setup.overwrite.overwrite:
+    command, overwrite = f"train/{method}", setup.overwrite.overwrite
+    if resume and not overwrite:
         # A resumed run continues the one recorded there (a folder without a record is accepted as is).
         if os.path.exists(os.path.join(cfg.output_dir, "run.json")):
-            check_run(cfg.output_dir, f"train/{method}", settings, _OWNED, False)
-        return
-    check_run(cfg.output_dir, f"train/{method}", settings, _OWNED, setup.overwrite.overwrite)
+            check_run(cfg.output_dir, command, settings, _OWNED, False)
+        else:
+            lock_output_dir(cfg.output_dir)
+        return resume, False
+    if not check_run(cfg.output_dir, command, settings, _OWNED, overwrite):
+        return None, False
+    if os.path.exists(os.path.join(cfg.output_dir, FINISHED)):
+        return None, True
+    last = last_checkpoint(cfg.output_dir)
+    if last:
+        print(
+            f"resuming from {last}, where an earlier run with these settings stopped (--overwrite true starts over)",
+            file=sys.stderr,
+        )
+    return last, False
 
 
 def load_policy(model_args: Any, trust_remote_code: bool = False):
@@ -204,8 +247,53 @@ def load_tokenizer_for_training(setup: Setup, trust_remote_code: bool = False):
     return load_tokenizer(setup.model.model_name_or_path, trust_remote_code, padding_side="right")
 
 
+ROLES = ("system", "user", "assistant")
+
+
+def _check_messages(value: Any, key: str, where: str) -> None:
+    if not isinstance(value, list) or not value:
+        raise UserError(f"{where}: '{key}' must be a non-empty list of {{role, content}} messages (got {value!r:.60})")
+    for m in value:
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            role = m.get("role") if isinstance(m, dict) else m
+            raise UserError(f"{where}: '{key}' has a message with role {role!r:.40}; roles are {', '.join(ROLES)}")
+        if not isinstance(m.get("content"), str):
+            raise UserError(f"{where}: '{key}' has a {m['role']} message whose content is {m.get('content')!r:.40}, not text")
+    if key == "messages" and not any(m["role"] == "assistant" for m in value):
+        raise UserError(f"{where}: 'messages' has no assistant turn to train on")
+
+
+def _check_example(row: dict[str, Any], where: str) -> None:
+    """An RL row's ``example`` (the task item its episodes are graded on) is the JSON text data_gen
+    writes, or the same object unencoded; either way it becomes the JSON text every trainer reads."""
+    value = row["example"]
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise UserError(f"{where}: 'example' is not valid JSON") from None
+    if not isinstance(value, dict) or not all(isinstance(value.get(k), str) for k in ("id", "question", "gold")):
+        raise UserError(f"{where}: 'example' must be an object with text fields id, question and gold (a data_gen rl.jsonl row)")
+    row["example"] = json.dumps(value, ensure_ascii=False)
+
+
+# The one rule for each field a trainer reads from a data_gen file, whichever trainer reads it.
+_ROW_RULES = {
+    "messages": lambda row, where: _check_messages(row["messages"], "messages", where),
+    "revision_prompt": lambda row, where: _check_messages(row["revision_prompt"], "revision_prompt", where),
+    "example": _check_example,
+    **{key: lambda row, where, key=key: _check_text_or_messages(row, key, where) for key in ("prompt", "chosen", "rejected")},
+}
+
+
+def _check_text_or_messages(row: dict[str, Any], key: str, where: str) -> None:
+    if not isinstance(row[key], str):
+        _check_messages(row[key], key, where)
+
+
 def read_training_rows(path: str, required: tuple[str, ...], limit: int | None = None) -> list[dict[str, Any]]:
-    """Rows of a data_gen .jsonl, each checked for the fields the method needs."""
+    """Rows of a data_gen .jsonl, each checked for the fields the method needs (one line naming the
+    file, line and field for a missing or ill-typed one)."""
     from selfcorrect.jsonl import read_rows
 
     if not path:
@@ -215,6 +303,9 @@ def read_training_rows(path: str, required: tuple[str, ...], limit: int | None =
         missing = [k for k in required if k not in row]
         if missing:
             raise UserError(f"{path}:{lineno}: row lacks {', '.join(missing)}")
+        for key in required:
+            if key in _ROW_RULES:
+                _ROW_RULES[key](row, f"{path}:{lineno}")
         rows.append(row)
         if limit is not None and len(rows) >= limit:
             break
@@ -441,13 +532,34 @@ def weights_moved(model, initial: dict[str, Any]) -> bool | None:
 NOT_MOVED = "the trainable weights never moved (every advantage or loss gradient was 0: nothing was learnt)"
 
 
-def merge_adapter(base: str, adapter_dir: str, out_dir: str, trust_remote_code: bool = False) -> str:
-    """Write base + adapter merged into plain weights (full precision, safetensors)."""
+def not_moved(scheduler: Any, steps: int) -> str:
+    """Why the weights never moved: a schedule whose learning rate was 0 at every step (a warm-up
+    longer than the run starts at 0), or else the gradients (NOT_MOVED)."""
+    lambdas = getattr(getattr(scheduler, "scheduler", scheduler), "lr_lambdas", None)  # accelerate wraps it
+    if lambdas and steps >= 1 and all(f(i) == 0 for f in lambdas for i in range(steps)):
+        return (
+            f"the trainable weights never moved: the learning rate was 0 at each of the run's {steps} step(s) "
+            "(the warm-up starts at 0): lower warmup_steps, or train for more steps"
+        )
+    return NOT_MOVED
+
+
+def merge_adapter(
+    base: str, adapter_dir: str, out_dir: str, trust_remote_code: bool = False, base_option: str = "--model_name_or_path"
+) -> str:
+    """Write base + adapter merged into plain weights (full precision, safetensors). ``base_option``
+    is how the calling command names the base model in its advice."""
+    from selfcorrect.jsonl import disk_full
     from selfcorrect.modeling import load_model, load_tokenizer
 
-    merged = load_model(base, adapter_dir, "fp32", "cpu", trust_remote_code).merge_and_unload()
-    merged.save_pretrained(out_dir, safe_serialization=True)
-    load_tokenizer(base, trust_remote_code).save_pretrained(out_dir)
+    merged = load_model(base, adapter_dir, "fp32", "cpu", trust_remote_code, base_option=base_option).merge_and_unload()
+    try:
+        merged.save_pretrained(out_dir, safe_serialization=True)
+        load_tokenizer(base, trust_remote_code).save_pretrained(out_dir)
+    except OSError as e:
+        raise disk_full(e, f"the merged model in {out_dir}", f"the adapter in {adapter_dir} is untouched") or e from None
+    if not os.path.isfile(os.path.join(out_dir, "config.json")):  # save_pretrained only logs some failures
+        raise UserError(f"the merged model was not written to {out_dir}")
     print(f"merged model written to {out_dir}", file=sys.stderr)
     return out_dir
 
@@ -460,9 +572,8 @@ def resumable(output_dir: str):
     try:
         yield
     except KeyboardInterrupt:
-        ckpts = [d for d in glob.glob(os.path.join(output_dir, "checkpoint-*")) if re.search(r"checkpoint-\d+$", d)]
-        if ckpts:
-            last = max(ckpts, key=lambda d: int(d.rsplit("-", 1)[1]))
+        last = last_checkpoint(output_dir)
+        if last:
             raise Interrupted(
                 f"the last checkpoint is {last}: re-run the same command with --resume_from_checkpoint true"
             ) from None
@@ -492,8 +603,17 @@ def prepare_run(method: str, setup: Setup, cfg: Any) -> str | None:
     from selfcorrect.device import process_state
 
     check_training_values(cfg)
+    state = process_state()
     resume = resume_checkpoint(cfg.resume_from_checkpoint, cfg.output_dir)
-    claim_output_dir(method, setup, cfg, resume, process_state().is_main_process)
+    resume, finished = claim_output_dir(method, setup, cfg, resume, state.is_main_process)
+    if state.num_processes > 1:  # the main process decided (it alone reads and locks the folder)
+        from accelerate.utils import broadcast_object_list
+
+        resume, finished = broadcast_object_list([(resume, finished)])[0]
+    if finished:
+        raise NothingToDo(
+            f"{cfg.output_dir} already holds this finished train/{method} run: nothing to do (--overwrite true trains it again)"
+        )
     return resume
 
 
@@ -509,9 +629,9 @@ def train_and_save(
         if callable(value):
             extra[key] = value(trainer.state.log_history)
     if weights_moved(trainer.model, snapshot) is False:
-        extra["warning"] = NOT_MOVED
+        extra["warning"] = not_moved(trainer.lr_scheduler, trainer.state.global_step)
         if trainer.accelerator.is_main_process:
-            print(f"warning: {NOT_MOVED}", file=sys.stderr)
+            print(f"warning: {extra['warning']}", file=sys.stderr)
     save_outputs(
         trainer.save_model,
         tokenizer,

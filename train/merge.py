@@ -3,11 +3,23 @@
 python -m train.merge --base <model> --adapter <dir> --out <dir>
 """
 
+import os
 from dataclasses import dataclass, field
 
-from selfcorrect.config import parse_config
+from selfcorrect.config import OverwriteOption, parse_config
 from selfcorrect.errors import UserError, run_cli
+from selfcorrect.run_identity import check_run, model_identity
 from train.common import merge_adapter
+
+# What a merge writes into --out (deleted by --overwrite, with run.json saying a merge wrote them).
+MERGE_OUTPUTS = [
+    "model*.safetensors",
+    "config.json",
+    "generation_config.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+]
 
 
 @dataclass
@@ -24,8 +36,17 @@ class MergeConfig:
 
 
 def main(argv: list[str]) -> None:
-    (a,) = parse_config([MergeConfig], argv, prog="python -m train.merge")
-    merge_adapter(a.base, a.adapter, a.out, a.trust_remote_code)
+    a, ow = parse_config([MergeConfig, OverwriteOption], argv, prog="python -m train.merge")
+    out = os.path.realpath(a.out)
+    for option, folder in (("--base", a.base), ("--adapter", a.adapter)):
+        inside = os.path.isdir(folder) and os.path.commonpath([out, os.path.realpath(folder)]) == os.path.realpath(folder)
+        if inside:
+            raise UserError(
+                f"--out {a.out} is (inside) the {option} folder {folder}, which the merge must not overwrite: choose another folder"
+            )
+    settings = {"base": a.base, "base_weights": model_identity(a.base), "adapter_weights": model_identity(a.adapter)}
+    check_run(a.out, "train.merge", settings, MERGE_OUTPUTS, ow.overwrite)
+    merge_adapter(a.base, a.adapter, a.out, a.trust_remote_code, base_option="--base")
 
 
 if __name__ == "__main__":

@@ -459,7 +459,7 @@ class OnlineRLTrainer:
                 json.dump({"step": step, "method": self.method}, f)
 
     def save_final(self) -> None:
-        from train.common import NOT_MOVED, save_model_all_ranks, save_outputs, weights_moved
+        from train.common import not_moved, save_model_all_ranks, save_outputs, weights_moved
 
         accelerator, cfg, setup = self.accelerator, self.cfg, self.setup_args
         accelerator.wait_for_everyone()
@@ -471,7 +471,7 @@ class OnlineRLTrainer:
         }
         moved = weights_moved(self.policy, self.initial)
         if moved is False:
-            extra["warning"] = NOT_MOVED
+            extra["warning"] = not_moved(self.scheduler, cfg.max_steps)
         config_objs = (setup.model, setup.data, setup.task, setup.train, cfg)
         save_outputs(
             lambda d: save_model_all_ranks(accelerator, self.model, d),
@@ -490,7 +490,7 @@ class OnlineRLTrainer:
                 for h in self.history:
                     f.write(json.dumps(h) + "\n")
             if moved is False:
-                print(f"warning: {NOT_MOVED}", file=sys.stderr)
+                print(f"warning: {extra['warning']}", file=sys.stderr)
             print(f"{self.method} done: {cfg.output_dir}", file=sys.stderr)
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from selfcorrect.errors import UserError
 from selfcorrect.stats import bootstrap_cluster_share_ci, ratio
 
 UNPARSED = "unparsed"
@@ -87,6 +88,16 @@ class TaskMetrics:
         return {}
 
 
+def check_text_fields(row: dict[str, Any], keys: Any, where: str) -> None:
+    """Fields that are rendered into a prompt must be text: None, a number or a list would reach the
+    model as "None", "12345" or "['a', 'b']". One line naming the file, line and field."""
+    for key in keys:
+        value = row.get(key)
+        if not isinstance(value, str):
+            kind = "missing" if key not in row else f"{type(value).__name__.replace('NoneType', 'null')} {value!r:.60}"
+            raise UserError(f"{where}: field '{key}' must be text (got {kind})")
+
+
 class Task:
     """Base class. Subclasses set ``name`` and implement ``load`` and ``grade``."""
 
@@ -100,6 +111,11 @@ class Task:
 
     def load(self, dataset_path: str | None, split: str = "test") -> Iterator[Example]:
         raise NotImplementedError
+
+    def reads_split(self, dataset_path: str | None) -> bool:
+        """Whether ``load`` reads the split it is given from this data (most tasks' data is one set,
+        and ``--split`` would be ignored, so a value other than the default is refused)."""
+        return False
 
     def settings(self) -> dict[str, Any]:
         """What besides ``name`` changes this task's grades (a classifier, a threshold, a spec); part

@@ -38,6 +38,7 @@ from selfcorrect.tasks.base import (
     Grade,
     MultipleChoiceTask,
     TaskMetrics,
+    check_text_fields,
     format_choices,
 )
 
@@ -244,7 +245,8 @@ def example_from_row(row: dict, where: str = "") -> Example:
         unk = unknown_option(row)
     except (ValueError, KeyError, IndexError, TypeError):
         raise UserError(f"{where}: BBQ row has no 'unknown' option") from None
-    choices = [str(row[f"ans{i}"]) for i in range(3)]
+    check_text_fields(row, ("context", "question", "ans0", "ans1", "ans2"), where)
+    choices = [row[f"ans{i}"] for i in range(3)]
     question = f"{row['context']}\n{row['question']}"
     return Example(
         id=f"{row['category']}/{row['example_id']}",

@@ -18,12 +18,22 @@ A Python class works too: ``task: mypackage.module:MyTask`` (a ``selfcorrect.tas
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterator
 from typing import Any
 
 from selfcorrect.errors import UserError
 from selfcorrect.jsonl import read_rows
-from selfcorrect.tasks.base import LETTERS, UNPARSED, Example, Grade, MultipleChoiceTask, format_choices, normalise
+from selfcorrect.tasks.base import (
+    LETTERS,
+    UNPARSED,
+    Example,
+    Grade,
+    MultipleChoiceTask,
+    check_text_fields,
+    format_choices,
+    normalise,
+)
 
 SPEC_KEYS = {"name", "prompt_template", "id_field", "gold_field", "choices_field", "choices", "answer_regex"}
 
@@ -55,6 +65,8 @@ class SpecTask(MultipleChoiceTask):
         s = self.spec
         for lineno, row in enumerate(read_rows(dataset_path), 1):
             where = f"{dataset_path}:{lineno}"
+            used = [f for _, f, _, _ in string.Formatter().parse(s["prompt_template"]) if f]
+            check_text_fields(row, [f for f in used if f in row], where)
             try:
                 question = s["prompt_template"].format(**row)
             except (KeyError, IndexError) as e:
@@ -65,6 +77,8 @@ class SpecTask(MultipleChoiceTask):
             choices = s.get("choices") or (row.get(s["choices_field"]) if "choices_field" in s else None)
             ex_id = str(row.get(s.get("id_field", "id"), lineno))
             if choices:
+                if not isinstance(choices, list) or not all(isinstance(c, (str, int, float)) for c in choices):
+                    raise UserError(f"{where}: choices must be a list of texts (got {choices!r:.60})")
                 choices = [str(c) for c in choices]
                 gold = self._gold_letter(gold_raw, choices, where)
                 yield Example(id=ex_id, question=format_choices(question, choices), gold=gold, choices=choices)

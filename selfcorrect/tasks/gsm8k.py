@@ -20,7 +20,7 @@ from fractions import Fraction
 
 from selfcorrect.errors import UserError
 from selfcorrect.jsonl import read_rows
-from selfcorrect.tasks.base import UNPARSED, Example, Grade, Task
+from selfcorrect.tasks.base import UNPARSED, Example, Grade, Task, check_text_fields
 
 _NUM = r"-?\$?\s?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:\s?/\s?\d+)?"
 # A number and the arithmetic that continues it ("9 * 2 = $18"); the last number it reaches is the
@@ -99,12 +99,16 @@ class GSM8KTask(Task):
         for i, (where, row) in enumerate(rows):
             if "question" not in row or "answer" not in row:
                 raise UserError(f"{where}: GSM8K row needs 'question' and 'answer'")
+            check_text_fields(row, ("question", "answer"), where)  # the answer is text ending in "#### <number>"
             try:
                 gold = extract_reference(row["answer"])
             except ValueError as e:
                 raise UserError(f"{where}: {e}") from None
             steps = re.sub(r"<<[^>]*>>", "", row["answer"].split("####")[0]).strip()  # drop calculator annotations
             yield Example(id=str(row.get("id", f"{split}/{i}")), question=row["question"], gold=gold, fields={"solution": steps})
+
+    def reads_split(self, dataset_path: str | None) -> bool:
+        return dataset_path is None or os.path.isdir(dataset_path)  # <split>.jsonl in a folder, or the hub's
 
     def grade(self, example: Example, response: str) -> Grade:
         answer = extract_answer(response)
