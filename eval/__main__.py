@@ -1,4 +1,6 @@
-"""python -m eval --config recipes/<model>/<task>/eval.yaml [--key value ...]
+"""Evaluate a model (optionally with an adapter) over K self-correction rounds: per-round metrics, a report and plots.
+
+    python -m eval --config recipes/<model>/<task>/eval.yaml [--key value ...]
 
 Runs K self-correction rounds (default 5) with the data_gen rollout engine and writes into
 output_dir: traces.jsonl, metrics.json, report.md and PNG plots (accuracy with intervals, flip rate,
@@ -82,6 +84,7 @@ def main(argv: list[str]) -> None:
         argv,
         defaults=EVAL_DEFAULTS,
         prog="python -m eval",
+        description=__doc__,
     )
     wandb_mode_for(ev.report_to)
     task, prompt_set = task_and_prompt_set(opts)

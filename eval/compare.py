@@ -21,6 +21,8 @@ from selfcorrect.jsonl import write_atomic
 
 @dataclass
 class CompareConfig:
+    """Runs to compare."""
+
     runs: list[str] = field(
         default_factory=list, metadata={"help": "Eval output dirs (or metrics.json files); the first is the reference."}
     )
@@ -125,7 +127,7 @@ def format_table(rows: list[dict], columns: list[list[str]]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    (a,) = parse_config([CompareConfig], argv, prog="python -m eval.compare")
+    (a,) = parse_config([CompareConfig], argv, prog="python -m eval.compare", description=__doc__)
     metrics = [load_run(r) for r in a.runs]
     labels = a.labels or [m["run"].get("label") or os.path.basename(os.path.normpath(r)) for m, r in zip(metrics, a.runs)]
     runs = list(zip(labels, metrics))

@@ -26,6 +26,8 @@ from selfcorrect.trace import Round, Trajectory
 
 @dataclass
 class ExternalConfig:
+    """The predictions to grade."""
+
     predictions: str = field(default="", metadata={"help": "A .jsonl of {id, responses: [round 1, round 2, ...]}."})
     output_dir: str = field(default="outputs/external", metadata={"help": "Where traces, metrics and the report go."})
 
@@ -69,6 +71,7 @@ def main(argv: list[str]) -> None:
         argv,
         defaults={"prompt_set": "external"},
         prog="python -m eval.external",
+        description=__doc__,
     )
     wandb_mode_for(ev.report_to)
     if data.dataset_path is None:

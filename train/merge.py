@@ -12,6 +12,8 @@ from train.common import merge_adapter
 
 @dataclass
 class MergeConfig:
+    """What to merge."""
+
     base: str = field(default="", metadata={"help": "Base model (hub id, folder or smollm2-135m-instruct)."})
     adapter: str = field(default="", metadata={"help": "Adapter folder written by train/<method>.py."})
     out: str = field(default="", metadata={"help": "Output folder for the merged model."})
@@ -24,7 +26,7 @@ class MergeConfig:
 
 
 def main(argv: list[str]) -> None:
-    (a,) = parse_config([MergeConfig], argv, prog="python -m train.merge")
+    (a,) = parse_config([MergeConfig], argv, prog="python -m train.merge", description=__doc__)
     merge_adapter(a.base, a.adapter, a.out, a.trust_remote_code)
 
 

@@ -50,6 +50,8 @@ from train.rewards import score_returns
 
 @dataclass
 class SCoReConfig(OnlineRLConfig):
+    """SCoRe: stages, rewards, KL weights and the optimizer."""
+
     output_dir: str = field(default="outputs/score", metadata={"help": "Where the adapter, card and log go."})
     stage1_steps: int = field(default=30, metadata={"help": "Steps of Stage I before Stage II starts."})
     alpha: float = field(default=10.0, metadata={"help": "Stage II bonus alpha * (r2 - r1), second attempt only (paper: 10)."})
@@ -97,7 +99,7 @@ class SCoReTrainer(OnlineRLTrainer):
 
 
 def main(argv: list[str]) -> None:
-    run_trainer(SCoReTrainer, SCoReConfig, argv, prog="train/score.py")
+    run_trainer(SCoReTrainer, SCoReConfig, argv, prog="train/score.py", description=__doc__)
 
 
 if __name__ == "__main__":
