@@ -3,7 +3,9 @@
 import importlib.util
 import json
 import os
+import sys
 
+import pytest
 from conftest import ROOT, fixture
 
 
@@ -33,3 +35,20 @@ def test_split_keeps_templates_apart_and_spreads_categories(tmp_path):
     assert max(counts.values()) - min(counts.values()) <= 1 or len(counts) < 6
     again = study.write_split(fixture("bbq"), str(tmp_path), (60, 12, 30))  # resumed: the recorded split
     assert again == info
+
+
+@pytest.mark.parametrize("make", ["missing", "empty folder", "empty file"])
+def test_missing_or_empty_data_is_one_line_before_anything_is_written(make, tmp_path, monkeypatch, capsys):
+    study = _study()
+    data = tmp_path / "bbq"
+    if make != "missing":
+        data.mkdir()
+    if make == "empty file":
+        (data / "Age.jsonl").write_text("")
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", ["study.py", "--dataset_path", str(data), "--run_dir", str(run_dir)])
+    with pytest.raises(SystemExit) as e:
+        study.main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and err[0].startswith(f"error: --dataset_path {data}: ")
+    assert not run_dir.exists()
