@@ -78,6 +78,12 @@ def _log_wandb(metrics: dict, out_dir: str, config: dict) -> None:
     run.finish()
 
 
+def default_label(adapter: str | None) -> str:
+    """A run's name in reports without --label: its adapter's folder, or "base" for the model alone
+    (so a comparison's base rows say so, whatever the model is called)."""
+    return os.path.basename(os.path.normpath(adapter)) if adapter else "base"
+
+
 def main(argv: list[str]) -> None:
     opts, data, split, run, ev, ow = parse_config(
         [TaskOptions, DataSource, SplitOptions, RolloutOptions, EvalConfig, OverwriteOption],
@@ -121,7 +127,7 @@ def main(argv: list[str]) -> None:
     if process_state().is_main_process:
         config = config_to_dict(opts, data, split, run, ev, ow)
         write_atomic(os.path.join(run.output_dir, "config.json"), json.dumps(config, indent=2))
-        label = ev.label or os.path.basename(os.path.normpath(run.adapter or run.model_name_or_path))
+        label = ev.label or default_label(run.adapter)
         info = {
             "label": label,
             "model": run.model_name_or_path,

@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from eval.report import write_report
+from eval.report import convergence_cell, write_report
 from selfcorrect.config import parse_config
 from selfcorrect.errors import UserError, run_cli
 from selfcorrect.jsonl import write_atomic
@@ -120,7 +120,12 @@ def format_table(rows: list[dict], columns: list[list[str]]) -> str:
         ]
         for key, _ in columns:
             cells += [v(r[f"{key}_round1"], r[f"{key}_round1_ci"]), v(r[f"{key}_roundK"], r[f"{key}_roundK_ci"])]
-        cells += [v(r["unparsed_roundK"]), str(r["convergence_round"]), v(r["right_to_wrong"]), v(r["wrong_to_right"])]
+        cells += [
+            v(r["unparsed_roundK"]),
+            convergence_cell(r["convergence_round"], r["K"]),
+            v(r["right_to_wrong"]),
+            v(r["wrong_to_right"]),
+        ]
         table.append(cells)
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     return "\n".join(" | ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)

@@ -325,7 +325,7 @@ KEY_LIBRARY_OPTIONS = (
     "max_steps",
     "per_device_train_batch_size",
     "gradient_accumulation_steps",
-    "gradient_checkpointing",
+    "activation_checkpointing",
     "max_length",
     "beta",
     "num_generations",
