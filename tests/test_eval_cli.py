@@ -129,6 +129,7 @@ def _is_png(path):
         return f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # two K = 5 evals with the probe, then compare
 def test_eval_end_to_end_and_compare(tiny_model_dir, tmp_path):
     bbq_dir = fixture("bbq")
     runs = []
