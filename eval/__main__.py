@@ -140,5 +140,10 @@ def main(argv: list[str]) -> None:
         evaluate_traces(traces, task, info, ev, run.output_dir, config)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console command (pyproject.toml's [project.scripts])."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

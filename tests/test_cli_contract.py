@@ -117,6 +117,22 @@ def test_help_through_the_command_line(command, prog, option):
     check_help(p.stdout, prog, doc, option)
 
 
+def test_console_commands_are_the_documented_entry_points():
+    """[project.scripts] names one console command per entry point, each running that module's main."""
+    tomllib = pytest.importorskip("tomllib")
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    targets = {target.split(":")[0] for target in scripts.values()}
+    assert targets == {module for module, _ in COMMANDS.values()}
+    for target in scripts.values():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), target
+    installed = os.path.join(os.path.dirname(sys.executable), "selfcorrect-eval")
+    if os.path.exists(installed):  # the editable install made the commands
+        p = subprocess.run([installed, "--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "100"})
+        assert p.returncode == 0 and "--n_boot" in p.stdout, p.stderr[-2000:]
+
+
 # ---- strict values, before any work ----------------------------------------------------------------
 
 

@@ -62,5 +62,10 @@ def main(argv: list[str]) -> None:
     )
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console command (pyproject.toml's [project.scripts])."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

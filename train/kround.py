@@ -136,5 +136,10 @@ def main(argv: list[str]) -> None:
     run_trainer(KRoundTrainer, KRoundConfig, argv, prog="train/kround.py", description=__doc__)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console command (pyproject.toml's [project.scripts])."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

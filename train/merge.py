@@ -30,5 +30,10 @@ def main(argv: list[str]) -> None:
     merge_adapter(a.base, a.adapter, a.out, a.trust_remote_code)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console command (pyproject.toml's [project.scripts])."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -102,5 +102,10 @@ def main(argv: list[str]) -> None:
     run_trainer(SCoReTrainer, SCoReConfig, argv, prog="train/score.py", description=__doc__)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console command (pyproject.toml's [project.scripts])."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()
