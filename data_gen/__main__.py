@@ -1,4 +1,6 @@
-"""python -m data_gen --config recipes/<model>/<task>/data_gen.yaml [--key value ...]
+"""Make self-correction traces with a model (K rounds, every round graded) and build SFT, DPO and RL data from them.
+
+    python -m data_gen --config recipes/<model>/<task>/data_gen.yaml [--key value ...]
 
 Runs a base model for K self-correction rounds on a task, scores every round, and writes into
 output_dir: traces.jsonl (one line per example and sample), sft.jsonl, dpo.jsonl, rl.jsonl, a dataset
@@ -94,7 +96,10 @@ def summary(traces_path: str) -> str:
 
 def main(argv: list[str]) -> None:
     opts, data, split, run, dg, ow = parse_config(
-        [TaskOptions, DataSource, SplitOptions, RolloutOptions, DataGenConfig, OverwriteOption], argv, prog="python -m data_gen"
+        [TaskOptions, DataSource, SplitOptions, RolloutOptions, DataGenConfig, OverwriteOption],
+        argv,
+        prog="python -m data_gen",
+        description=__doc__,
     )
     task, prompt_set = task_and_prompt_set(opts)
     traces = generate_traces(
@@ -125,5 +130,10 @@ def main(argv: list[str]) -> None:
     )
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console command (pyproject.toml's [project.scripts])."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

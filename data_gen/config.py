@@ -10,6 +10,8 @@ from selfcorrect.errors import UserError
 
 @dataclass
 class DataGenConfig:
+    """Which SFT conversations and DPO pairs are built from the traces."""
+
     sft_sources: list[str] = field(
         default_factory=lambda: ["final_correct", "improving"],
         metadata={"help": f"SFT conversations to keep: {', '.join(SFT_SOURCES)}."},

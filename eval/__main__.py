@@ -1,4 +1,6 @@
-"""python -m eval --config recipes/<model>/<task>/eval.yaml [--key value ...]
+"""Evaluate a model (optionally with an adapter) over K self-correction rounds: per-round metrics, a report and plots.
+
+    python -m eval --config recipes/<model>/<task>/eval.yaml [--key value ...]
 
 Runs K self-correction rounds (default 5) with the data_gen rollout engine and writes into
 output_dir: traces.jsonl, metrics.json, items.jsonl (each example's answers per round, which
@@ -89,12 +91,19 @@ def _log_wandb(metrics: dict, out_dir: str, config: dict) -> None:
     run.finish()
 
 
+def default_label(adapter: str | None) -> str:
+    """A run's name in reports without --label: its adapter's folder, or "base" for the model alone
+    (so a comparison's base rows say so, whatever the model is called)."""
+    return os.path.basename(os.path.normpath(adapter)) if adapter else "base"
+
+
 def main(argv: list[str]) -> None:
     opts, data, split, run, ev, ow = parse_config(
         [TaskOptions, DataSource, SplitOptions, RolloutOptions, EvalConfig, OverwriteOption],
         argv,
         defaults=EVAL_DEFAULTS,
         prog="python -m eval",
+        description=__doc__,
     )
     wandb_mode_for(ev.report_to)
     task, prompt_set = task_and_prompt_set(opts)
@@ -131,7 +140,7 @@ def main(argv: list[str]) -> None:
     if process_state().is_main_process:
         config = config_to_dict(opts, data, split, run, ev, ow)
         write_atomic(os.path.join(run.output_dir, "config.json"), json.dumps(config, indent=2))
-        label = ev.label or os.path.basename(os.path.normpath(run.adapter or run.model_name_or_path))
+        label = ev.label or default_label(run.adapter)
         info = {
             "label": label,
             "model": run.model_name_or_path,
@@ -144,5 +153,10 @@ def main(argv: list[str]) -> None:
         evaluate_traces(traces, task, info, ev, run.output_dir, config)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console command (pyproject.toml's [project.scripts])."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -23,7 +23,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from eval.report import write_report
+from eval.report import convergence_cell, write_report
 from selfcorrect.config import OverwriteOption, parse_config
 from selfcorrect.errors import UserError, run_cli
 from selfcorrect.jsonl import read_rows, write_atomic
@@ -37,6 +37,8 @@ COMPARE_OUTPUTS = ["report.md", "comparison.json", "*.png"]
 
 @dataclass
 class CompareConfig:
+    """Runs to compare."""
+
     runs: list[str] = field(
         default_factory=list, metadata={"help": "Eval output dirs (or metrics.json files); the first is the reference."}
     )
@@ -238,14 +240,19 @@ def format_table(rows: list[dict], columns: list[list[str]]) -> str:
         ]
         for key, _ in columns:
             cells += [v(r[f"{key}_round1"], r[f"{key}_round1_ci"]), v(r[f"{key}_roundK"], r[f"{key}_roundK_ci"])]
-        cells += [v(r["unparsed_roundK"]), str(r["convergence_round"]), v(r["right_to_wrong"]), v(r["wrong_to_right"])]
+        cells += [
+            v(r["unparsed_roundK"]),
+            convergence_cell(r["convergence_round"], r["K"]),
+            v(r["right_to_wrong"]),
+            v(r["wrong_to_right"]),
+        ]
         table.append(cells)
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     return "\n".join(" | ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
 
 
 def main(argv: list[str]) -> None:
-    a, ow = parse_config([CompareConfig, OverwriteOption], argv, prog="python -m eval.compare")
+    a, ow = parse_config([CompareConfig, OverwriteOption], argv, prog="python -m eval.compare", description=__doc__)
     metrics = [load_run(r) for r in a.runs]
     labels = a.labels or [m["run"].get("label") or os.path.basename(os.path.normpath(r)) for m, r in zip(metrics, a.runs)]
     runs = list(zip(labels, metrics))
@@ -281,5 +288,10 @@ def main(argv: list[str]) -> None:
     print(f"\nreport: {report}")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console command (pyproject.toml's [project.scripts])."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

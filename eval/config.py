@@ -11,7 +11,12 @@ from selfcorrect.config import check_choice, check_range
 
 @dataclass
 class EvalConfig:
-    label: str | None = field(default=None, metadata={"help": "Name of this run in reports (default: adapter or model)."})
+    """Metrics, intervals, the concept probe and logging."""
+
+    label: str | None = field(
+        default=None,
+        metadata={"help": "Name of this run in reports (default: the adapter's folder name, or 'base' without one)."},
+    )
     epsilon: float = field(default=0.01, metadata={"help": "Convergence: the metric stays within epsilon of its final value."})
     delta: float = field(default=0.05, metadata={"help": "Convergence: the flip rate stays at or below delta."})
     n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples for the 95 percent intervals."})

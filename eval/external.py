@@ -27,6 +27,8 @@ from selfcorrect.trace_run import check_split
 
 @dataclass
 class ExternalConfig:
+    """The predictions to grade."""
+
     predictions: str = field(default="", metadata={"help": "A .jsonl of {id, responses: [round 1, round 2, ...]}."})
     output_dir: str = field(default="outputs/external", metadata={"help": "Where traces, metrics and the report go."})
 
@@ -80,6 +82,7 @@ def main(argv: list[str]) -> None:
         argv,
         defaults={"prompt_set": "external"},
         prog="python -m eval.external",
+        description=__doc__,
     )
     wandb_mode_for(ev.report_to)
     if data.dataset_path is None:
@@ -109,5 +112,10 @@ def main(argv: list[str]) -> None:
     evaluate_traces(traces, task, info, ev, ext.output_dir, config)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console command (pyproject.toml's [project.scripts])."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -24,6 +24,14 @@ def _ci(ci: list[float] | None) -> str:
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "[n/a]"
 
 
+def convergence_cell(conv: int | None, k: int) -> str:
+    """The convergence round in a table: a number only when the run settled before its last round (the
+    last round qualifies trivially, so "K" would read as "settled at K" when it means "never")."""
+    if k <= 1 or conv is None:
+        return "n/a (K = 1)" if k == 1 else "n/a"
+    return str(conv) if conv < k else "not settled"
+
+
 def settling(m: dict[str, Any]) -> str:
     """Where the run's accuracy settles and in which direction, in words.
 
@@ -34,7 +42,9 @@ def settling(m: dict[str, Any]) -> str:
     k = len(values)
     move = values[-1] - values[0]
     direction = "up" if move > 1e-9 else "down" if move < -1e-9 else "unchanged"
-    where = f"settles at round {conv}" if conv < k else f"does not settle before round {k}"
+    if k == 1:
+        return f"K = 1: convergence not defined (accuracy {values[0]:.3f})"
+    where = f"settles at round {conv}" if conv < k else f"does not settle within {k} rounds"
     return f"{where} (accuracy {values[0]:.3f} -> {values[-1]:.3f}, {direction})"
 
 
@@ -293,7 +303,7 @@ def write_report(runs: list[tuple[str, dict[str, Any]]], out_dir: str, title: st
     for label, m in runs:
         c, t = m["convergence"], m["transitions"]["first_to_last"]
         lines.append(
-            f"| {label} | {c['convergence_round']} | {_fmt(c['final_minus_best'])} | {_fmt(c['variance_after_convergence'], 5)} | "
+            f"| {label} | {convergence_cell(c['convergence_round'], len(m['per_round']))} | {_fmt(c['final_minus_best'])} | {_fmt(c['variance_after_convergence'], 5)} | "
             f"{_fmt(t.get('wrong_to_right_rate'))} | {_fmt(t.get('right_to_wrong_rate'))} | {_fmt(t.get('flip_rate'))} | "
             f"{_fmt(t.get('confidence_level'))} | {_fmt(t.get('critique_score'))} | {_fmt(t.get('rss'))} |"
         )

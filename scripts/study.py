@@ -186,14 +186,28 @@ def split_items(rows: list[dict], sizes: tuple[int, int, int], fractions=(0.6, 0
     return out
 
 
+def release_files(source: str) -> list[str]:
+    """The BBQ release's <Category>.jsonl files in ``source`` (its prediction files left out)."""
+    return [p for p in sorted(glob.glob(os.path.join(source, "*.jsonl"))) if "prediction" not in os.path.basename(p)]
+
+
+def source_problem(source: str) -> str | None:
+    """What is wrong with --dataset_path, checked before anything is written (None: nothing)."""
+    where = "the <Category>.jsonl files of github.com/nyu-mll/BBQ, folder data/"
+    if not os.path.isdir(source):
+        return f"--dataset_path {source}: no such folder (expected {where})"
+    if not any(os.path.getsize(p) for p in release_files(source)):
+        return f"--dataset_path {source}: no non-empty .jsonl file in it (expected {where})"
+    return None
+
+
 def write_split(source: str, dest: str, sizes: tuple[int, int, int], fractions=(0.6, 0.1, 0.3)) -> dict:
     done = os.path.join(dest, "split.json")
     if os.path.exists(done):
         return json.load(open(done))
     rows = []
-    for path in sorted(glob.glob(os.path.join(source, "*.jsonl"))):
-        if "prediction" not in os.path.basename(path):
-            rows += [json.loads(line) for line in open(path) if line.strip()]
+    for path in release_files(source):
+        rows += [json.loads(line) for line in open(path) if line.strip()]
     sides = split_items(rows, sizes, fractions)
     info = {"source": source, "items": len(rows)}
     for side, items in sides.items():
@@ -292,6 +306,9 @@ def main() -> None:
     size.add_argument("--smoke", action="store_true", help="A few items and steps: checks that every stage runs.")
     p.add_argument("--model", default=None, help="Another base model (a hub id or local folder) at the chosen sizes.")
     a = p.parse_args()
+    if a.dataset_path is not None and source_problem(a.dataset_path):
+        print(f"error: {source_problem(a.dataset_path)}", file=sys.stderr)
+        sys.exit(2)
     sizes = SIZES["full" if a.full else "smoke" if a.smoke else "cpu"]
     model_name = a.model or sizes.model
     run_dir = os.path.abspath(a.run_dir)

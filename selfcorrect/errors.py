@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -27,12 +28,20 @@ _NOISE = (
     r".*`is_gradient_checkpointing` is deprecated.*",
     r".*torch.utils.checkpoint: the use_reentrant parameter.*",
     r".*`torch_dtype` is deprecated.*",
+    # TRL's configs default the deprecated `gradient_checkpointing` to True, so transformers warns even
+    # when a recipe sets only the new `activation_checkpointing` or neither (the recipes use the new key).
+    r".*`gradient_checkpointing` is deprecated.*",
 )
+# transformers turns the cache off in each checkpointed layer of a training forward and logs it, in
+# the middle of the progress bar; training keeps no cache, so the line tells the user nothing.
+_NOISE_LOGS = {"transformers.modeling_layers": "Caching is incompatible with gradient checkpointing"}
 
 
 def quiet_library_noise() -> None:
     for message in _NOISE:
         warnings.filterwarnings("ignore", message=message)
+    for name, text in _NOISE_LOGS.items():
+        logging.getLogger(name).addFilter(lambda record, text=text: text not in record.getMessage())
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not os.environ.get("DS_ACCELERATOR"):
         try:  # without CUDA, tell DeepSpeed so, instead of letting it warn that it found none

@@ -16,10 +16,11 @@ FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 
 
 def shared(*parts: str) -> str:
-    """A full release file in ../shared/data; the test is skipped where it is absent (a fresh clone)."""
+    """A full release file from the development machines' data folder; the test is skipped where it
+    is absent (a fresh clone)."""
     path = os.path.join(SHARED, *parts)
     if not os.path.exists(path):
-        pytest.skip(f"full release data not found: {path} (tests/fixtures holds small cuts of it)")
+        pytest.skip(f"full data release not present ({os.path.join(*parts)}; tests/fixtures holds small cuts of it)")
     return path
 
 

@@ -5,6 +5,7 @@ Most cases run the entry points in-process through ``run_cli`` (what ``python -m
 case costs milliseconds; a few run the real command line.
 """
 
+import importlib
 import json
 import os
 import subprocess
@@ -55,30 +56,81 @@ COMMANDS = {
     "python -m eval.compare": ("eval.compare", "--output_dir"),
     "python -m train.merge": ("train.merge", "--trust_remote_code"),
     "train/sft.py": ("train.sft", "--train_on"),
-    "train/dpo.py": ("train.dpo", "--learning_rate"),
+    "train/dpo.py": ("train.dpo", "--dataset_path"),
     "train/grpo.py": ("train.grpo", "--abandon_penalty"),
     "train/score.py": ("train.score", "--stage1_steps"),
     "train/kround.py": ("train.kround", "--reward_mode"),
 }
 
 
+LIBRARY_OPTIONS = "Most used TRL/transformers options:"
+SCREEN = 66  # lines of a terminal a person reads without scrolling back
+
+
+def check_help(out: str, prog: str, description: str, option: str) -> None:
+    """What the command does first, then the project's options (``option`` among them) within one
+    screen, then the library's most used options and the way to the rest."""
+    lines = out.splitlines()
+    assert lines[0].startswith(f"usage: {prog}") and lines[2] == description.strip().splitlines()[0]
+    own = lines[: lines.index(LIBRARY_OPTIONS)] if LIBRARY_OPTIONS in lines else lines
+    assert len(own) <= SCREEN, f"{len(own)} lines before the library options"
+    assert any(line.startswith(f"  {option} ") for line in own) and "--config" in out and "__main__" not in out
+    if LIBRARY_OPTIONS in lines:
+        assert lines[-1].endswith(f"{prog} --help-all") and len(lines) - len(own) <= 40
+
+
 @pytest.mark.parametrize("prog", list(COMMANDS))
-def test_every_command_has_help(prog, capsys):
+def test_every_command_has_help(prog, capsys, monkeypatch):
     """--help of each entry point (in-process: the same parser its command line builds)."""
-    import importlib
-
+    monkeypatch.setenv("COLUMNS", "100")
     module, option = COMMANDS[prog]
+    mod = importlib.import_module(module)
     with pytest.raises(SystemExit) as e:
-        importlib.import_module(module).main(["--help"])
-    out = capsys.readouterr().out
+        mod.main(["--help"])
     assert e.value.code == 0
-    assert out.startswith(f"usage: {prog}") and "--config" in out and "__main__" not in out and option in out
+    check_help(capsys.readouterr().out, prog, mod.__doc__, option)
 
 
-def test_help_through_the_module_entry_point():
-    """The real command line too: ``python -m eval --help`` (a "95%" in a help string once crashed it)."""
-    p = subprocess.run([sys.executable, "-m", "eval", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0 and p.stdout.startswith("usage: python -m eval") and "--n_boot" in p.stdout, p.stderr[-2000:]
+def test_help_all_lists_the_library_options(capsys):
+    from train.sft import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    short = capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["--help-all"])
+    full = capsys.readouterr().out
+    assert e.value.code == 0 and "--train_on" in full and "--lr_scheduler_type" in full and "--lr_scheduler_type" not in short
+
+
+@pytest.mark.parametrize(
+    "command, prog, option", [(["-m", "eval"], "python -m eval", "--n_boot"), (["train/sft.py"], "train/sft.py", "--train_on")]
+)
+def test_help_through_the_command_line(command, prog, option):
+    """The real command line too (a "95%" in a help string once crashed ``python -m eval --help``; a
+    script's own options are declared in __main__ and must still come first)."""
+    p = subprocess.run(
+        [sys.executable, *command, "--help"], cwd=ROOT, capture_output=True, text=True, env={**os.environ, "COLUMNS": "100"}
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    doc = importlib.import_module("eval.__main__" if prog == "python -m eval" else "train.sft").__doc__
+    check_help(p.stdout, prog, doc, option)
+
+
+def test_console_commands_are_the_documented_entry_points():
+    """[project.scripts] names one console command per entry point, each running that module's main."""
+    tomllib = pytest.importorskip("tomllib")
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    targets = {target.split(":")[0] for target in scripts.values()}
+    assert targets == {module for module, _ in COMMANDS.values()}
+    for target in scripts.values():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), target
+    installed = os.path.join(os.path.dirname(sys.executable), "selfcorrect-eval")
+    if os.path.exists(installed):  # the editable install made the commands
+        p = subprocess.run([installed, "--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "100"})
+        assert p.returncode == 0 and "--n_boot" in p.stdout, p.stderr[-2000:]
 
 
 # ---- strict values, before any work ----------------------------------------------------------------

@@ -129,6 +129,7 @@ def _is_png(path):
         return f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # two K = 5 evals with the probe, then compare
 def test_eval_end_to_end_and_compare(tiny_model_dir, tmp_path):
     bbq_dir = fixture("bbq")
     runs = []
@@ -165,6 +166,7 @@ def test_eval_end_to_end_and_compare(tiny_model_dir, tmp_path):
         for png in out.glob("*.png"):
             assert _is_png(png)
         assert m["run"]["rounds"] == 5 and len(m["per_round"]) == 5
+        assert m["run"]["label"] == "base"  # no --label, no adapter: the model alone is "base", whatever its name
         assert all("probe" in e and 0 <= e["probe"]["mean_score"] <= 1 for e in m["per_round"])
         assert "settle" in (out / "report.md").read_text()
         runs.append(str(out))

@@ -2,6 +2,7 @@
 
 import glob
 import os
+import warnings
 
 import pytest
 from conftest import ROOT
@@ -58,7 +59,11 @@ def test_recipe_parses_and_validates(path):
     training = kind not in ("data_gen", "eval")
     extra = device_overrides(*types_) if training else []
     defaults = TRAIN_DEFAULTS if training else ({"rounds": 5} if kind == "eval" else None)
-    objs = parse_config(types_, ["--config", path, *extra], defaults=defaults)  # every __post_init__ check runs here
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        objs = parse_config(types_, ["--config", path, *extra], defaults=defaults)  # every __post_init__ check runs here
+    deprecated = [str(w.message) for w in caught if "deprecated" in str(w.message)]
+    assert not deprecated, f"the recipe uses a deprecated key: {deprecated}"
     task_opts = next(o for o in objs if type(o).__name__ == "TaskOptions")
     task, _ = task_and_prompt_set(task_opts)
     assert task.name == task_opts.task

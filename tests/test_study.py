@@ -5,6 +5,7 @@ import json
 import os
 import sys
 
+import pytest
 from conftest import ROOT, fixture
 
 
@@ -69,3 +70,20 @@ def test_sft_rows_split_by_source_one_file_per_arm(tmp_path):
     assert counts == {"gold_stable": 2, "self_consistent": 1}
     kept = [json.loads(line)["id"] for line in open(tmp_path / "sft_gold_stable.jsonl")]
     assert kept == ["a", "b"]
+
+
+@pytest.mark.parametrize("make", ["missing", "empty folder", "empty file"])
+def test_missing_or_empty_data_is_one_line_before_anything_is_written(make, tmp_path, monkeypatch, capsys):
+    study = _study()
+    data = tmp_path / "bbq"
+    if make != "missing":
+        data.mkdir()
+    if make == "empty file":
+        (data / "Age.jsonl").write_text("")
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", ["study.py", "--dataset_path", str(data), "--run_dir", str(run_dir)])
+    with pytest.raises(SystemExit) as e:
+        study.main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and err[0].startswith(f"error: --dataset_path {data}: ")
+    assert not run_dir.exists()

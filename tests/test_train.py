@@ -14,7 +14,11 @@ TESTS = os.path.join(ROOT, "tests")
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONPATH": TESTS, "OMP_NUM_THREADS": "1"}
 
 
-def launch(script, config, args, timeout=300):
+# Every test here trains through a real entry point (most under accelerate launch): end to end.
+pytestmark = pytest.mark.slow
+
+
+def launch(script, config, args, timeout=None):
     cmd = [
         sys.executable,
         "-m",

@@ -44,14 +44,16 @@ class Setup:
     overwrite: OverwriteOption
 
 
-def parse_training(method_types: list[type], argv: list[str], prog: str) -> tuple[Any, ...]:
+def parse_training(method_types: list[type], argv: list[str], prog: str, description: str | None = None) -> tuple[Any, ...]:
     """(Setup, *method configs) from a recipe and flags; the launch is checked against the machine
     and, without CUDA, training runs on the CPU in fp32 whatever the recipe says."""
     from trl import ModelConfig
 
     check_launch_matches_machine()
     types_ = [ModelConfig, DataSource, TaskOptions, TrainOptions, OverwriteOption, *method_types]
-    model, data, task, train, ow, *method = parse_config(types_, argv + device_overrides(*types_), TRAIN_DEFAULTS, prog=prog)
+    model, data, task, train, ow, *method = parse_config(
+        types_, argv + device_overrides(*types_), TRAIN_DEFAULTS, prog=prog, description=description
+    )
     check_range("lora_r", model.lora_r, 1)
     check_range("lora_alpha", model.lora_alpha, 1)
     check_range("lora_dropout", model.lora_dropout, 0.0, 1.0)

@@ -26,7 +26,7 @@ from train.common import (
 def main(argv: list[str]) -> None:
     from trl import DPOConfig, DPOTrainer
 
-    setup, cfg = parse_training([DPOConfig], argv, prog="train/dpo.py")
+    setup, cfg = parse_training([DPOConfig], argv, prog="train/dpo.py", description=__doc__)
     resume = prepare_run("dpo", setup, cfg)
     tokenizer = load_tokenizer_for_training(setup, cfg.trust_remote_code)
     task, prompt_set = task_and_prompt_set(setup.task)
@@ -62,5 +62,10 @@ def main(argv: list[str]) -> None:
     )
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console command (pyproject.toml's [project.scripts])."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

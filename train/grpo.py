@@ -67,6 +67,8 @@ from train.rewards import RevisionReward
 
 @dataclass
 class GRPOArgs:
+    """GRPO episodes and reward shaping (selfcorrect)."""
+
     alpha: float = field(default=0.0, metadata={"help": "Bonus alpha * (r2 - r1) for improving on the first attempt."})
     abandon_penalty: float = field(
         default=0.0, metadata={"help": "Penalty for changing a correct first answer into a worse one."}
@@ -186,7 +188,7 @@ def main(argv: list[str]) -> None:
     from selfcorrect.tasks import task_and_prompt_set
     from selfcorrect.tasks.base import Example
 
-    setup, args, cfg = parse_training([GRPOArgs, GRPOConfig], argv, prog="train/grpo.py")
+    setup, args, cfg = parse_training([GRPOArgs, GRPOConfig], argv, prog="train/grpo.py", description=__doc__)
     check_options(args, cfg)
     task, prompt_set = task_and_prompt_set(setup.task)
     resume = prepare_run("grpo", setup, cfg)
@@ -253,5 +255,10 @@ def main(argv: list[str]) -> None:
     )
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console command (pyproject.toml's [project.scripts])."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

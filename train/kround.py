@@ -110,6 +110,8 @@ def kround_returns(
 
 @dataclass
 class KRoundConfig(OnlineRLConfig):
+    """K-round RL: episodes, returns and the optimizer."""
+
     output_dir: str = field(default="outputs/kround", metadata={"help": "Where the adapter, card and log go."})
     rounds: int = field(default=3, metadata={"help": "Rounds K per episode (train with the K you evaluate with, or fewer)."})
     reward_mode: str = field(default="convergence", metadata={"help": "final | sum | convergence (see train/kround.py)."})
@@ -173,8 +175,13 @@ class KRoundTrainer(OnlineRLTrainer):
 
 
 def main(argv: list[str]) -> None:
-    run_trainer(KRoundTrainer, KRoundConfig, argv, prog="train/kround.py")
+    run_trainer(KRoundTrainer, KRoundConfig, argv, prog="train/kround.py", description=__doc__)
+
+
+def cli() -> None:
+    """The console command (pyproject.toml's [project.scripts])."""
+    run_cli(main)
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    cli()

@@ -24,6 +24,8 @@ MERGE_OUTPUTS = [
 
 @dataclass
 class MergeConfig:
+    """What to merge."""
+
     base: str = field(default="", metadata={"help": "Base model (hub id, folder or smollm2-135m-instruct)."})
     adapter: str = field(default="", metadata={"help": "Adapter folder written by train/<method>.py."})
     out: str = field(default="", metadata={"help": "Output folder for the merged model."})
@@ -36,7 +38,7 @@ class MergeConfig:
 
 
 def main(argv: list[str]) -> None:
-    a, ow = parse_config([MergeConfig, OverwriteOption], argv, prog="python -m train.merge")
+    a, ow = parse_config([MergeConfig, OverwriteOption], argv, prog="python -m train.merge", description=__doc__)
     out = os.path.realpath(a.out)
     for option, folder in (("--base", a.base), ("--adapter", a.adapter)):
         inside = os.path.isdir(folder) and os.path.commonpath([out, os.path.realpath(folder)]) == os.path.realpath(folder)
@@ -49,5 +51,10 @@ def main(argv: list[str]) -> None:
     merge_adapter(a.base, a.adapter, a.out, a.trust_remote_code, base_option="--base")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console command (pyproject.toml's [project.scripts])."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -494,11 +494,17 @@ class OnlineRLTrainer:
             print(f"{self.method} done: {cfg.output_dir}", file=sys.stderr)
 
 
-def run_trainer(trainer_cls: type[OnlineRLTrainer], config_cls: type[OnlineRLConfig], argv: list[str], prog: str) -> None:
+def run_trainer(
+    trainer_cls: type[OnlineRLTrainer],
+    config_cls: type[OnlineRLConfig],
+    argv: list[str],
+    prog: str,
+    description: str | None = None,
+) -> None:
     """The whole entry point of an on-policy method: parse the recipe, set up, train, save."""
     from train.common import parse_training
 
-    setup, cfg = parse_training([config_cls], argv, prog=prog)
+    setup, cfg = parse_training([config_cls], argv, prog=prog, description=description)
     trainer = trainer_cls(setup, cfg)
     trainer.setup()
     trainer.run()

@@ -62,6 +62,8 @@ from train.rewards import score_returns
 
 @dataclass
 class SCoReConfig(OnlineRLConfig):
+    """SCoRe: stages, rewards, KL weights and the optimizer."""
+
     output_dir: str = field(default="outputs/score", metadata={"help": "Where the adapter, card and log go."})
     stage1_steps: int = field(default=30, metadata={"help": "Steps of Stage I before Stage II starts."})
     alpha: float = field(default=10.0, metadata={"help": "Stage II bonus alpha * (r2 - r1), second attempt only (paper: 10)."})
@@ -109,8 +111,13 @@ class SCoReTrainer(OnlineRLTrainer):
 
 
 def main(argv: list[str]) -> None:
-    run_trainer(SCoReTrainer, SCoReConfig, argv, prog="train/score.py")
+    run_trainer(SCoReTrainer, SCoReConfig, argv, prog="train/score.py", description=__doc__)
+
+
+def cli() -> None:
+    """The console command (pyproject.toml's [project.scripts])."""
+    run_cli(main)
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    cli()

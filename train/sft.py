@@ -45,6 +45,8 @@ TRAIN_ON = ("correct_turns", "final_turn", "all_assistant")
 
 @dataclass
 class SFTArgs:
+    """Which tokens carry the SFT loss."""
+
     train_on: str = field(
         default="correct_turns",
         metadata={
@@ -87,7 +89,7 @@ def build_dataset(rows, tokenizer, train_on: str, max_length: int | None):
 def main(argv: list[str]) -> None:
     from trl import SFTConfig, SFTTrainer
 
-    setup, args, cfg = parse_training([SFTArgs, SFTConfig], argv, prog="train/sft.py")
+    setup, args, cfg = parse_training([SFTArgs, SFTConfig], argv, prog="train/sft.py", description=__doc__)
     if args.train_on not in TRAIN_ON:
         raise UserError(f"train_on must be one of {', '.join(TRAIN_ON)} (got '{args.train_on}')")
     resume = prepare_run("sft", setup, cfg)
@@ -110,5 +112,10 @@ def main(argv: list[str]) -> None:
     )
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console command (pyproject.toml's [project.scripts])."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()
