@@ -517,13 +517,21 @@ def test_config_redaction_is_by_name_and_value(monkeypatch):
     }
 
 
-def test_score_stage1_must_leave_room_for_stage2(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--stage1_steps", "3"], "so that Stage II runs"),
+        # nucleus sampling draws from a truncated distribution the trainer does not score
+        (["--stage1_steps", "1", "--top_p", "0.9"], "top_p must be 1 (got 0.9)"),
+    ],
+)
+def test_wrong_score_values_fail_before_work(extra, needle, tmp_path, capsys):
     from train.score import main as score
 
     rows = tmp_path / "rl.jsonl"
     rows.write_text(json.dumps({"example": "{}"}) + "\n")
-    argv = ["--dataset_path", str(rows), "--output_dir", str(tmp_path / "o"), "--max_steps", "3", "--stage1_steps", "3"]
-    one_error_line(*cli(score, argv, capsys), "so that Stage II runs")
+    argv = ["--dataset_path", str(rows), "--output_dir", str(tmp_path / "o"), "--max_steps", "3", *extra]
+    one_error_line(*cli(score, argv, capsys), needle)
 
 
 def test_push_to_hub_reaches_the_trainer_config(tmp_path):
