@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import ROOT
 from helpers import online_trainer
-from test_online_rl import STYLE_RECIPE, _argv, rl_file  # noqa: F401 (a fixture)
+from test_online_rl import STYLE_RECIPE, _argv
 
 pytestmark = pytest.mark.multiprocess
 

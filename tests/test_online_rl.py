@@ -7,22 +7,13 @@ import os
 
 import pytest
 from conftest import ROOT
-from helpers import PS, make_trace, online_trainer
+from helpers import PS, online_trainer
 from test_train import lora_b_changed
 
-from data_gen.build import rl_row
 from selfcorrect.rollout import render_chat
 from selfcorrect.tasks.base import Example
 
 STYLE_RECIPE = {"chatml": "qwen2.5-1.5b-instruct", "llama3": "llama-3.1-8b-instruct", "mistral": "mistral-7b-instruct-v0.3"}
-
-
-@pytest.fixture(scope="module")
-def rl_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("rl") / "rl.jsonl"
-    answers = [["A", "C"], ["C", "C"], ["B", "A"], ["C", "B"]]
-    path.write_text("".join(json.dumps(rl_row(make_trace(f"Age/{i}", a), PS)) + "\n" for i, a in enumerate(answers)))
-    return str(path)
 
 
 @pytest.fixture(scope="module")
