@@ -163,6 +163,28 @@ def token_logprobs(model, ids, att, temperature: float = 1.0):
     return selective_log_softmax(logits / temperature, ids[:, 1:])
 
 
+def check_data_parallel_only(method: str, env: dict[str, str] | None = None) -> None:
+    """The on-policy loop runs in one process or under DDP; refuse DeepSpeed and FSDP in one line.
+
+    Under them this loop would be wrong, not slow: accelerate's DeepSpeed backward steps the engine
+    at every micro-batch (one optimizer step per micro-batch, with this loop's clipping and step
+    doing nothing), and under ZeRO-3 or FSDP the sampler would decode from sharded weights with a
+    different number of steps on each process. Neither is built yet (README, Limitations).
+
+    >>> check_data_parallel_only("kround", {"ACCELERATE_USE_DEEPSPEED": "true"})
+    Traceback (most recent call last):
+    ...
+    selfcorrect.errors.UserError: kround runs in one process or under DDP, not under DeepSpeed: launch with accelerate_configs/ddp.yaml (GPUs) or cpu_ddp.yaml (CPU)
+    """
+    env = dict(os.environ if env is None else env)
+    for key, engine in (("ACCELERATE_USE_DEEPSPEED", "DeepSpeed"), ("ACCELERATE_USE_FSDP", "FSDP")):
+        if env.get(key, "").lower() in ("1", "true", "yes"):
+            raise UserError(
+                f"{method} runs in one process or under DDP, not under {engine}: launch with"
+                " accelerate_configs/ddp.yaml (GPUs) or cpu_ddp.yaml (CPU)"
+            )
+
+
 NO_SIGNAL_STEPS = 3  # consecutive no-signal steps before the trainer warns
 
 # ---- config and loop ---------------------------------------------------------------------------
@@ -260,6 +282,7 @@ class OnlineRLTrainer:
         )
 
         setup, cfg = self.setup_args, self.cfg
+        check_data_parallel_only(self.method)
         set_seed(cfg.seed)
         self.task, self.prompt_set = task_and_prompt_set(setup.task)
         if self.prompt_set.external:
