@@ -150,18 +150,8 @@ def test_two_machines_on_one_host_run_data_gen_and_kround(tiny_model_dir, bbq_di
     assert ids == [f"Age/{i}" for i in range(0, 8, 2)] + [f"Age/{i}" for i in range(1, 8, 2)]  # rank 0's shard, then rank 1's
     out = tmp_path / "kround"
     rl_args = ["--model_name_or_path", tiny_model_dir, "--dataset_path", str(data / "rl.jsonl"), "--output_dir", str(out)]
-    rl_args += [
-        "--max_steps",
-        "2",
-        "--per_device_prompts",
-        "2",
-        "--num_generations",
-        "2",
-        "--rounds",
-        "2",
-        "--max_new_tokens",
-        "6",
-    ]
+    rl_args += [*("--max_steps", "2", "--per_device_prompts", "2", "--num_generations", "2")]
+    rl_args += [*("--rounds", "2", "--max_new_tokens", "6")]
     m0, m1 = launch_two_machines(tmp_path, ["train/kround.py"], rl_args, 400)
     assert m0.returncode == 0 and m1.returncode == 0, (m0.stderr[-2000:], m1.stderr[-2000:])
     assert "kround done" in m0.stderr and "kround done" not in m1.stderr  # machine 1's process knows it is rank 1
