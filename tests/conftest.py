@@ -42,3 +42,18 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def bbq_dir():
     return fixture("bbq")
+
+
+@pytest.fixture(scope="session")
+def rl_file(tmp_path_factory):
+    """RL rows of four BBQ items (data_gen's rl_row of hand-built traces)."""
+    import json
+
+    from helpers import PS, make_trace
+
+    from data_gen.build import rl_row
+
+    path = tmp_path_factory.mktemp("rl") / "rl.jsonl"
+    answers = [["A", "C"], ["C", "C"], ["B", "A"], ["C", "B"]]
+    path.write_text("".join(json.dumps(rl_row(make_trace(f"Age/{i}", a), PS)) + "\n" for i, a in enumerate(answers)))
+    return str(path)

@@ -69,3 +69,14 @@ def run_command(module: str, args: list[str]):
         except SystemExit as e:
             code = e.code or 0
     return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def online_trainer(method: str, argv: list[str]):
+    """A SCoRe or K-round RL trainer parsed from command-line arguments, not yet set up."""
+    from train.common import parse_training
+    from train.kround import KRoundConfig, KRoundTrainer
+    from train.score import SCoReConfig, SCoReTrainer
+
+    cfg_type, cls = {"score": (SCoReConfig, SCoReTrainer), "kround": (KRoundConfig, KRoundTrainer)}[method]
+    setup, cfg = parse_training([cfg_type], argv, prog="test")
+    return cls(setup, cfg)

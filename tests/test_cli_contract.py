@@ -573,13 +573,40 @@ def test_config_redaction_is_by_name_and_value(monkeypatch):
     }
 
 
-def test_score_stage1_must_leave_room_for_stage2(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--stage1_steps", "3"], "so that Stage II runs"),
+        # nucleus sampling draws from a truncated distribution the trainer does not score
+        (["--stage1_steps", "1", "--top_p", "0.9"], "top_p must be 1 (got 0.9)"),
+    ],
+)
+def test_wrong_score_values_fail_before_work(extra, needle, tmp_path, capsys):
     from train.score import main as score
 
     rows = tmp_path / "rl.jsonl"
     rows.write_text(json.dumps({"example": "{}"}) + "\n")
-    argv = ["--dataset_path", str(rows), "--output_dir", str(tmp_path / "o"), "--max_steps", "3", "--stage1_steps", "3"]
-    one_error_line(*cli(score, argv, capsys), "so that Stage II runs")
+    argv = ["--dataset_path", str(rows), "--output_dir", str(tmp_path / "o"), "--max_steps", "3", *extra]
+    one_error_line(*cli(score, argv, capsys), needle)
+
+
+@pytest.mark.parametrize("method", ["score", "kround"])
+@pytest.mark.parametrize("key", ["ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP"])
+def test_on_policy_trainers_refuse_sharded_engines(method, key, tmp_path, capsys, monkeypatch):
+    """On a GPU machine (gpu_count patched to 1, so the launch check passes) the on-policy loop
+    refuses DeepSpeed and FSDP before writing anything: it would step per micro-batch and sample
+    from sharded weights."""
+    import importlib
+
+    monkeypatch.setattr("selfcorrect.device.gpu_count", lambda: 1)
+    monkeypatch.setenv(key, "true")
+    rows = tmp_path / "rl.jsonl"
+    rows.write_text(json.dumps({"example": "{}"}) + "\n")
+    argv = ["--dataset_path", str(rows), "--output_dir", str(tmp_path / "o"), "--max_steps", "3"]
+    argv += ["--stage1_steps", "1"] if method == "score" else []
+    main = importlib.import_module(f"train.{method}").main
+    one_error_line(*cli(main, argv, capsys), f"{method} runs in one process or under DDP, not under")
+    assert not (tmp_path / "o").exists()
 
 
 def test_push_to_hub_reaches_the_trainer_config(tmp_path, monkeypatch):

@@ -7,22 +7,13 @@ import os
 
 import pytest
 from conftest import ROOT
-from helpers import PS, make_trace
+from helpers import PS, online_trainer
 from test_train import lora_b_changed
 
-from data_gen.build import rl_row
 from selfcorrect.rollout import render_chat
 from selfcorrect.tasks.base import Example
 
 STYLE_RECIPE = {"chatml": "qwen2.5-1.5b-instruct", "llama3": "llama-3.1-8b-instruct", "mistral": "mistral-7b-instruct-v0.3"}
-
-
-@pytest.fixture(scope="module")
-def rl_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("rl") / "rl.jsonl"
-    answers = [["A", "C"], ["C", "C"], ["B", "A"], ["C", "B"]]
-    path.write_text("".join(json.dumps(rl_row(make_trace(f"Age/{i}", a), PS)) + "\n" for i, a in enumerate(answers)))
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -83,23 +74,13 @@ def _argv(method, style, model_dir, data, out):
     return argv + (["--stage1_steps", "1"] if method == "score" else ["--rounds", "3"])
 
 
-def _trainer(method, argv):
-    from train.common import parse_training
-    from train.kround import KRoundConfig, KRoundTrainer
-    from train.score import SCoReConfig, SCoReTrainer
-
-    cfg_type, cls = {"score": (SCoReConfig, SCoReTrainer), "kround": (KRoundConfig, KRoundTrainer)}[method]
-    setup, cfg = parse_training([cfg_type], argv, prog="test")
-    return cls(setup, cfg)
-
-
 @pytest.mark.parametrize("method", ["score", "kround"])
 def test_each_round_context_is_the_rendered_conversation(method, styled_model, rl_file, tmp_path):
     """x_t = the tokenised conversation of rounds < t plus round t's instruction and prefill, exactly
     what eval feeds the model; the old SCoRe code raised on Llama/Mistral templates and doubled the
     end-of-turn token on ChatML models with two eos ids."""
     style, model_dir = styled_model
-    trainer = _trainer(method, _argv(method, style, model_dir, rl_file, str(tmp_path)))
+    trainer = online_trainer(method, _argv(method, style, model_dir, rl_file, str(tmp_path)))
     trainer.setup()
     tok = trainer.tokenizer
     end = tok.eos_token_id
@@ -225,3 +206,65 @@ def test_a_run_whose_weights_never_moved_says_so(tiny_model_dir, rl_file, tmp_pa
     assert all(h["reward_r1"] == 0 and h["reward_r2"] == 0 for h in log)
     assert "never moved" in open(os.path.join(out, "README.md")).read()
     assert "never moved" in capsys.readouterr().err
+
+
+def test_trainer_logprobs_are_the_samplers_at_temperature(styled_model, rl_file, tmp_path):
+    """At T = 0.7 the tokens were drawn from softmax(logits / 0.7): the trainer must score them under
+    that distribution (the old trainer used the raw logits: up to ~1 nat off), with the adapter on."""
+    import torch
+
+    from selfcorrect.rollout import run_rounds
+    from train.online_rl import Episode, pack_episode, token_logprobs
+
+    style, model_dir = styled_model
+    trainer = online_trainer("kround", _argv("kround", style, model_dir, rl_file, str(tmp_path)) + ["--temperature", "0.7"])
+    trainer.setup()
+    torch.manual_seed(0)
+    with torch.no_grad():  # a non-zero adapter, so sampling and scoring must both use it
+        for n, p in trainer.policy.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    gens = []
+    trainer.policy.eval()  # LoRA dropout off, in sampling and in scoring
+    run_rounds(
+        trainer.gen, trainer.task, trainer.prompt_set, trainer.examples, 3, samples=2, on_round=lambda r, g: gens.append(g)
+    )
+    worst, n_tokens = 0.0, 0
+    for e in range(len(gens[0])):
+        ep = Episode([g[e].prompt_ids for g in gens], [g[e].token_ids for g in gens], [0.0] * 3)
+        for ids, owner in pack_episode(ep):
+            with torch.no_grad():
+                lp = token_logprobs(trainer.model, torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long), 0.7)[0]
+            for t in range(3):
+                mine = [float(lp[i - 1]) for i in range(1, len(ids)) if owner[i] == t]
+                if mine:
+                    ref = gens[t][e].token_logprobs
+                    assert len(mine) == len(ref)
+                    worst = max(worst, max(abs(a - b) for a, b in zip(mine, ref)))
+                    n_tokens += len(mine)
+    assert n_tokens >= 20 and worst < 1e-4, (n_tokens, worst)
+
+
+def test_step_log_counts_groups_without_signal_and_warns_once(tmp_path, capsys):
+    """Three prompt groups of two episodes: two groups with identical returns carry all-zero
+    advantages (frac 2/3, TRL's frac_reward_zero_std), the third +-1 at each round; the logged lr is
+    the one the step used; after 3 such steps in a row, one warning line."""
+    from accelerate import Accelerator
+
+    from train.kround import KRoundConfig, KRoundTrainer
+    from train.online_rl import round_advantages
+
+    trainer = KRoundTrainer(None, KRoundConfig(output_dir=str(tmp_path), num_generations=2, rounds=2))
+    trainer.accelerator = Accelerator(cpu=True)
+    rewards = [[1.0, 1.0], [1.0, 1.0], [0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]
+    advantages = round_advantages([trainer.returns(r, 0) for r in rewards], 2)
+    parts = {"loss": 0.5, "pg": [0.25, 0.125], "kl": [0.01, 0.02], "lr": 3e-4}
+    logs = [trainer.step_log(s, rewards, advantages, parts) for s in range(4)]
+    log = logs[0]
+    assert log["frac_zero_advantage"] == pytest.approx(2 / 3)
+    assert log["adv_abs_mean"] == pytest.approx(sum(abs(a) for row in advantages for a in row) / 12)
+    assert sum(abs(a) for row in advantages[:4] for a in row) == 0
+    assert log["kl"] == pytest.approx(0.03) and log["lr"] == 3e-4
+    assert log["reward_r1"] == pytest.approx(0.5) and log["right_to_wrong_1_2"] == pytest.approx(1 / 6)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "steps 1-3" in warnings[0] and "frac_zero_advantage 0.67" in warnings[0]

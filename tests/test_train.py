@@ -296,6 +296,6 @@ def test_kround_two_processes_keep_the_learning_rate_schedule(tiny_model_dir, da
     p = launch("kround", "cpu_ddp", [*args, "--learning_rate", "4e-3"])
     assert p.returncode == 0, p.stderr[-3000:]
     log = [json.loads(line) for line in open(os.path.join(out, "kround_log.jsonl"))]
-    # The rate logged after step s: 4e-3 * (4 - s) / 4.
-    assert [h["lr"] for h in log] == pytest.approx([3e-3, 2e-3, 1e-3, 0.0])
+    # The rate step s (1-based) used: 4e-3 * (4 - s + 1) / 4.
+    assert [h["lr"] for h in log] == pytest.approx([4e-3, 3e-3, 2e-3, 1e-3])
     assert lora_b_changed(out)

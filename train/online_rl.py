@@ -155,13 +155,39 @@ def episode_loss(logp, ref_logp, owner, adv, kl_coef, n_episodes: int):
     return loss, parts
 
 
-def token_logprobs(model, ids, att):
-    """log p(token t+1 | tokens <= t) for every position, shape (batch, len - 1)."""
+def token_logprobs(model, ids, att, temperature: float = 1.0):
+    """log p(token t+1 | tokens <= t) under softmax(logits / temperature) for every position, shape
+    (batch, len - 1). The temperature is the sampling one: the tokens were drawn from that
+    distribution, so the policy gradient and the KL are taken under it (as TRL's GRPO does)."""
     from trl.trainer.utils import selective_log_softmax
 
     logits = model(input_ids=ids, attention_mask=att).logits[:, :-1].float()
-    return selective_log_softmax(logits, ids[:, 1:])
+    return selective_log_softmax(logits / temperature, ids[:, 1:])
 
+
+def check_data_parallel_only(method: str, env: dict[str, str] | None = None) -> None:
+    """The on-policy loop runs in one process or under DDP; refuse DeepSpeed and FSDP in one line.
+
+    Under them this loop would be wrong, not slow: accelerate's DeepSpeed backward steps the engine
+    at every micro-batch (one optimizer step per micro-batch, with this loop's clipping and step
+    doing nothing), and under ZeRO-3 or FSDP the sampler would decode from sharded weights with a
+    different number of steps on each process. Neither is built yet (README, Limitations).
+
+    >>> check_data_parallel_only("kround", {"ACCELERATE_USE_DEEPSPEED": "true"})
+    Traceback (most recent call last):
+    ...
+    selfcorrect.errors.UserError: kround runs in one process or under DDP, not under DeepSpeed: launch with accelerate_configs/ddp.yaml (GPUs) or cpu_ddp.yaml (CPU)
+    """
+    env = dict(os.environ if env is None else env)
+    for key, engine in (("ACCELERATE_USE_DEEPSPEED", "DeepSpeed"), ("ACCELERATE_USE_FSDP", "FSDP")):
+        if env.get(key, "").lower() in ("1", "true", "yes"):
+            raise UserError(
+                f"{method} runs in one process or under DDP, not under {engine}: launch with"
+                " accelerate_configs/ddp.yaml (GPUs) or cpu_ddp.yaml (CPU)"
+            )
+
+
+NO_SIGNAL_STEPS = 3  # consecutive no-signal steps before the trainer warns
 
 # ---- config and loop ---------------------------------------------------------------------------
 
@@ -181,7 +207,7 @@ class OnlineRLConfig:
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 = none)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of every round."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold; must be 1 (see __post_init__)."})
     max_new_tokens: int = field(default=128, metadata={"help": "Maximum tokens per round."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory."})
     use_cpu: bool = field(default=False, metadata={"help": "Train on the CPU."})
@@ -201,8 +227,10 @@ class OnlineRLConfig:
         check_choice("report_to", self.report_to, ("none", "wandb"))
         if self.temperature <= 0:
             raise UserError("on-policy RL samples: temperature must be > 0")
-        if not 0 < self.top_p <= 1:
-            raise UserError(f"top_p must be in (0, 1] (got {self.top_p})")
+        if self.top_p != 1:
+            # The trainer scores tokens under softmax(logits / temperature); nucleus sampling draws
+            # from a truncated, renormalised distribution, so the update would not be on-policy.
+            raise UserError(f"on-policy RL trains on the full sampling distribution: top_p must be 1 (got {self.top_p})")
         if self.learning_rate <= 0:
             raise UserError(f"learning_rate must be > 0 (got {self.learning_rate})")
 
@@ -217,6 +245,7 @@ class OnlineRLTrainer:
     def __init__(self, setup, cfg: OnlineRLConfig):
         self.setup_args, self.cfg = setup, cfg
         self.history: list[dict[str, Any]] = []
+        self._no_signal_streak = 0  # consecutive steps where most groups had all-zero advantages
 
     # -- what a method defines --
     def rounds(self) -> int:
@@ -260,6 +289,7 @@ class OnlineRLTrainer:
         )
 
         setup, cfg = self.setup_args, self.cfg
+        check_data_parallel_only(self.method)
         set_seed(cfg.seed)
         self.task, self.prompt_set = task_and_prompt_set(setup.task)
         if self.prompt_set.external:
@@ -355,38 +385,58 @@ class OnlineRLTrainer:
         ]
 
     def update(self, episodes: list[Episode], advantages: list[list[float]], kl: list[float]) -> dict[str, Any]:
-        """One optimizer step on the episodes; returns the loss and its per-round parts."""
+        """One optimizer step on this process's episodes; returns the loss, its per-round parts (this
+        process's share) and the learning rate the step used.
+
+        Each process packs its own episodes, and a template that re-renders a turn starts a new
+        sequence, so processes hold different numbers of micro-batches. Under DDP every backward
+        pass outside ``no_sync`` is an all-reduce that pairs with the other processes' passes in
+        order: with unequal counts they paired across steps and the run hung. So the processes agree
+        on the largest count (one gather), the shorter ones run micro-batches that carry no loss, and
+        gradients accumulate locally until the last pass, which all-reduces them once. The loss is
+        divided by the process's episode count and DDP averages over processes, so the gradient is
+        the mean over every episode of the step, as in one process."""
+        import contextlib
+
         import torch
 
         accelerator, cfg = self.accelerator, self.cfg
         self.policy.train()
         seqs = [(ids, owner, e) for e, ep in enumerate(episodes) for ids, owner in pack_episode(ep)]
+        chunks = [seqs[s : s + cfg.micro_batch_size] for s in range(0, len(seqs), cfg.micro_batch_size)]
+        n = len(chunks)
+        if accelerator.num_processes > 1:
+            n = int(accelerator.gather(torch.tensor([n], device=accelerator.device)).max())
+        pad = self.gen.pad_id
+        no_loss = [([pad, pad], [-1, -1], 0)]  # a padding micro-batch: every token's owner is -1
         k = len(kl)
         kl_coef = torch.tensor(kl, device=accelerator.device)
-        pad = self.gen.pad_id
         total = {"loss": 0.0, "pg": [0.0] * k, "kl": [0.0] * k}
-        for s in range(0, len(seqs), cfg.micro_batch_size):
-            chunk = seqs[s : s + cfg.micro_batch_size]
+        for i in range(n):
+            chunk = chunks[i] if i < len(chunks) else no_loss
             width = max(len(ids) for ids, _, _ in chunk)
             ids = torch.tensor([x + [pad] * (width - len(x)) for x, _, _ in chunk], device=accelerator.device)
             att = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _, _ in chunk], device=accelerator.device)
             owner = torch.tensor([o + [-1] * (width - len(o)) for _, o, _ in chunk], device=accelerator.device)[:, 1:]
             adv = torch.tensor([advantages[e] for _, _, e in chunk], device=accelerator.device, dtype=torch.float32)
-            with accelerator.autocast():
-                logp = token_logprobs(self.model, ids, att)
-                with torch.no_grad():
-                    if self.ref_model is not None:
-                        ref = token_logprobs(self.ref_model, ids, att)
-                    else:
-                        with self.policy.disable_adapter():
-                            ref = token_logprobs(self.model, ids, att)
-            loss, parts = episode_loss(logp.float(), ref.float(), owner, adv, kl_coef, len(episodes))
-            accelerator.backward(loss)
+            sync = contextlib.nullcontext() if i == n - 1 else accelerator.no_sync(self.model)
+            with sync:
+                with accelerator.autocast():
+                    logp = token_logprobs(self.model, ids, att, cfg.temperature)
+                    with torch.no_grad():  # the unwrapped model: a no-grad pass needs no DDP bookkeeping
+                        if self.ref_model is not None:
+                            ref = token_logprobs(self.ref_model, ids, att, cfg.temperature)
+                        else:
+                            with self.policy.disable_adapter():
+                                ref = token_logprobs(self.policy, ids, att, cfg.temperature)
+                loss, parts = episode_loss(logp.float(), ref.float(), owner, adv, kl_coef, len(episodes))
+                accelerator.backward(loss)
             total["loss"] += float(loss.detach())
             for key in ("pg", "kl"):
                 total[key] = [a + b for a, b in zip(total[key], parts[key])]
         if cfg.max_grad_norm > 0:
             accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
+        total["lr"] = self.optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it next)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad()
@@ -422,7 +472,7 @@ class OnlineRLTrainer:
             advantages = round_advantages(returns, cfg.num_generations)
             bar.set_postfix_str("update")
             parts = self.update(episodes, advantages, self.kl_coefs(step))
-            log = self.step_log(step, rewards, parts)
+            log = self.step_log(step, rewards, advantages, parts)
             self.history.append({"step": step + 1, **log})
             if (step + 1) % cfg.logging_steps == 0 or step + 1 == cfg.max_steps:
                 accelerator.log(log, step=step + 1)
@@ -430,22 +480,58 @@ class OnlineRLTrainer:
             if cfg.save_steps and (step + 1) % cfg.save_steps == 0 and step + 1 < cfg.max_steps:
                 self.save_checkpoint(step + 1)
 
-    def step_log(self, step: int, rewards: list[list[float]], parts: dict[str, Any]) -> dict[str, float]:
-        n = len(rewards)
-        k = len(rewards[0])
-        log: dict[str, float] = {"loss": parts["loss"]}
+    def step_log(
+        self,
+        step: int,
+        rewards: list[list[float]],
+        advantages: list[list[float]],
+        parts: dict[str, Any],
+    ) -> dict[str, float]:
+        """The statistics of one step over the episodes of every process (one gather): per-round
+        rewards, flips, loss parts and KL; ``frac_zero_advantage``, the share of prompt groups whose
+        advantages are all zero (identical returns: no policy-gradient signal; TRL's GRPO logs it as
+        frac_reward_zero_std); ``adv_abs_mean``; and the learning rate the step used."""
+        import torch
+
+        acc, g, k = self.accelerator, self.cfg.num_generations, len(rewards[0])
+        rows = torch.tensor([r + a for r, a in zip(rewards, advantages)], dtype=torch.float64, device=acc.device)
+        own = torch.tensor([[parts["loss"], *parts["pg"], *parts["kl"]]], dtype=torch.float64, device=acc.device)
+        if acc.num_processes > 1:
+            rows = acc.gather(rows)
+            own = acc.gather(own)  # each process's parts are the mean over its share; the shares are equal
+        own_mean = own.mean(0).tolist()
+        rew, adv = rows[:, :k], rows[:, k:]
+        n = rew.shape[0]
+        no_signal = (adv.abs() < 1e-9).view(-1, g * k).all(-1)  # leave-one-out of equal returns is 0 up to rounding
+        log: dict[str, float] = {"loss": own_mean[0]}
         for t in range(k):
-            log[f"reward_r{t + 1}"] = sum(r[t] for r in rewards) / n
-            log[f"pg_loss_r{t + 1}"] = parts["pg"][t]
-            log[f"kl_r{t + 1}"] = parts["kl"][t]
+            log[f"reward_r{t + 1}"] = float(rew[:, t].mean())
+            log[f"pg_loss_r{t + 1}"] = own_mean[1 + t]
+            log[f"kl_r{t + 1}"] = own_mean[1 + k + t]
         for t in range(1, k):
-            log[f"wrong_to_right_{t}_{t + 1}"] = sum(r[t - 1] < r[t] for r in rewards) / n
-            log[f"right_to_wrong_{t}_{t + 1}"] = sum(r[t - 1] > r[t] for r in rewards) / n
-        log["lr"] = self.scheduler.get_last_lr()[0]
+            log[f"wrong_to_right_{t}_{t + 1}"] = float((rew[:, t - 1] < rew[:, t]).sum()) / n
+            log[f"right_to_wrong_{t}_{t + 1}"] = float((rew[:, t - 1] > rew[:, t]).sum()) / n
+        log["kl"] = sum(own_mean[1 + k :])
+        log["frac_zero_advantage"] = float(no_signal.double().mean())
+        log["adv_abs_mean"] = float(adv.abs().mean())
+        log["lr"] = parts["lr"]
         log.update(self.extra_log(step, rewards))
         if not all(math.isfinite(v) for v in log.values()):
             raise RuntimeError(f"non-finite {self.method} statistics at step {step + 1}: {log}")
+        self._warn_if_no_signal(step, log["frac_zero_advantage"])
         return log
+
+    def _warn_if_no_signal(self, step: int, frac: float) -> None:
+        """One warning line when most groups carried no signal for NO_SIGNAL_STEPS steps in a row:
+        then only the KL term moves the weights, which a rising loss or a moved adapter hides."""
+        self._no_signal_streak = self._no_signal_streak + 1 if frac > 0.5 else 0
+        if self._no_signal_streak == NO_SIGNAL_STEPS and self.accelerator.is_main_process:
+            print(
+                f"warning: {self.method} steps {step + 2 - NO_SIGNAL_STEPS}-{step + 1}: most prompt groups had identical"
+                f" returns over their {self.cfg.num_generations} episodes (frac_zero_advantage {frac:.2f}), so only the KL"
+                " term trained; raise num_generations or temperature, or check that the reward can vary",
+                file=sys.stderr,
+            )
 
     # -- saving --
     def save_checkpoint(self, step: int) -> None:

@@ -1,0 +1,59 @@
+"""Run the on-policy trainers' update on fixed episodes, in every process of an ``accelerate launch``
+or in one process, and save the trainable parameters and step logs (tests/test_multiprocess.py
+compares the two).
+
+    accelerate launch --config_file accelerate_configs/cpu_ddp.yaml tests/ddp_update.py JOBS.json
+
+JOBS.json lists jobs: {"method", "argv" (trainer arguments), "out" (a folder), "steps": [{"episodes":
+[{"prompts", "responses", "rewards"}], "kl": [...]}]}. Each process trains on its consecutive share of
+every step's episodes (whole groups of num_generations), as ``prompt_indices`` splits a step's prompts.
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_job(job: dict) -> None:
+    from helpers import online_trainer
+    from safetensors.torch import save_file
+
+    from train.online_rl import Episode, round_advantages
+
+    trainer = online_trainer(job["method"], job["argv"])
+    trainer.setup()
+    acc, g = trainer.accelerator, trainer.cfg.num_generations
+    world, rank = acc.num_processes, acc.process_index
+    done = []
+    for step, s in enumerate(job["steps"]):
+        episodes = [Episode(**e) for e in s["episodes"]]
+        share = len(episodes) // world
+        assert share % g == 0, "each process must get whole groups"
+        mine = episodes[rank * share : (rank + 1) * share]
+        rewards = [ep.rewards for ep in mine]
+        returns = [trainer.returns(r, step) for r in rewards]
+        advantages = round_advantages(returns, g)
+        parts = trainer.update(mine, advantages, s["kl"])
+        print(f"rank {rank} finished the update of step {step}", file=sys.stderr, flush=True)
+        done.append((rewards, advantages, parts))
+    logs = [trainer.step_log(step, *d) for step, d in enumerate(done)]
+    if acc.is_main_process:
+        os.makedirs(job["out"], exist_ok=True)
+        params = {n: p.detach().contiguous() for n, p in trainer.policy.named_parameters() if p.requires_grad}
+        save_file(params, os.path.join(job["out"], "params.safetensors"))
+        with open(os.path.join(job["out"], "logs.json"), "w") as f:
+            json.dump(logs, f)
+    acc.wait_for_everyone()
+
+
+def main(path: str) -> None:
+    with open(path) as f:
+        for job in json.load(f):
+            run_job(job)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
