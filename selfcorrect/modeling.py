@@ -213,3 +213,12 @@ def load_model(
         except (OSError, ValueError, KeyError) as e:
             raise load_error(f"adapter {adapter}", e) from None
     return model.to(device).eval()
+
+
+def merge_adapter(base: str, adapter_dir: str, out_dir: str, trust_remote_code: bool = False) -> str:
+    """Write base + adapter merged into plain weights (full precision, safetensors)."""
+    merged = load_model(base, adapter_dir, "fp32", "cpu", trust_remote_code).merge_and_unload()
+    merged.save_pretrained(out_dir, safe_serialization=True)
+    load_tokenizer(base, trust_remote_code).save_pretrained(out_dir)
+    print(f"merged model written to {out_dir}", file=sys.stderr)
+    return out_dir

@@ -19,6 +19,7 @@ from selfcorrect.config import DataSource, OverwriteOption, TaskOptions, check_r
 from selfcorrect.device import check_launch_matches_machine, cuda_available
 from selfcorrect.errors import UserError
 from selfcorrect.jsonl import write_atomic
+from selfcorrect.modeling import merge_adapter
 from selfcorrect.run_identity import check_run, data_identity, model_identity
 
 
@@ -439,17 +440,6 @@ def weights_moved(model, initial: dict[str, Any]) -> bool | None:
 
 
 NOT_MOVED = "the trainable weights never moved (every advantage or loss gradient was 0: nothing was learnt)"
-
-
-def merge_adapter(base: str, adapter_dir: str, out_dir: str, trust_remote_code: bool = False) -> str:
-    """Write base + adapter merged into plain weights (full precision, safetensors)."""
-    from selfcorrect.modeling import load_model, load_tokenizer
-
-    merged = load_model(base, adapter_dir, "fp32", "cpu", trust_remote_code).merge_and_unload()
-    merged.save_pretrained(out_dir, safe_serialization=True)
-    load_tokenizer(base, trust_remote_code).save_pretrained(out_dir)
-    print(f"merged model written to {out_dir}", file=sys.stderr)
-    return out_dir
 
 
 @contextlib.contextmanager

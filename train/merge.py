@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from selfcorrect.config import parse_config
 from selfcorrect.errors import UserError, run_cli
-from train.common import merge_adapter
+from selfcorrect.modeling import merge_adapter
 
 
 @dataclass
