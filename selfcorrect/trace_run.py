@@ -157,7 +157,7 @@ def trace_settings(run: RolloutOptions, data: DataSource, split: SplitOptions, t
 def vllm_settings(run: RolloutOptions) -> dict:
     from selfcorrect.vllm_backend import vllm_version
 
-    return {"generation_backend": "vllm", "vllm_version": vllm_version(), "vllm_top_logprobs": run.vllm_top_logprobs}
+    return {"generation_backend": "vllm", "vllm_version": vllm_version()}
 
 
 def make_generator(run: RolloutOptions, state, probe=None):
@@ -185,7 +185,6 @@ def make_generator(run: RolloutOptions, state, probe=None):
                 sampling,
                 dtype=run.dtype,
                 tensor_parallel_size=run.tensor_parallel_size,
-                top_logprobs=run.vllm_top_logprobs,
                 trust_remote_code=run.trust_remote_code,
             )
         finally:

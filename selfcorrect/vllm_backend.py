@@ -13,10 +13,13 @@ It keeps the rollout protocol of selfcorrect/rollout.py and changes only who dec
   after the first needs a request per trajectory anyway; seeding each request makes a trajectory's
   draws independent of what else is in the batch, and the prefix cache shares round 1's prompt as
   ``n`` would.
-- Option probabilities come from the top ``top_logprobs`` log-probabilities vLLM returns for each
-  generated token (raw, before temperature: the HF engine's quantity). Where any label token of the
-  round is not among them, the round's option probabilities are absent (None, counted as skipped by
-  the metrics; the run reports how many label tokens lacked them), never zeros.
+- Option probabilities: each request asks vLLM for the log-probabilities of its option-label tokens
+  at every generated token (``SamplingParams.logprob_token_ids``, raw, before temperature: the
+  quantity the HF engine keeps), so they are exact, as on the HF path. vLLM takes at most
+  ``MAX_LOGPROB_TOKEN_IDS`` (128) such ids per request; a round whose labels have more tokens gets
+  its option probabilities recorded as absent (None, counted as skipped by the metrics, and the run
+  reports how many label tokens lacked them), never zeros. Rows without labels ask for the sampled
+  token's log-probability only (``logprobs=0``), for the mean log-probability.
 - A LoRA adapter is merged into a temporary copy of the base (the project's ``merge_adapter``), and
   the engine serves that copy: the weights are the HF path's base + B·A exactly, on every vLLM build
   (vLLM's LoRA kernels restrict ranks and target modules per build, and were not tested on the CPU
@@ -86,7 +89,6 @@ class VLLMGenerator(RolloutBackend):
         *,
         dtype: str = "auto",
         tensor_parallel_size: int = 1,
-        top_logprobs: int = 20,
         trust_remote_code: bool = False,
         llm: Any = None,
     ):
@@ -99,10 +101,9 @@ class VLLMGenerator(RolloutBackend):
         except OSError:  # a model without generation_config.json: the tokenizer's eos only, as the HF path
             generation_config = None
         super().__init__(tokenizer, sampling, generation_config)
-        self.top_logprobs = top_logprobs
-        # Generated label tokens, and those where some label token was outside the top log-probs.
+        # Generated label tokens, and those whose option distribution vLLM could not return.
         self.label_steps = self.label_steps_absent = 0
-        self.llm = llm or start_engine(model_path, dtype, tensor_parallel_size, top_logprobs, trust_remote_code)
+        self.llm = llm or start_engine(model_path, dtype, tensor_parallel_size, trust_remote_code)
 
     def generate_ids(
         self,
@@ -115,22 +116,27 @@ class VLLMGenerator(RolloutBackend):
         needed: vLLM's prefix cache carries the earlier rounds."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import MAX_LOGPROB_TOKEN_IDS
 
         s = self.sampling
         labels = option_labels or [None] * len(prompt_ids)
-        params = [
-            SamplingParams(
-                max_tokens=s.max_new_tokens,
-                temperature=s.temperature,
-                top_p=s.top_p,
-                # Per-trajectory seeds (see the module docstring); greedy needs none.
-                seed=seed_for(s.seed, f"{seed_key}/{i}") if s.temperature > 0 else None,
-                stop_token_ids=self.eos_ids,
-                logprobs=self.top_logprobs,
-                detokenize=False,  # the project's tokenizer decodes, as on the HF path
+        label_ids = [sorted({i for lab in labs or [] for i in self.label_token_ids(lab)}) for labs in labels]
+        params = []
+        for i, ids in enumerate(label_ids):
+            ask = ids if 0 < len(ids) <= MAX_LOGPROB_TOKEN_IDS else None
+            params.append(
+                SamplingParams(
+                    max_tokens=s.max_new_tokens,
+                    temperature=s.temperature,
+                    top_p=s.top_p,
+                    # Per-trajectory seeds (see the module docstring); greedy needs none.
+                    seed=seed_for(s.seed, f"{seed_key}/{i}") if s.temperature > 0 else None,
+                    stop_token_ids=self.eos_ids,
+                    logprob_token_ids=ask,
+                    logprobs=None if ask else 0,  # the sampled token's log-probability comes with either
+                    detokenize=False,  # the project's tokenizer decodes, as on the HF path
+                )
             )
-            for i in range(len(prompt_ids))
-        ]
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompt_ids], params, use_tqdm=False)
         gens = []
         for out, p, labs in zip(outs, prompt_ids, labels):
@@ -152,21 +158,21 @@ class VLLMGenerator(RolloutBackend):
 
     def report(self) -> str:
         return (
-            f"vLLM: option probabilities absent at {self.label_steps_absent} of {self.label_steps} generated label tokens "
-            f"(a label token outside the top {self.top_logprobs} log-probabilities; raise --vllm_top_logprobs)"
+            f"vLLM: option probabilities at {self.label_steps - self.label_steps_absent} of {self.label_steps} generated "
+            "label tokens (absent where a round's labels have more tokens than vLLM scores per request)"
         )
 
 
 _ENGINES: dict[tuple, Any] = {}
 
 
-def start_engine(model_path: str, dtype: str, tensor_parallel_size: int, top_logprobs: int, trust_remote_code: bool):
+def start_engine(model_path: str, dtype: str = "auto", tensor_parallel_size: int = 1, trust_remote_code: bool = False):
     """A vLLM ``LLM`` on ``model_path``, one per process and settings: starting one takes minutes on
     a CPU, and a process that runs several commands (a test module, a script) reuses it."""
     import torch
 
     on_gpu = torch.cuda.is_available()
-    key = (model_path, dtype, tensor_parallel_size, top_logprobs, trust_remote_code)
+    key = (model_path, dtype, tensor_parallel_size, trust_remote_code)
     if key not in _ENGINES:
         from vllm import LLM
 
@@ -177,7 +183,6 @@ def start_engine(model_path: str, dtype: str, tensor_parallel_size: int, top_log
             dtype=vllm_dtype(dtype, on_gpu),
             tensor_parallel_size=tensor_parallel_size,
             enable_prefix_caching=True,
-            max_logprobs=top_logprobs,
             trust_remote_code=trust_remote_code,
             # CUDA graphs are a GPU feature; the CPU build was measured working in eager mode.
             enforce_eager=not on_gpu,

@@ -37,16 +37,19 @@ PROB_TOL = 1e-3
 AGREE = 0.99
 
 
-def _vocab(path):
-    with open(os.path.join(path, "config.json")) as f:
-        return json.load(f)["vocab_size"]
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """The tiny random model with 2 heads of 32 dimensions (vLLM's CPU attention has no 16)."""
+    from tiny_model import build
+
+    return build(str(tmp_path_factory.mktemp("tiny-vllm")), num_heads=2)
 
 
 @pytest.fixture(scope="module")
 def tiny_engine(tiny_model_dir):
-    """The tiny model's engine, returning every token's log-probability (its vocabulary is 512), so
-    every option distribution is known and compared; the commands below reuse it (same settings)."""
-    return start_engine(tiny_model_dir, "auto", 1, _vocab(tiny_model_dir), False)
+    """The tiny model's engine; the commands below run in this process with the same settings and
+    get it from ``start_engine`` too."""
+    return start_engine(tiny_model_dir)
 
 
 def _examples(n):
@@ -59,10 +62,11 @@ def _examples(n):
     return task, exs
 
 
-def _broad_labels(g):
-    """A third of the vocabulary counts as each option's label tokens, so the random tiny model
-    generates label tokens at most steps and the option distributions get compared there."""
-    spans = {"A": range(3, 170), "B": range(170, 340), "C": range(340, 512)}
+def _broad_labels(g, width=40):
+    """``width`` token ids count as each option's label tokens, so the random tiny model generates
+    label tokens at about a quarter of its steps (3 x 40 of 512) and the option distributions get
+    compared there; 3 x 40 stays within the 128 ids vLLM scores per request."""
+    spans = {lab: range(3 + k * width, 3 + (k + 1) * width) for k, lab in enumerate("ABC")}
     g.label_token_ids = lambda label: list(spans[label])
 
 
@@ -93,7 +97,7 @@ def test_greedy_rounds_agree_with_hf_engine(tiny_model_dir, tiny_engine):
     tok = load_tokenizer(tiny_model_dir)
     sampling = SamplingConfig(max_new_tokens=16)
     hf = Generator(load_model(tiny_model_dir, device="cpu"), tok, sampling, batch_size=8)
-    vl = VLLMGenerator(tiny_model_dir, tok, sampling, top_logprobs=_vocab(tiny_model_dir), llm=tiny_engine)
+    vl = VLLMGenerator(tiny_model_dir, tok, sampling, llm=tiny_engine)
     steps = {}
     for name, g in (("hf", hf), ("vllm", vl)):
         _broad_labels(g)
@@ -112,7 +116,7 @@ def test_greedy_rounds_agree_with_hf_engine(tiny_model_dir, tiny_engine):
             assert b.mean_logprob == pytest.approx(a.mean_logprob, abs=PROB_TOL)
             assert [(o.step, o.label) for o in a.option_steps] == [(o.step, o.label) for o in b.option_steps]
             for oa, ob in zip(a.option_steps, b.option_steps):
-                assert ob.probs is not None, "every log-probability was requested"
+                assert ob.probs is not None, "every label token's log-probability was requested"
                 assert all(abs(oa.probs[k] - ob.probs[k]) <= PROB_TOL for k in oa.probs), (oa.probs, ob.probs)
                 assert abs(oa.mass - ob.mass) <= PROB_TOL
                 compared += 1
@@ -120,13 +124,13 @@ def test_greedy_rounds_agree_with_hf_engine(tiny_model_dir, tiny_engine):
     assert vl.label_steps == compared and vl.label_steps_absent == 0
 
 
-def test_option_probs_absent_not_zero_outside_top_logprobs(tiny_model_dir, tiny_engine):
-    """With fewer log-probabilities than label tokens, a label step's distribution is unknown: it is
-    recorded as absent (None) and counted, never filled with zeros."""
+def test_option_probs_absent_not_zero_beyond_vllm_label_limit(tiny_model_dir, tiny_engine):
+    """Labels with more tokens than vLLM scores per request (3 x 170 > 128): the distribution at a
+    label token is unknown, recorded as absent (None) and counted, never filled with zeros."""
     task, exs = _examples(4)
     tok = load_tokenizer(tiny_model_dir)
-    vl = VLLMGenerator(tiny_model_dir, tok, SamplingConfig(max_new_tokens=16), top_logprobs=5, llm=tiny_engine)
-    _broad_labels(vl)
+    vl = VLLMGenerator(tiny_model_dir, tok, SamplingConfig(max_new_tokens=16), llm=tiny_engine)
+    _broad_labels(vl, width=170)
     gens = vl.generate([vl.render([{"role": "user", "content": ex.question}]) for ex in exs], [["A", "B", "C"]] * len(exs))
     steps = [o for g in gens for o in g.option_steps]
     assert steps and all(o.probs is None and o.mass is None for o in steps)
@@ -137,8 +141,6 @@ def test_option_probs_absent_not_zero_outside_top_logprobs(tiny_model_dir, tiny_
 def _cli(module, model, out, backend, extra=()):
     args = ["--model_name_or_path", model, "--dataset_path", fixture("bbq"), "--limit", "12", "--max_new_tokens", "12"]
     args += ["--output_dir", str(out), "--batch_size", "5", "--generation_backend", backend, *extra]
-    if backend == "vllm":
-        args += ["--vllm_top_logprobs", str(_vocab(model))]
     p = run_command(module, args)
     assert p.returncode == 0, p.stderr
     return p
