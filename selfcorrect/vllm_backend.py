@@ -61,7 +61,7 @@ def vllm_dtype(name: str, on_gpu: bool) -> str:
     return str(torch_dtype(name, "cuda" if on_gpu else "cpu")).removeprefix("torch.")
 
 
-def assign_gpus(local_rank: int, tensor_parallel_size: int, env: dict[str, str] | None = None) -> str | None:
+def assign_gpus(local_rank: int, tensor_parallel_size: int, env: dict[str, str] | None = None) -> str:
     """The CUDA_VISIBLE_DEVICES of process ``local_rank``'s engine under ``accelerate launch``: its own
     ``tensor_parallel_size`` GPUs, so the engines of several processes do not share GPU 0."""
     env = os.environ if env is None else env
@@ -169,9 +169,9 @@ _ENGINES: dict[tuple, Any] = {}
 def start_engine(model_path: str, dtype: str = "auto", tensor_parallel_size: int = 1, trust_remote_code: bool = False):
     """A vLLM ``LLM`` on ``model_path``, one per process and settings: starting one takes minutes on
     a CPU, and a process that runs several commands (a test module, a script) reuses it."""
-    import torch
+    from selfcorrect.device import cuda_available
 
-    on_gpu = torch.cuda.is_available()
+    on_gpu = cuda_available()
     key = (model_path, dtype, tensor_parallel_size, trust_remote_code)
     if key not in _ENGINES:
         from vllm import LLM

@@ -1,6 +1,7 @@
 """The generation_backend option where vLLM is not installed (the default .venv): clear errors, no
 output written. The vLLM backend itself is tested in tests/test_vllm.py (the `vllm` tier)."""
 
+import os
 import sys
 
 import pytest
@@ -49,3 +50,34 @@ def test_each_process_engine_gets_its_own_gpus():
     assert [assign_gpus(r, 2, env) for r in range(2)] == ["4,5", "6,7"]
     with pytest.raises(UserError, match="tensor_parallel_size 2"):
         assign_gpus(2, 2, env)
+
+
+def test_merged_adapter_is_base_plus_adapter(tiny_model_dir, tmp_path):
+    """The vLLM backend serves an adapter as base + adapter merged into a temporary folder: that
+    folder's model computes the logits of the base with the adapter applied, and is deleted on close."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from selfcorrect.modeling import load_model
+    from selfcorrect.vllm_backend import MergedAdapter
+
+    torch.manual_seed(0)
+    peft_model = get_peft_model(load_model(tiny_model_dir, device="cpu"), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)  # B starts at zero: make the adapter change the model
+    adapter = str(tmp_path / "adapter")
+    peft_model.save_pretrained(adapter)
+    ids = torch.tensor([[5, 17, 42, 99, 7, 300]])
+    with torch.no_grad():
+        want = load_model(tiny_model_dir, adapter, device="cpu")(ids).logits
+        base = load_model(tiny_model_dir, device="cpu")(ids).logits
+        merged = MergedAdapter(tiny_model_dir, adapter)
+        try:
+            got = load_model(merged.path, device="cpu")(ids).logits
+        finally:
+            merged.close()
+    assert not torch.allclose(base, want, atol=1e-3)  # the adapter matters
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not os.path.exists(merged.path)
