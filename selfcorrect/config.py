@@ -29,7 +29,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -119,6 +119,14 @@ class RolloutOptions:
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold, in (0, 1]."})
     seed: int = field(default=0, metadata={"help": "Seed for sampling."})
     batch_size: int = field(default=8, metadata={"help": "Trajectories decoded together."})
+    generation_backend: Literal["hf", "vllm"] = field(
+        default="hf",
+        metadata={
+            "help": "hf: the project's decoding loop over transformers | vllm: a vLLM engine (GPU: the vllm extra; CPU: "
+            "scripts/setup_vllm.sh). Same rounds and trace rows; vllm is the choice for many examples on GPUs."
+        },
+    )
+    tensor_parallel_size: int = field(default=1, metadata={"help": "vllm backend: GPUs one engine spans (per process)."})
     output_dir: str = field(default="outputs/run", metadata={"help": "Where traces and results go."})
 
     def __post_init__(self) -> None:
@@ -133,6 +141,7 @@ class RolloutOptions:
             raise UserError("samples > 1 with temperature 0 gives identical copies: set temperature > 0")
         if self.dtype not in ("auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"):
             raise UserError(f"unknown dtype '{self.dtype}' (auto, bf16, fp16, fp32)")
+        check_range("tensor_parallel_size", self.tensor_parallel_size, 1)
         from selfcorrect.device import check_device
 
         check_device(self.device)

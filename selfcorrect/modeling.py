@@ -229,3 +229,22 @@ def load_model(
         except (OSError, ValueError, KeyError, _safetensor_error()) as e:
             raise load_error(f"adapter {adapter}", e) from None
     return model.to(device).eval()
+
+
+def merge_adapter(
+    base: str, adapter_dir: str, out_dir: str, trust_remote_code: bool = False, base_option: str = "--model_name_or_path"
+) -> str:
+    """Write base + adapter merged into plain weights (full precision, safetensors). ``base_option``
+    is how the calling command names the base model in its advice."""
+    from selfcorrect.jsonl import disk_full
+
+    merged = load_model(base, adapter_dir, "fp32", "cpu", trust_remote_code, base_option=base_option).merge_and_unload()
+    try:
+        merged.save_pretrained(out_dir, safe_serialization=True)
+        load_tokenizer(base, trust_remote_code).save_pretrained(out_dir)
+    except OSError as e:
+        raise disk_full(e, f"the merged model in {out_dir}", f"the adapter in {adapter_dir} is untouched") or e from None
+    if not os.path.isfile(os.path.join(out_dir, "config.json")):  # save_pretrained only logs some failures
+        raise UserError(f"the merged model was not written to {out_dir}")
+    print(f"merged model written to {out_dir}", file=sys.stderr)
+    return out_dir

@@ -44,12 +44,13 @@ class SamplingConfig:
 class OptionStep:
     """A generated token that is an option label (" B" or "B"), and the option distribution of the
     step that generated it: each label's probability (summed over its label tokens) renormalised
-    over the labels, and the labels' total mass before renormalising."""
+    over the labels, and the labels' total mass before renormalising (both None where the backend
+    does not know every label token's probability at that step)."""
 
     step: int
     label: str
-    probs: dict[str, float]
-    mass: float
+    probs: dict[str, float] | None
+    mass: float | None
     chars: tuple[int, int] = (0, 0)  # the token's characters in the decoded response
 
 
@@ -155,7 +156,98 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
-class Generator:
+def end_token_ids(generation_config: Any, tokenizer: Any) -> list[int]:
+    """The ids that end a turn: the generation config's end-of-sequence ids and the tokenizer's."""
+    eos = set()
+    for source in (generation_config, tokenizer):
+        ids = getattr(source, "eos_token_id", None)
+        eos |= set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
+    return sorted(eos)
+
+
+class RolloutBackend:
+    """What every generation backend shares with ``run_rounds``: the project's chat rendering, its
+    end-of-turn ids and the option-label bookkeeping. A backend adds ``generate``."""
+
+    def __init__(self, tokenizer: Any, sampling: SamplingConfig | None, generation_config: Any):
+        self.tokenizer = tokenizer
+        self.sampling = sampling or SamplingConfig()
+        self.eos_ids = end_token_ids(generation_config, tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self._label_ids: dict[str, list[int]] = {}
+
+    def render(self, messages: list[dict[str, str]], prefill: str | None = None) -> str:
+        return render_chat(self.tokenizer, messages, prefill)
+
+    def label_token_ids(self, label: str) -> list[int]:
+        """First-token ids that start answering with ``label`` (" A" and "A" variants)."""
+        if label not in self._label_ids:
+            ids = set()
+            for variant in (f" {label}", label):
+                toks = self.tokenizer.encode(variant, add_special_tokens=False)
+                if toks:
+                    ids.add(toks[0])
+            self._label_ids[label] = sorted(ids)
+        return self._label_ids[label]
+
+    def generate(
+        self,
+        prompts: list[str],
+        option_labels: list[list[str] | None] | None = None,
+        seed_key: str = "",
+        session: dict | None = None,
+    ) -> list[Generation]:
+        """Decode every prompt (already rendered text, encoded here by the project's tokenizer).
+
+        Pass the same ``session`` dict on every round of a multi-round rollout (same trajectories in
+        the same order): the HF engine keeps each batch's KV cache in it from one round to the next.
+        """
+        ids = [self.tokenizer.encode(p, add_special_tokens=False) for p in prompts]
+        return self.generate_ids(ids, option_labels, seed_key, session)
+
+    def _option_steps(self, text_ids: list[int], labels: list[str], prob: Any) -> list[OptionStep]:
+        """The option distribution at every generated token of ``text_ids`` that is one of ``labels``'
+        label tokens. ``prob(step, token_id)`` is that token's probability at that step, or None where
+        the backend does not know it (vLLM returns the top log-probabilities only): such a step gets
+        ``probs`` None, an absent reading, never a zero."""
+        label_of = {i: lab for lab in labels for i in self.label_token_ids(lab)}
+        out = []
+        for step, tid in enumerate(text_ids):
+            if tid in label_of:
+                per_token = {lab: [prob(step, i) for i in self.label_token_ids(lab)] for lab in labels}
+                probs, mass = None, None
+                if all(p is not None for ps in per_token.values() for p in ps):
+                    raw = {lab: sum(ps) for lab, ps in per_token.items()}
+                    mass = sum(raw.values())
+                    probs = {k: (v / mass if mass > 0 else 1.0 / len(raw)) for k, v in raw.items()}
+                start = len(self.tokenizer.decode(text_ids[:step], skip_special_tokens=True))
+                end = len(self.tokenizer.decode(text_ids[: step + 1], skip_special_tokens=True))
+                out.append(OptionStep(step=step, label=label_of[tid], probs=probs, mass=mass, chars=(start, end)))
+        return out
+
+    def _generation(self, row: list[int], mean_logprob: Any, labels: list[str] | None, prob: Any) -> Generation:
+        """A Generation from the generated ids ``row``, cut at the first end-of-turn id, which is kept
+        in ``token_ids`` and counted in ``new_tokens`` (so every backend records a round alike).
+        ``mean_logprob(n)`` is the mean log-probability of the first n tokens; ``prob`` as in
+        ``_option_steps`` (None: no option labels to read)."""
+        eos = set(self.eos_ids)
+        n = next((k + 1 for k, t in enumerate(row) if t in eos), len(row))
+        finish = "eos" if n and row[n - 1] in eos else "length"
+        text_ids = row[: n - 1] if finish == "eos" else row[:n]
+        g = Generation(
+            text=self.tokenizer.decode(text_ids, skip_special_tokens=True),
+            token_ids=row[:n],
+            new_tokens=n,
+            finish=finish,
+            mean_logprob=mean_logprob(n) if n else 0.0,
+        )
+        if labels and prob is not None:
+            g.option_steps = self._option_steps(text_ids, labels, prob)
+            g.read_options_at(None)
+        return g
+
+
+class Generator(RolloutBackend):
     """Batched decoding with per-round KV-cache reuse and shared prefill of repeated prompts.
 
     With ``incremental=True`` (the default) a batch's KV cache is kept between rounds: round r+1's
@@ -182,21 +274,13 @@ class Generator:
         share_prefill: bool = True,
         compact: bool = True,
     ):
+        super().__init__(tokenizer, sampling, getattr(model, "generation_config", None))
         self.model = model
-        self.tokenizer = tokenizer
-        self.sampling = sampling or SamplingConfig()
         self.batch_size = batch_size
         self.probe_layer = probe_layer
         self.incremental = incremental
         self.share_prefill = share_prefill
         self.compact = compact
-        eos = set()
-        for source in (getattr(model, "generation_config", None), tokenizer):
-            ids = getattr(source, "eos_token_id", None)
-            eos |= set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
-        self.eos_ids = sorted(eos)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
-        self._label_ids: dict[str, list[int]] = {}
         # Positions past the model's context are not trained; a row stops generating there.
         self.context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         self._told_capped = False
@@ -204,9 +288,6 @@ class Generator:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
-
-    def render(self, messages: list[dict[str, str]], prefill: str | None = None) -> str:
-        return render_chat(self.tokenizer, messages, prefill)
 
     def _check_context(self, prompt_ids: list[list[int]]) -> None:
         """A prompt that fills the context is refused; one that leaves less room than max_new_tokens
@@ -226,32 +307,6 @@ class Generator:
                 f"leaves room for {self.context - longest}, max_new_tokens is {self.sampling.max_new_tokens})",
                 file=sys.stderr,
             )
-
-    def label_token_ids(self, label: str) -> list[int]:
-        """First-token ids that start answering with ``label`` (" A" and "A" variants)."""
-        if label not in self._label_ids:
-            ids = set()
-            for variant in (f" {label}", label):
-                toks = self.tokenizer.encode(variant, add_special_tokens=False)
-                if toks:
-                    ids.add(toks[0])
-            self._label_ids[label] = sorted(ids)
-        return self._label_ids[label]
-
-    def generate(
-        self,
-        prompts: list[str],
-        option_labels: list[list[str] | None] | None = None,
-        seed_key: str = "",
-        session: dict | None = None,
-    ) -> list[Generation]:
-        """Decode every prompt (already rendered text), in batches of ``batch_size``.
-
-        Pass the same ``session`` dict on every round of a multi-round rollout (same trajectories in
-        the same order) to reuse each batch's KV cache from the previous round.
-        """
-        ids = [self.tokenizer.encode(p, add_special_tokens=False) for p in prompts]
-        return self.generate_ids(ids, option_labels, seed_key, session)
 
     def generate_ids(
         self,
@@ -279,7 +334,6 @@ class Generator:
     def _generate_batch(
         self, prompt_ids: list[list[int]], labels: list[list[str] | None], seed_key: str, prev: RoundCache | None
     ) -> tuple[list[Generation], RoundCache | None]:
-        tok = self.tokenizer
         dev = self.device
         self._check_context(prompt_ids)
         expand = None
@@ -336,29 +390,16 @@ class Generator:
             new_parts = [new_parts[r] for r in expand.tolist()]
             hidden = [h[expand.cpu()] for h in hidden]
 
-        eos = torch.tensor(self.eos_ids, device=new_ids.device)
         label_p = label_logp.exp().cpu() if label_logp is not None else None
+        col = {i: j for j, i in enumerate(label_ids)}
         results, counts = [], []
         for b in range(len(prompt_ids)):
             # A row stopped at the context holds padding after its last token (see _decode).
             room = new_ids.shape[1] if self.context is None else min(new_ids.shape[1], self.context - len(prompt_ids[b]))
-            row = new_ids[b, :room].tolist()
-            is_eos = torch.isin(new_ids[b, :room], eos)
-            n = int(is_eos.nonzero()[0, 0]) + 1 if is_eos.any() else len(row)
-            counts.append(n)
-            finish = "eos" if is_eos.any() else "length"
-            text_ids = row[: n - 1] if finish == "eos" else row[:n]
-            g = Generation(
-                text=tok.decode(text_ids, skip_special_tokens=True),
-                token_ids=row[:n],
-                new_tokens=n,
-                finish=finish,
-                mean_logprob=float(logprobs[b, :n].mean()) if n else 0.0,
-                token_logprobs=sample_logprobs[b, :n].tolist(),
-            )
-            if labels[b] and label_p is not None:
-                g.option_steps = self._option_steps(text_ids, labels[b], label_ids, label_p[b])
-                g.read_options_at(None)
+            prob = None if label_p is None else (lambda step, tid, p=label_p[b]: float(p[step, col[tid]]))
+            g = self._generation(new_ids[b, :room].tolist(), lambda n, b=b: float(logprobs[b, :n].mean()), labels[b], prob)
+            g.token_logprobs = sample_logprobs[b, : g.new_tokens].tolist()
+            counts.append(g.new_tokens)
             if hidden:
                 g.hidden = hidden[0][b].tolist()
             results.append(g)
@@ -370,23 +411,6 @@ class Generator:
         cache_mask = torch.cat([mask, gen_valid], dim=-1) if fed else mask
         tokens = [k + p + g.token_ids[: min(n, fed)] for k, p, g, n in zip(kept, new_parts, results, counts)]
         return results, RoundCache(kv=kv, mask=cache_mask, tokens=tokens)
-
-    def _option_steps(self, text_ids: list[int], labels: list[str], label_ids: list[int], p: torch.Tensor) -> list[OptionStep]:
-        """The option distribution at every generated token of ``text_ids`` that is one of ``labels``'
-        label tokens. ``p[step, j]`` is the probability of token ``label_ids[j]`` at that step."""
-        col = {i: j for j, i in enumerate(label_ids)}
-        cols = {lab: [col[i] for i in self.label_token_ids(lab)] for lab in labels}
-        label_of = {i: lab for lab in labels for i in self.label_token_ids(lab)}
-        out = []
-        for step, tid in enumerate(text_ids):
-            if tid in label_of:
-                raw = {lab: float(p[step, c].sum()) for lab, c in cols.items()}
-                mass = sum(raw.values())
-                probs = {k: (v / mass if mass > 0 else 1.0 / len(raw)) for k, v in raw.items()}
-                start = len(self.tokenizer.decode(text_ids[:step], skip_special_tokens=True))
-                end = len(self.tokenizer.decode(text_ids[: step + 1], skip_special_tokens=True))
-                out.append(OptionStep(step=step, label=label_of[tid], probs=probs, mass=mass, chars=(start, end)))
-        return out
 
     def _decode(
         self,

@@ -158,8 +158,57 @@ def trace_settings(run: RolloutOptions, data: DataSource, split: SplitOptions, t
         "temperature": run.temperature,
         "top_p": run.top_p,
         "seed": run.seed,
+        # Only a vLLM run records its backend: an HF run's identity stays what it was, so runs started
+        # before the backend existed still resume, and neither backend resumes the other's folder.
+        **(vllm_settings(run) if run.generation_backend == "vllm" else {}),
         **(extra or {}),
     }
+
+
+def vllm_settings(run: RolloutOptions) -> dict:
+    from selfcorrect.vllm_backend import vllm_version
+
+    return {"generation_backend": "vllm", "vllm_version": vllm_version()}
+
+
+def make_generator(run: RolloutOptions, state, probe=None):
+    """The run's generation backend on this process's device, and what to release when done."""
+    from selfcorrect.modeling import load_model, load_tokenizer, resolve_model_path
+    from selfcorrect.rollout import Generator, SamplingConfig
+
+    device = run.device or ("cuda" if cuda_available() else "cpu")
+    tokenizer = load_tokenizer(run.model_name_or_path, run.trust_remote_code)
+    sampling = SamplingConfig(run.max_new_tokens, run.temperature, run.top_p, run.seed)
+    if run.generation_backend == "vllm":
+        from selfcorrect.vllm_backend import MergedAdapter, VLLMGenerator, assign_gpus
+
+        if device.startswith("cuda") and state.num_processes > 1:  # each process's engine on its own GPUs
+            os.environ["CUDA_VISIBLE_DEVICES"] = assign_gpus(state.local_process_index, run.tensor_parallel_size)
+        merged = None
+        path = resolve_model_path(run.model_name_or_path)
+        if run.adapter:
+            merged = MergedAdapter(run.model_name_or_path, run.adapter, run.trust_remote_code)
+            path = merged.path
+        try:
+            generator = VLLMGenerator(
+                path,
+                tokenizer,
+                sampling,
+                dtype=run.dtype,
+                tensor_parallel_size=run.tensor_parallel_size,
+                trust_remote_code=run.trust_remote_code,
+            )
+        finally:
+            if merged is not None:  # the engine has loaded the weights
+                merged.close()
+        return generator
+    if device.startswith("cuda") and state.num_processes > 1:
+        device = f"cuda:{state.local_process_index}"
+    model = load_model(run.model_name_or_path, run.adapter, run.dtype, device, run.trust_remote_code)
+    probe_layer = None
+    if probe is not None:
+        probe_layer = probe.prepare(model, tokenizer, run.output_dir)
+    return Generator(model, tokenizer, sampling, run.batch_size, probe_layer)
 
 
 def generate_traces(
@@ -183,9 +232,12 @@ def generate_traces(
     and ``probe.annotate`` turns them into per-round scores before each batch is written (so resumed
     runs keep them).
     """
-    from selfcorrect.modeling import load_model, load_tokenizer
-    from selfcorrect.rollout import Generator, SamplingConfig, run_rounds
+    from selfcorrect.rollout import run_rounds
 
+    if probe is not None and run.generation_backend == "vllm":
+        raise UserError(
+            "the concept probe reads hidden states, which vLLM does not return: use --generation_backend hf with --probe"
+        )
     state = process_state()
     rank, world = state.process_index, state.num_processes
     total = sum(1 for _ in load_examples(task, data, split))  # also validates every row before the model loads
@@ -209,16 +261,7 @@ def generate_traces(
         print(f"resuming: {len(done)} trajectories already in {run.output_dir}", file=sys.stderr)
 
     if n_todo:
-        device = run.device or ("cuda" if cuda_available() else "cpu")
-        if device.startswith("cuda") and world > 1:
-            device = f"cuda:{state.local_process_index}"
-        tokenizer = load_tokenizer(run.model_name_or_path, run.trust_remote_code)
-        model = load_model(run.model_name_or_path, run.adapter, run.dtype, device, run.trust_remote_code)
-        sampling = SamplingConfig(run.max_new_tokens, run.temperature, run.top_p, run.seed)
-        probe_layer = None
-        if probe is not None:
-            probe_layer = probe.prepare(model, tokenizer, run.output_dir)
-        generator = Generator(model, tokenizer, sampling, run.batch_size, probe_layer)
+        generator = make_generator(run, state, probe)
         bar = _Progress(n_todo * run.rounds, f"{task.name} x{run.rounds} rounds", disable=not state.is_local_main_process)
         old = signal.signal(signal.SIGTERM, _raise_interrupt)
         examples = pending()
@@ -250,6 +293,8 @@ def generate_traces(
         finally:
             signal.signal(signal.SIGTERM, old)
         bar.close()
+        if hasattr(generator, "report"):
+            print(generator.report(), file=sys.stderr)
     state.wait_for_everyone()
     final = os.path.join(run.output_dir, "traces.jsonl")
     if state.is_main_process:

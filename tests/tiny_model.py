@@ -57,9 +57,17 @@ CORPUS = [
 ]
 
 
-def build(out_dir: str, seed: int = 0, style: str = "chatml", two_eos: bool = False, end_prob: float | None = None) -> str:
+def build(
+    out_dir: str,
+    seed: int = 0,
+    style: str = "chatml",
+    two_eos: bool = False,
+    end_prob: float | None = None,
+    num_heads: int = 4,
+) -> str:
     """``style`` picks the chat template family; ``two_eos`` makes the generation config declare
     <|endoftext|> (the smallest id) as a second end-of-sequence token besides the end of turn.
+    ``num_heads`` 2 gives heads of 32 dimensions, the smallest vLLM's CPU attention supports.
 
     ``end_prob``: the model ends its turn with about this probability at every step and otherwise
     says a uniformly random token (the random model seldom ends a turn by itself). A large bias in
@@ -90,7 +98,7 @@ def build(out_dir: str, seed: int = 0, style: str = "chatml", two_eos: bool = Fa
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
+        num_attention_heads=num_heads,
         num_key_value_heads=2,
         max_position_embeddings=2048,
         eos_token_id=fast.eos_token_id,

@@ -19,6 +19,7 @@ from selfcorrect.config import DataSource, OverwriteOption, TaskOptions, check_r
 from selfcorrect.device import check_launch_matches_machine, cuda_available
 from selfcorrect.errors import NothingToDo, UserError
 from selfcorrect.jsonl import write_atomic
+from selfcorrect.modeling import merge_adapter
 from selfcorrect.run_identity import check_run, data_identity, lock_output_dir, model_identity
 
 
@@ -544,26 +545,6 @@ def not_moved(scheduler: Any, steps: int) -> str:
             "(the warm-up starts at 0): lower warmup_steps, or train for more steps"
         )
     return NOT_MOVED
-
-
-def merge_adapter(
-    base: str, adapter_dir: str, out_dir: str, trust_remote_code: bool = False, base_option: str = "--model_name_or_path"
-) -> str:
-    """Write base + adapter merged into plain weights (full precision, safetensors). ``base_option``
-    is how the calling command names the base model in its advice."""
-    from selfcorrect.jsonl import disk_full
-    from selfcorrect.modeling import load_model, load_tokenizer
-
-    merged = load_model(base, adapter_dir, "fp32", "cpu", trust_remote_code, base_option=base_option).merge_and_unload()
-    try:
-        merged.save_pretrained(out_dir, safe_serialization=True)
-        load_tokenizer(base, trust_remote_code).save_pretrained(out_dir)
-    except OSError as e:
-        raise disk_full(e, f"the merged model in {out_dir}", f"the adapter in {adapter_dir} is untouched") or e from None
-    if not os.path.isfile(os.path.join(out_dir, "config.json")):  # save_pretrained only logs some failures
-        raise UserError(f"the merged model was not written to {out_dir}")
-    print(f"merged model written to {out_dir}", file=sys.stderr)
-    return out_dir
 
 
 @contextlib.contextmanager

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 from selfcorrect.config import OverwriteOption, parse_config
 from selfcorrect.errors import UserError, run_cli
+from selfcorrect.modeling import merge_adapter
 from selfcorrect.run_identity import check_run, model_identity
-from train.common import merge_adapter
 
 # What a merge writes into --out (deleted by --overwrite, with run.json saying a merge wrote them).
 MERGE_OUTPUTS = [

@@ -1,0 +1,204 @@
+"""The vLLM generation backend (``--generation_backend vllm``): ``run_rounds`` served by a vLLM engine.
+
+It keeps the rollout protocol of selfcorrect/rollout.py and changes only who decodes:
+
+- Every round's conversation is rendered by the project's renderer (``render_chat``), encoded by the
+  project's tokenizer, and given to vLLM as token ids (``TokensPrompt``), so a round's context is the
+  HF engine's token for token. vLLM's prefix cache (``enable_prefix_caching``) holds the earlier
+  turns, so round r+1 encodes only its new tokens, as the HF engine's round cache does.
+- Decoding stops at the same end-of-turn ids (``stop_token_ids``); the generated ids are cut and
+  recorded by the shared ``RolloutBackend._generation`` (end token kept and counted).
+- ``samples``: one request per trajectory with its own seed, not ``SamplingParams(n=...)``. ``n``
+  shares one prompt, but from round 2 on each sample's conversation is its own, so every round
+  after the first needs a request per trajectory anyway; seeding each request makes a trajectory's
+  draws independent of what else is in the batch, and the prefix cache shares round 1's prompt as
+  ``n`` would.
+- Option probabilities: each request asks vLLM for the log-probabilities of its option-label tokens
+  at every generated token (``SamplingParams.logprob_token_ids``, raw, before temperature: the
+  quantity the HF engine keeps), so they are exact, as on the HF path. vLLM takes at most
+  ``MAX_LOGPROB_TOKEN_IDS`` (128) such ids per request; a round whose labels have more tokens gets
+  its option probabilities recorded as absent (None, counted as skipped by the metrics, and the run
+  reports how many label tokens lacked them), never zeros. Rows without labels ask for the sampled
+  token's log-probability only (``logprobs=0``), for the mean log-probability.
+- A LoRA adapter is merged into a temporary copy of the base (the project's ``merge_adapter``), and
+  the engine serves that copy: the weights are the HF path's base + B·A exactly, on every vLLM build
+  (vLLM's LoRA kernels restrict ranks and target modules per build, and were not tested on the CPU
+  build here).
+
+vLLM is imported only here and only when the backend is chosen, so the default environment never
+needs it. Its engine core runs in a spawned process: a script that uses it needs an
+``if __name__ == "__main__":`` guard (``python -m data_gen`` / ``python -m eval`` have one).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any
+
+from selfcorrect.errors import UserError
+from selfcorrect.rollout import Generation, RolloutBackend, SamplingConfig, seed_for
+
+INSTALL_HINT = "pip install -e '.[vllm]' on a GPU machine, or bash scripts/setup_vllm.sh (CPU build, its own .venv-vllm)"
+
+
+def vllm_version() -> str:
+    """The installed vLLM's version, or one error line saying how to install it."""
+    try:
+        import vllm
+    except ImportError as e:
+        raise UserError(f"generation_backend vllm needs vLLM, which does not import here ({e}): {INSTALL_HINT}") from None
+    return vllm.__version__
+
+
+def vllm_dtype(name: str, on_gpu: bool) -> str:
+    """The run's dtype option as vLLM names it ('auto' = bf16 on GPU, fp32 on CPU, as the HF path)."""
+    from selfcorrect.modeling import torch_dtype
+
+    return str(torch_dtype(name, "cuda" if on_gpu else "cpu")).removeprefix("torch.")
+
+
+def assign_gpus(local_rank: int, tensor_parallel_size: int, env: dict[str, str] | None = None) -> str:
+    """The CUDA_VISIBLE_DEVICES of process ``local_rank``'s engine under ``accelerate launch``: its own
+    ``tensor_parallel_size`` GPUs, so the engines of several processes do not share GPU 0."""
+    env = os.environ if env is None else env
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    import torch
+
+    gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+    mine = gpus[local_rank * tensor_parallel_size : (local_rank + 1) * tensor_parallel_size]
+    if len(mine) < tensor_parallel_size:
+        raise UserError(
+            f"process {local_rank} needs GPUs {local_rank * tensor_parallel_size}..{(local_rank + 1) * tensor_parallel_size - 1} "
+            f"for tensor_parallel_size {tensor_parallel_size}, but {len(gpus)} are visible: lower num_processes or tensor_parallel_size"
+        )
+    return ",".join(mine)
+
+
+class VLLMGenerator(RolloutBackend):
+    """The rollout engine's interface (``render``, ``generate``) over a vLLM ``LLM``."""
+
+    def __init__(
+        self,
+        model_path: str,
+        tokenizer: Any,
+        sampling: SamplingConfig | None = None,
+        *,
+        dtype: str = "auto",
+        tensor_parallel_size: int = 1,
+        trust_remote_code: bool = False,
+        llm: Any = None,
+    ):
+        """``model_path``: a local folder (resolved) or hub id. ``llm``: an engine already started on
+        that model (tests share one per module); otherwise one is started here (minutes on a CPU)."""
+        from transformers import GenerationConfig
+
+        try:
+            generation_config = GenerationConfig.from_pretrained(model_path)
+        except OSError:  # a model without generation_config.json: the tokenizer's eos only, as the HF path
+            generation_config = None
+        super().__init__(tokenizer, sampling, generation_config)
+        # Generated label tokens, and those whose option distribution vLLM could not return.
+        self.label_steps = self.label_steps_absent = 0
+        self.llm = llm or start_engine(model_path, dtype, tensor_parallel_size, trust_remote_code)
+
+    def generate_ids(
+        self,
+        prompt_ids: list[list[int]],
+        option_labels: list[list[str] | None] | None = None,
+        seed_key: str = "",
+        session: dict | None = None,
+    ) -> list[Generation]:
+        """Decode token-id prompts in one vLLM call. ``session`` (the HF engine's round cache) is not
+        needed: vLLM's prefix cache carries the earlier rounds."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import MAX_LOGPROB_TOKEN_IDS
+
+        s = self.sampling
+        labels = option_labels or [None] * len(prompt_ids)
+        label_ids = [sorted({i for lab in labs or [] for i in self.label_token_ids(lab)}) for labs in labels]
+        params = []
+        for i, ids in enumerate(label_ids):
+            ask = ids if 0 < len(ids) <= MAX_LOGPROB_TOKEN_IDS else None
+            params.append(
+                SamplingParams(
+                    max_tokens=s.max_new_tokens,
+                    temperature=s.temperature,
+                    top_p=s.top_p,
+                    # Per-trajectory seeds (see the module docstring); greedy needs none.
+                    seed=seed_for(s.seed, f"{seed_key}/{i}") if s.temperature > 0 else None,
+                    stop_token_ids=self.eos_ids,
+                    logprob_token_ids=ask,
+                    logprobs=None if ask else 0,  # the sampled token's log-probability comes with either
+                    detokenize=False,  # the project's tokenizer decodes, as on the HF path
+                )
+            )
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompt_ids], params, use_tqdm=False)
+        gens = []
+        for out, p, labs in zip(outs, prompt_ids, labels):
+            c = out.outputs[0]
+            row = list(c.token_ids)
+            steps = list(c.logprobs or [])
+            chosen = [steps[k][t].logprob for k, t in enumerate(row)]
+
+            def prob(step: int, tid: int, steps=steps) -> float | None:
+                hit = steps[step].get(tid)
+                return None if hit is None else math.exp(hit.logprob)
+
+            g = self._generation(row, lambda n, chosen=chosen: sum(chosen[:n]) / n, labs, prob)
+            self.label_steps += len(g.option_steps or [])
+            self.label_steps_absent += sum(o.probs is None for o in g.option_steps or [])
+            g.prompt_ids = p
+            gens.append(g)
+        return gens
+
+    def report(self) -> str:
+        return (
+            f"vLLM: option probabilities at {self.label_steps - self.label_steps_absent} of {self.label_steps} generated "
+            "label tokens (absent where a round's labels have more tokens than vLLM scores per request)"
+        )
+
+
+_ENGINES: dict[tuple, Any] = {}
+
+
+def start_engine(model_path: str, dtype: str = "auto", tensor_parallel_size: int = 1, trust_remote_code: bool = False):
+    """A vLLM ``LLM`` on ``model_path``, one per process and settings: starting one takes minutes on
+    a CPU, and a process that runs several commands (a test module, a script) reuses it."""
+    from selfcorrect.device import cuda_available
+
+    on_gpu = cuda_available()
+    key = (model_path, dtype, tensor_parallel_size, trust_remote_code)
+    if key not in _ENGINES:
+        from vllm import LLM
+
+        print(f"starting a vLLM engine on {model_path} ...", file=sys.stderr, flush=True)
+        _ENGINES[key] = LLM(
+            model=model_path,
+            tokenizer=model_path,
+            dtype=vllm_dtype(dtype, on_gpu),
+            tensor_parallel_size=tensor_parallel_size,
+            enable_prefix_caching=True,
+            trust_remote_code=trust_remote_code,
+            # CUDA graphs are a GPU feature; the CPU build was measured working in eager mode.
+            enforce_eager=not on_gpu,
+            seed=0,
+        )
+    return _ENGINES[key]
+
+
+class MergedAdapter:
+    """A temporary folder holding base + adapter merged (deleted on close), for the engine to serve."""
+
+    def __init__(self, base: str, adapter: str, trust_remote_code: bool = False):
+        from selfcorrect.modeling import merge_adapter
+
+        self.path = tempfile.mkdtemp(prefix="selfcorrect-merged-")
+        merge_adapter(base, adapter, self.path, trust_remote_code)
+
+    def close(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
