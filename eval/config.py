@@ -15,12 +15,12 @@ class EvalConfig:
 
     label: str | None = field(
         default=None,
-        metadata={"help": "Name of this run in reports (default: the adapter's folder name, or 'base' without one)."},
+        metadata={"help": "Run name in reports (default: the adapter's folder name, or 'base')."},
     )
-    epsilon: float = field(default=0.01, metadata={"help": "Convergence: the metric stays within epsilon of its final value."})
+    epsilon: float = field(default=0.01, metadata={"help": "Convergence: metric within epsilon of its final value."})
     delta: float = field(default=0.05, metadata={"help": "Convergence: the flip rate stays at or below delta."})
     n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples for the 95 percent intervals."})
-    probe: bool = field(default=False, metadata={"help": "Fit a concept probe and report its activation per round."})
+    probe: bool = field(default=False, metadata={"help": "Fit a concept probe; report it per round."})
     probe_layer: int | None = field(default=None, metadata={"help": "Layer whose output is probed (default: the middle one)."})
     probe_statements: str = field(
         default="task", metadata={"help": "'task' (the task's own statements, e.g. BBQ's) or a .jsonl of {text, label}."}

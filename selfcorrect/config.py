@@ -83,10 +83,7 @@ class SplitOptions:
     skip: int = field(default=0, metadata={"help": "Skip the first N examples."})
     heldout_fraction: float = field(
         default=0.0,
-        metadata={
-            "help": "Share of the task's groups (BBQ: category + template) set aside by a hash, so no template is "
-            "on both sides (same split in data_gen and eval)."
-        },
+        metadata={"help": "Share of the task's groups (BBQ: templates) set aside by a hash; no group is on both sides."},
     )
     heldout: bool = field(
         default=False, metadata={"help": "Use the held-out share instead of the rest (eval: true, data_gen: false)."}
@@ -122,8 +119,8 @@ class RolloutOptions:
     generation_backend: Literal["hf", "vllm"] = field(
         default="hf",
         metadata={
-            "help": "hf: the project's decoding loop over transformers | vllm: a vLLM engine (GPU: the vllm extra; CPU: "
-            "scripts/setup_vllm.sh). Same rounds and trace rows; vllm is the choice for many examples on GPUs."
+            "help": "hf: the project's loop over transformers | vllm: a vLLM engine, same rounds and rows; for "
+            "many examples on GPUs (README: Generation with vLLM)."
         },
     )
     tensor_parallel_size: int = field(default=1, metadata={"help": "vllm backend: GPUs one engine spans (per process)."})
@@ -154,8 +151,7 @@ class OverwriteOption:
     overwrite: bool = field(
         default=False,
         metadata={
-            "help": "Start fresh in the output folder, deleting what this command wrote there before (a re-run "
-            "with the same settings resumes without it; other settings are refused without it)."
+            "help": "Delete what this command wrote in the output folder and start fresh (same settings resume without it)."
         },
     )
 
