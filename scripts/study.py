@@ -61,7 +61,7 @@ class Train:
 
 RL_BATCH = ("--per_device_prompts", "2", "--num_generations", "2", "--max_new_tokens", str(MAX_NEW_TOKENS))
 TRAIN = {
-    # The positive control's setting (issue 21): 8 updates of 4 conversations at lr 1e-3 removed every flip.
+    # The positive control's setting (review of 2026-12-01): 8 updates of 4 conversations at lr 1e-3 removed every flip.
     "sft_gold_stable": Train("sft", "sft_gold_stable.jsonl", 8, 1e-3, ("--per_device_train_batch_size", "4")),
     "sft_self_consistent": Train("sft", "sft_self_consistent.jsonl", 8, 1e-3, ("--per_device_train_batch_size", "4")),
     "dpo": Train("dpo", "dpo.jsonl", 24, 5e-4, ("--per_device_train_batch_size", "4")),

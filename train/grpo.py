@@ -16,7 +16,7 @@ and the shaping terms change the advantages of individual samples. In expectatio
 little: y1 is in the completion's prompt, so -alpha r1 is fixed given the completion's context (a
 baseline, zero expected gradient) and alpha r2 rescales the reward; only the group's
 normalisation by its standard deviation couples them. In an exact two-state case (signals audit,
-2026-12-01, issue 21) the expected gradient ratio fix / keep moves from 0.667 at alpha 0 to 0.694
+2026-12-01) the expected gradient ratio fix / keep moves from 0.667 at alpha 0 to 0.694
 at alpha 1, and to 0.646 with abandon_penalty 0.5, which favours keeping a right answer over fixing
 a wrong one. The shaping does not make fixing worth clearly more than keeping.
 

@@ -32,7 +32,7 @@ What the bonus does in expectation, credited this way. Attempt 2's return is (1 
 alpha r1. Given attempt 2's context [x1, y1, p], r1 is fixed, so -alpha r1 is a baseline: its
 expected gradient is zero. What remains is (1 + alpha) r2, which multiplies attempt 2's gradient by
 1 + alpha whether the episode keeps a right answer or fixes a wrong one: the bonus does not make
-fixing worth more than keeping. In an exact two-state case (signals audit, 2026-12-01, issue 21)
+fixing worth more than keeping. In an exact two-state case (signals audit, 2026-12-01)
 the expected attempt-2 gradient for keep / fix is 0.504 / 0.336 at alpha 0 and 5.544 / 3.696 at
 alpha 10 (both x11, ratio unchanged). What it does change is scale and variance: at alpha 10,
 attempt-2 advantages reach +-14 to +-21 against +-2 for attempt 1, before gradient clipping, so
