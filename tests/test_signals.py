@@ -349,3 +349,14 @@ def test_kround_refuses_change_penalty_on_a_task_whose_answer_is_a_score(tmp_pat
          "--output_dir", str(tmp_path / "out")],
     )  # fmt: skip
     assert p.returncode == 2 and "change_penalty needs answers that are choices or values" in p.stderr, p.stderr
+
+
+def test_kround_trainer_credits_episodes_with_their_verdicts_and_answers():
+    """The trainer hands each sampled episode's grader verdicts and parsed answers to the credit."""
+    from train.kround import KRoundConfig, KRoundTrainer
+    from train.online_rl import Episode
+
+    trainer = KRoundTrainer(None, KRoundConfig(change_penalty=1.0))
+    ep = Episode([[1], [1], [1]], [[2], [2], [2]], [0.9, 0.95, 0.97], [True, True, True], ["A", "B", "B"])
+    # u = [0.9 + 0.5, 0.95 + 0.5 - 1 (A -> B), 0.97 + 0.5]
+    assert trainer.episode_returns(ep, 0) == pytest.approx([3.32, 1.92, 1.47])
