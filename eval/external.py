@@ -36,7 +36,17 @@ class ExternalConfig:
             raise UserError("--predictions is required (a .jsonl of {id, responses})")
 
 
-OUTPUTS = ["traces.jsonl", "traces.jsonl.tmp.*", "shards", "metrics.json", "report.md", "*.png", "probe.json", "config.json"]
+OUTPUTS = [
+    "traces.jsonl",
+    "traces.jsonl.tmp.*",
+    "shards",
+    "metrics.json",
+    "lm_eval_results.json",
+    "report.md",
+    "*.png",
+    "probe.json",
+    "config.json",
+]
 
 
 def grade_predictions(task, examples: dict, predictions_path: str, prompt_set_name: str) -> Iterator[dict[str, Any]]:
