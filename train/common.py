@@ -397,6 +397,24 @@ def model_card(method: str, objective: str, setup: Setup, output_dir: str, extra
     return "\n".join(lines)
 
 
+def wandb_init_kwargs(run_name: str | None) -> dict[str, Any]:
+    """accelerate's ``init_trackers`` keyword for a wandb run name (None: wandb picks one)."""
+    return {"wandb": {"name": run_name}} if run_name else {}
+
+
+def push_folder_to_hub(output_dir: str, hub_model_id: str | None) -> str:
+    """Upload a finished training folder (adapter, tokenizer, card, config; not its checkpoints) to
+    the hub, as TRL's ``push_to_hub`` does for the TRL trainers. Returns the repository id."""
+    from huggingface_hub import HfApi
+
+    repo_id = hub_model_id or os.path.basename(os.path.abspath(output_dir))
+    api = HfApi()
+    api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=output_dir, ignore_patterns=["checkpoint-*", "checkpoint-*/**"])
+    print(f"pushed {output_dir} to the hub: {repo_id}", file=sys.stderr)
+    return repo_id
+
+
 def save_model_all_ranks(accelerator, model, output_dir: str) -> None:
     """Save the weights from an accelerate loop. Call on every process: under ZeRO-3 or FSDP each
     rank holds a shard, and ``get_state_dict`` gathers them (the main process writes the file)."""
