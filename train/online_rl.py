@@ -189,7 +189,7 @@ class OnlineRLConfig:
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "checkpoint-N folder to resume from."})
     report_to: str = field(default="none", metadata={"help": "none | wandb"})
     run_name: str | None = field(default=None, metadata={"help": "wandb run name (project: selfcorrect-<method>)."})
-    push_to_hub: bool = field(default=False, metadata={"help": "Upload the output folder (adapter, card, config) at the end."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload the finished output folder to the hub."})
     hub_model_id: str | None = field(
         default=None, metadata={"help": "Hub repository for push_to_hub (default: output folder name)."}
     )
