@@ -34,13 +34,15 @@ from selfcorrect.trace_run import generate_traces, load_examples
 
 EVAL_DEFAULTS = {"rounds": 5, "output_dir": "outputs/eval"}
 # What eval writes besides the traces (deleted by --overwrite).
-EVAL_OUTPUTS = ["metrics.json", "items.jsonl", "report.md", "*.png", "probe.json", "config.json"]
+LM_EVAL_FILE = "lm_eval_results.json"  # each round in lm-evaluation-harness's results layout
+EVAL_OUTPUTS = ["metrics.json", "items.jsonl", LM_EVAL_FILE, "report.md", "*.png", "probe.json", "config.json"]
 
 
 def evaluate_traces(traces: str, task, info: dict, ev: EvalConfig, output_dir: str, config: dict) -> dict:
     """traces.jsonl -> metrics.json, items.jsonl (each example's outcome per round, for eval.compare's
     paired tests) + report.md + plots in output_dir."""
     from eval.aggregate import compute_metrics
+    from eval.lm_eval_export import lm_eval_results
     from eval.report import verdict, write_report
     from selfcorrect.jsonl import dumps
 
@@ -64,6 +66,7 @@ def evaluate_traces(traces: str, task, info: dict, ev: EvalConfig, output_dir: s
         with open(probe_file) as f:
             metrics["probe"] = {k: v for k, v in json.load(f).items() if k not in ("w", "b")}
     write_atomic(os.path.join(output_dir, "metrics.json"), json_text(metrics))
+    write_atomic(os.path.join(output_dir, LM_EVAL_FILE), json_text(lm_eval_results(metrics, config)))
     report = write_report([(info["label"], metrics)], output_dir, f"Self-correction evaluation: {info['label']}")
     if ev.report_to == "wandb":
         _log_wandb(metrics, output_dir, config)

@@ -43,6 +43,7 @@ OUTPUTS = [
     "shards",
     "metrics.json",
     "items.jsonl",
+    "lm_eval_results.json",
     "report.md",
     "*.png",
     "probe.json",

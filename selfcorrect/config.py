@@ -434,10 +434,9 @@ def _option_lines(f: dataclasses.Field, tp: Any, default: Any, first_sentence: b
     if default not in (None, "", []):
         text += f" (default: {default})"
     head = f"  --{f.name} {_metavar(tp)}"
-    body = textwrap.wrap(text, max(width - _HELP_COL, 30)) or [""]
-    if len(head) + 2 > _HELP_COL:
-        return [head] + [" " * _HELP_COL + b for b in body]
-    return [head.ljust(_HELP_COL) + body[0]] + [" " * _HELP_COL + b for b in body[1:]]
+    # a long option name pushes its first line of help right instead of taking a line of its own
+    first = head.ljust(_HELP_COL) if len(head) + 2 <= _HELP_COL else head + "  "
+    return textwrap.wrap(text, max(width, _HELP_COL + 30), initial_indent=first, subsequent_indent=" " * _HELP_COL) or [head]
 
 
 def format_help(types_: list[type], prog: str, description: str | None, defaults: dict[str, Any]) -> str:

@@ -37,11 +37,23 @@ _NOISE = (
 _NOISE_LOGS = {"transformers.modeling_layers": "Caching is incompatible with gradient checkpointing"}
 
 
+class _DropLines(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+_LOG_FILTERS = {name: _DropLines(text) for name, text in _NOISE_LOGS.items()}  # one each: addFilter skips repeats
+
+
 def quiet_library_noise() -> None:
     for message in _NOISE:
         warnings.filterwarnings("ignore", message=message)
-    for name, text in _NOISE_LOGS.items():
-        logging.getLogger(name).addFilter(lambda record, text=text: text not in record.getMessage())
+    for name, log_filter in _LOG_FILTERS.items():
+        logging.getLogger(name).addFilter(log_filter)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not os.environ.get("DS_ACCELERATOR"):
         try:  # without CUDA, tell DeepSpeed so, instead of letting it warn that it found none

@@ -457,7 +457,9 @@ def test_training_refuses_another_methods_folder(tiny_model_dir, tmp_path, capsy
         *cli(sft, [*common, "--dataset_path", f"{data}/sft.jsonl", "--learning_rate", "1e-3"], capsys), "learning_rate"
     )
     card = open(os.path.join(out, "README.md")).read()
-    assert card.startswith("---\nbase_model: ") and "library_name: peft" in card
+    # A local model and local data: no hub ids to claim, so the front matter names none; the table does.
+    assert card.startswith("---\nlibrary_name: peft") and "base_model:" not in card and "datasets:" not in card
+    assert f"| base model | {tiny_model_dir} (local) |" in card and f"| data_gen source | {fixture('bbq')} (local) |" in card
     assert f"--dataset_path {fixture('bbq')}" in card
     # logging_steps (TRL's default 10) is longer than the run: the card reports the run's average loss.
     assert "final train loss | " in card and "(average over the run)" in card and "| n/a |" not in card
@@ -621,3 +623,29 @@ def test_push_to_hub_reaches_the_trainer_config(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")
     setup, args, cfg = parse_training([SFTArgs, SFTConfig], argv, "t")
     assert cfg.push_to_hub is True and cfg.hub_model_id == "me/adapter" and setup.data.dataset_path == "x.jsonl"
+
+
+def test_model_card_names_hub_inputs_by_their_ids(tmp_path):
+    """Hub inputs are hub ids in the card's front matter (the hub links base_model and datasets)."""
+    from types import SimpleNamespace
+
+    from selfcorrect.config import DataSource, OverwriteOption, TaskOptions
+    from train.common import Setup, TrainOptions, model_card
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "config.json").write_text(json.dumps({"task": "bbq", "dataset_path": None, "split": "test"}))
+    model = SimpleNamespace(
+        model_name_or_path="Qwen/Qwen2.5-1.5B-Instruct",
+        use_peft=True,
+        load_in_4bit=False,
+        lora_r=16,
+        lora_alpha=32,
+        lora_target_modules=["all-linear"],
+    )
+    setup = Setup(model, DataSource(dataset_path=str(data / "sft.jsonl")), TaskOptions(), TrainOptions(), OverwriteOption())
+    card = model_card("sft", "cross-entropy", setup, str(tmp_path / "out"), {})
+    front = card.split("---")[1]
+    assert "base_model: Qwen/Qwen2.5-1.5B-Instruct" in front and "datasets:\n- oskarvanderwal/bbq" in front
+    setup.model.model_name_or_path = "smollm2-135m-instruct"  # the embedded demo model is that hub model's weights
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in model_card("sft", "x", setup, str(tmp_path / "o"), {})

@@ -109,6 +109,14 @@ def test_eval_score_unifiedqa_predictions(tmp_path, release):
             assert got[key] == pytest.approx(value, abs=1e-12), (cat, key)
     assert m["run"]["rounds"] == 1 and m["run"]["n_examples"] == len(preds)
     assert (out / "report.md").exists()
+    # The same round in lm-evaluation-harness's results layout, for dashboards that read that format.
+    lm = json.loads((out / "lm_eval_results.json").read_text())
+    (name,) = lm["results"]
+    assert name == "selfcorrect_bbq_external_round1" and lm["results"][name]["alias"] == name
+    assert lm["results"][name]["accuracy,none"] == m["headline"]["values"][0]
+    assert lm["results"][name]["bias_ambiguous,none"] == m["per_round"][0]["task"]["bias_ambiguous"]
+    assert lm["n-shot"] == {name: 0} and lm["n-samples"][name]["effective"] == len(preds)
+    assert lm["group_subtasks"] == {"selfcorrect_bbq_external": [name]} and lm["configs"][name]["task"] == name
 
 
 def test_eval_score_rejects_bad_predictions(tmp_path):

@@ -392,6 +392,40 @@ def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
     return render_chat(tokenizer, messages)
 
 
+def data_gen_config(setup: Setup) -> dict[str, Any]:
+    """The resolved config of the data_gen run that wrote the training file ({} when it is not beside it)."""
+    made_by = os.path.join(os.path.dirname(os.path.abspath(setup.data.dataset_path or ".")), "config.json")
+    try:
+        with open(made_by, encoding="utf-8") as f:
+            dg = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return dg if isinstance(dg, dict) else {}
+
+
+def hub_model_id(name_or_path: str) -> str | None:
+    """The hub id a model argument names, or None for a local folder."""
+    from selfcorrect.modeling import SMOLLM2_ALIAS, SMOLLM2_HUB_ID
+
+    if name_or_path == SMOLLM2_ALIAS:
+        return SMOLLM2_HUB_ID  # the embedded copy is that model's weights (from its GGUF release)
+    return None if os.path.isdir(name_or_path) else name_or_path
+
+
+def source_dataset(setup: Setup) -> tuple[str | None, str]:
+    """(hub dataset id or None, how the card names the data data_gen ran on): the task's hub dataset
+    when data_gen read no local path, else that path, marked local."""
+    dg = data_gen_config(setup)
+    if not dg:
+        return None, f"{setup.data.dataset_path} (local)"
+    if dg.get("dataset_path"):
+        return None, f"{dg['dataset_path']} (local)"
+    from selfcorrect.tasks import get_task
+
+    hub = getattr(get_task(dg.get("task", setup.task.task)), "hub_id", None)
+    return hub, hub or "the task's default data"
+
+
 def eval_command(output_dir: str, setup: Setup) -> str:
     """The eval command for this adapter, on the held-out part of the data data_gen ran on when its
     config.json is beside the training file (so the command runs as written)."""
@@ -401,13 +435,8 @@ def eval_command(output_dir: str, setup: Setup) -> str:
     ]
     if setup.task.prompt_sets_file:
         parts.append(f"--prompt_sets_file {setup.task.prompt_sets_file}")
-    made_by = os.path.join(os.path.dirname(os.path.abspath(setup.data.dataset_path or ".")), "config.json")
-    if os.path.isfile(made_by):
-        try:
-            with open(made_by, encoding="utf-8") as f:
-                dg = json.load(f)
-        except (OSError, ValueError):
-            dg = {}
+    dg = data_gen_config(setup)
+    if dg:
         if dg.get("dataset_path"):
             parts.append(f"--dataset_path {dg['dataset_path']} --split {dg.get('split', 'test')}")
         if dg.get("heldout_fraction"):
@@ -422,17 +451,20 @@ def model_card(method: str, objective: str, setup: Setup, output_dir: str, extra
     adapter = "QLoRA 4-bit" if m.load_in_4bit else "LoRA" if m.use_peft else "none (full fine-tuning)"
     if m.use_peft:
         adapter += f", r={m.lora_r}, alpha={m.lora_alpha}, targets={targets}"
+    # The hub reads base_model and datasets as hub ids: local paths stay out of the front matter and
+    # are named in the table, marked local.
+    base_id = hub_model_id(m.model_name_or_path)
+    data_id, data_source = source_dataset(setup)
     front = [
         "---",
-        f"base_model: {m.model_name_or_path}",
+        *([f"base_model: {base_id}"] if base_id else []),
         f"library_name: {'peft' if m.use_peft else 'transformers'}",
         "tags:",
         "- selfcorrect",
         f"- {method}",
         "- self-correction",
         f"- {t.task}",
-        "datasets:",
-        f"- {setup.data.dataset_path}",
+        *(["datasets:", f"- {data_id}"] if data_id else []),
         "---",
         "",
     ]
@@ -443,10 +475,11 @@ def model_card(method: str, objective: str, setup: Setup, output_dir: str, extra
         "",
         "| | |",
         "|---|---|",
-        f"| base model | {m.model_name_or_path} |",
+        f"| base model | {base_id or m.model_name_or_path + ' (local)'} |",
         f"| method | {method} |",
         f"| objective | {objective} |",
-        f"| training data | {setup.data.dataset_path} |",
+        f"| training data | {setup.data.dataset_path} (local, written by data_gen) |",
+        f"| data_gen source | {data_source} |",
         f"| task / prompt set | {t.task} / {t.prompt_set} |",
         f"| adapter | {adapter} |",
     ]
@@ -454,6 +487,24 @@ def model_card(method: str, objective: str, setup: Setup, output_dir: str, extra
         lines.append(f"| {k} | {v} |")
     lines += ["", "## Evaluate next", "", "```bash", eval_command(output_dir, setup), "```", ""]
     return "\n".join(lines)
+
+
+def wandb_init_kwargs(run_name: str | None) -> dict[str, Any]:
+    """accelerate's ``init_trackers`` keyword for a wandb run name (None: wandb picks one)."""
+    return {"wandb": {"name": run_name}} if run_name else {}
+
+
+def push_folder_to_hub(output_dir: str, hub_model_id: str | None) -> str:
+    """Upload a finished training folder (adapter, tokenizer, card, config; not its checkpoints) to
+    the hub, as TRL's ``push_to_hub`` does for the TRL trainers. Returns the repository id."""
+    from huggingface_hub import HfApi
+
+    repo_id = hub_model_id or os.path.basename(os.path.abspath(output_dir))
+    api = HfApi()
+    api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=output_dir, ignore_patterns=["checkpoint-*", "checkpoint-*/**"])
+    print(f"pushed {output_dir} to the hub: {repo_id}", file=sys.stderr)
+    return repo_id
 
 
 def save_model_all_ranks(accelerator, model, output_dir: str) -> None:

@@ -216,6 +216,11 @@ class OnlineRLConfig:
     save_steps: int = field(default=0, metadata={"help": "Save a resumable checkpoint every N steps (0 = only at the end)."})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "checkpoint-N folder to resume from."})
     report_to: str = field(default="none", metadata={"help": "none | wandb"})
+    run_name: str | None = field(default=None, metadata={"help": "wandb run name (project: selfcorrect-<method>)."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload the finished output folder to the hub."})
+    hub_model_id: str | None = field(
+        default=None, metadata={"help": "Hub repository for push_to_hub (default: output folder name)."}
+    )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the hub."})
 
     def __post_init__(self) -> None:
@@ -286,6 +291,7 @@ class OnlineRLTrainer:
             prepare_run,
             read_training_rows,
             trainable_snapshot,
+            wandb_init_kwargs,
         )
 
         setup, cfg = self.setup_args, self.cfg
@@ -335,7 +341,11 @@ class OnlineRLTrainer:
             with open(os.path.join(resume, "online_rl_state.json")) as f:
                 self.start_step = json.load(f)["step"]
         if self.accelerator.is_main_process and cfg.report_to == "wandb":
-            self.accelerator.init_trackers(f"selfcorrect-{self.method}", config={**vars(setup.task), **vars(cfg)})
+            self.accelerator.init_trackers(
+                f"selfcorrect-{self.method}",
+                config={**vars(setup.task), **vars(cfg)},
+                init_kwargs=wandb_init_kwargs(cfg.run_name),
+            )
         sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.seed)
         group = cfg.per_device_prompts * cfg.num_generations
         self.gen = Generator(self.policy, self.tokenizer, sampling, batch_size=group)
@@ -545,7 +555,7 @@ class OnlineRLTrainer:
                 json.dump({"step": step, "method": self.method}, f)
 
     def save_final(self) -> None:
-        from train.common import not_moved, save_model_all_ranks, save_outputs, weights_moved
+        from train.common import not_moved, push_folder_to_hub, save_model_all_ranks, save_outputs, weights_moved
 
         accelerator, cfg, setup = self.accelerator, self.cfg, self.setup_args
         accelerator.wait_for_everyone()
@@ -577,6 +587,8 @@ class OnlineRLTrainer:
                     f.write(json.dumps(h) + "\n")
             if moved is False:
                 print(f"warning: {extra['warning']}", file=sys.stderr)
+            if cfg.push_to_hub:
+                push_folder_to_hub(cfg.output_dir, cfg.hub_model_id)
             print(f"{self.method} done: {cfg.output_dir}", file=sys.stderr)
 
 
