@@ -329,7 +329,7 @@ def test_a_folder_in_use_is_refused_before_any_work_and_a_dead_holder_frees_it(t
         ("eval.__main__", "--threshold", "nan"),
         ("eval.__main__", "--epsilon", "nan"),
         ("eval.__main__", "--delta", "nan"),
-        ("eval.external", "--epsilon", "-inf"),
+        ("eval.__main__", "--epsilon", "-inf"),
         ("train.sft", "--learning_rate", "nan"),
         ("train.dpo", "--adam_beta1", "nan"),
         ("train.dpo", "--beta", "inf"),

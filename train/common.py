@@ -192,11 +192,13 @@ def claim_output_dir(method: str, setup: Setup, cfg: Any, resume: str | None, is
                 settings[k] = v
     command, overwrite = f"train/{method}", setup.overwrite.overwrite
     if resume and not overwrite:
-        # A resumed run continues the one recorded there (a folder without a record is accepted as is).
-        if os.path.exists(os.path.join(cfg.output_dir, "run.json")):
-            check_run(cfg.output_dir, command, settings, _OWNED, False)
+        # A resumed run continues the one recorded there, or records itself in a new folder (a folder
+        # holding a run without a record, from an older version, is accepted as is).
+        out = cfg.output_dir
+        if os.path.exists(os.path.join(out, "run.json")) or not os.path.isdir(out) or not os.listdir(out):
+            check_run(out, command, settings, _OWNED, False)
         else:
-            lock_output_dir(cfg.output_dir)
+            lock_output_dir(out)
         return resume, False
     if not check_run(cfg.output_dir, command, settings, _OWNED, overwrite):
         return None, False
