@@ -103,15 +103,20 @@ def main() -> None:
     path = resolve_model_path(a.model)
     tok = load_tokenizer(a.model)
     sampling = SamplingConfig(max_new_tokens=a.max_new_tokens)
+    def done(name, dt, tokens):
+        print(f"{name}: {dt:.1f} s, {tokens} tokens, {tokens / dt:.1f} tok/s", file=sys.stderr, flush=True)
+
     with torch.no_grad():
         model = load_model(a.model, dtype=a.dtype, device=device)
-        naive, t_naive, n_naive = timed(NaiveGenerator(model, tok, sampling, a.batch_size), task, ps, examples, a.rounds)
         ours, t_ours, n_ours = timed(Generator(model, tok, sampling, a.batch_size), task, ps, examples, a.rounds)
-        del model
-    t0 = time.perf_counter()
-    llm = start_engine(path, a.dtype)
-    t_start = time.perf_counter() - t0
-    vl, t_vllm, n_vllm = timed(VLLMGenerator(path, tok, sampling, llm=llm), task, ps, examples, a.rounds)
+        done("ours", t_ours, n_ours)
+        t0 = time.perf_counter()
+        llm = start_engine(path, a.dtype)
+        t_start = time.perf_counter() - t0
+        vl, t_vllm, n_vllm = timed(VLLMGenerator(path, tok, sampling, llm=llm), task, ps, examples, a.rounds)
+        done(f"vllm (engine start {t_start:.1f} s)", t_vllm, n_vllm)
+        naive, t_naive, n_naive = timed(NaiveGenerator(model, tok, sampling, a.batch_size), task, ps, examples, a.rounds)
+        done("naive", t_naive, n_naive)
     result = {
         "name": "vllm_generation",
         "model": a.model,
