@@ -253,12 +253,13 @@ def test_step_log_counts_groups_without_signal_and_warns_once(tmp_path, capsys):
     from accelerate import Accelerator
 
     from train.kround import KRoundConfig, KRoundTrainer
-    from train.online_rl import round_advantages
+    from train.online_rl import Episode, round_advantages
 
     trainer = KRoundTrainer(None, KRoundConfig(output_dir=str(tmp_path), num_generations=2, rounds=2))
     trainer.accelerator = Accelerator(cpu=True)
     rewards = [[1.0, 1.0], [1.0, 1.0], [0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]
-    advantages = round_advantages([trainer.returns(r, 0) for r in rewards], 2)
+    episodes = [Episode([[]] * 2, [[]] * 2, r, [x == 1.0 for x in r], ["A" if x == 1.0 else "B" for x in r]) for r in rewards]
+    advantages = round_advantages([trainer.episode_returns(ep, 0) for ep in episodes], 2)
     parts = {"loss": 0.5, "pg": [0.25, 0.125], "kl": [0.01, 0.02], "lr": 3e-4}
     logs = [trainer.step_log(s, rewards, advantages, parts) for s in range(4)]
     log = logs[0]

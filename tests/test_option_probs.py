@@ -49,6 +49,7 @@ def _example():
         choices=CHOICES,
         fields={
             "category": "Age",
+            "question_index": "1",
             "context_condition": "ambig",
             "question_polarity": "neg",
             "unknown_option": "C",
