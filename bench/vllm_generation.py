@@ -103,6 +103,7 @@ def main() -> None:
     path = resolve_model_path(a.model)
     tok = load_tokenizer(a.model)
     sampling = SamplingConfig(max_new_tokens=a.max_new_tokens)
+
     def done(name, dt, tokens):
         print(f"{name}: {dt:.1f} s, {tokens} tokens, {tokens / dt:.1f} tok/s", file=sys.stderr, flush=True)
 
