@@ -34,7 +34,7 @@ def run_job(job: dict) -> None:
         assert share % g == 0, "each process must get whole groups"
         mine = episodes[rank * share : (rank + 1) * share]
         rewards = [ep.rewards for ep in mine]
-        returns = [trainer.returns(r, step) for r in rewards]
+        returns = [trainer.episode_returns(ep, step) for ep in mine]
         advantages = round_advantages(returns, g)
         parts = trainer.update(mine, advantages, s["kl"])
         print(f"rank {rank} finished the update of step {step}", file=sys.stderr, flush=True)
@@ -50,9 +50,14 @@ def run_job(job: dict) -> None:
 
 
 def main(path: str) -> None:
+    from selfcorrect.run_identity import release_locks
+
     with open(path) as f:
         for job in json.load(f):
             run_job(job)
+            # Each job is one run, as one command would be: it gives up its output folder when done
+            # (run_cli does this for a command), so a later run in another process may claim it.
+            release_locks()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 the on-policy update under DDP (2 gloo processes, accelerate_configs/cpu_ddp.yaml) equals the
 one-process update over the same episodes, on chat templates of three families."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -52,13 +53,13 @@ def update_jobs(tmp_path_factory, rl_file):
                 episodes = trainer.sample(step)
                 k = trainer.rounds()
                 for ep, r in zip(episodes, hand_made_rewards(len(episodes), k, trainer.cfg.num_generations, step)):
-                    ep.rewards = r
+                    ep.rewards, ep.correct = r, [x == 1.0 for x in r]
                 half = len(episodes) // 2
                 counts = [sum(len(pack_episode(ep)) for ep in part) for part in (episodes[:half], episodes[half:])]
                 uneven[(style, method, step)] = counts[0] != counts[1]
                 steps.append(
                     {
-                        "episodes": [{"prompts": e.prompts, "responses": e.responses, "rewards": e.rewards} for e in episodes],
+                        "episodes": [dataclasses.asdict(e) for e in episodes],
                         "kl": trainer.kl_coefs(step),
                     }
                 )
