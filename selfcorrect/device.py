@@ -18,12 +18,35 @@ def default_device() -> str:
     return "cuda" if cuda_available() else "cpu"
 
 
+def _on(env: dict[str, str], key: str) -> bool:
+    return env.get(key, "").lower() in ("1", "true", "yes")
+
+
+def deepspeed_on_cpu(env: dict[str, str] | None = None) -> bool:
+    """An ``accelerate launch`` with a DeepSpeed config on a machine without CUDA (cpu_zero2.yaml,
+    cpu_zero3.yaml): DeepSpeed runs through its CPU accelerator over gloo."""
+    env = dict(os.environ if env is None else env)
+    return _on(env, "ACCELERATE_USE_DEEPSPEED") and not cuda_available()
+
+
+def process_group_kwargs() -> dict:
+    """What accelerate needs to build the right process group on this machine.
+
+    Without CUDA, cpu_ddp.yaml's processes join a gloo group only when told ``cpu=True`` (else
+    each thinks it is the only one). Under DeepSpeed, ``cpu=True`` makes accelerate skip DeepSpeed
+    without a word, and ``cpu=False`` finds no backend: it hands None to DeepSpeed, whose CPU
+    accelerator then forms the group while accelerate records one process and rank 0 on every
+    rank (accelerate 1.15, state.py). Naming gloo keeps DeepSpeed and the real world size."""
+    if deepspeed_on_cpu():
+        return {"cpu": False, "backend": "gloo"}
+    return {"cpu": not cuda_available()}
+
+
 def process_state():
-    """accelerate's process state; on a machine without CUDA the processes of cpu_ddp.yaml join a
-    gloo group (PartialState() alone would leave each of them thinking it is the only one)."""
+    """accelerate's process state, with the process group this machine and launch need."""
     from accelerate import PartialState
 
-    return PartialState(cpu=not cuda_available())
+    return PartialState(**process_group_kwargs())
 
 
 def check_device(device: str | None) -> None:
@@ -53,20 +76,17 @@ def check_launch_matches_machine(env: dict[str, str] | None = None, gpus: int | 
     process in its own words."""
     env = dict(os.environ if env is None else env)
     gpus = gpu_count() if gpus is None else gpus
-    on = lambda key: env.get(key, "").lower() in ("1", "true", "yes")  # noqa: E731
     local = int(env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE", "1")))
-    # Several processes without a GPU are fine (cpu_ddp.yaml runs gloo); these are GPU-only.
-    wants_gpu = (
-        on("ACCELERATE_USE_DEEPSPEED")
-        or on("ACCELERATE_USE_FSDP")
-        or (env.get("ACCELERATE_MIXED_PRECISION", "no") in ("bf16", "fp16"))
-    )
-    if gpus == 0 and wants_gpu and not on("ACCELERATE_USE_CPU"):
+    # Several processes without a GPU are fine: cpu_ddp.yaml runs gloo, cpu_zero2/3.yaml run
+    # DeepSpeed's CPU accelerator. FSDP on CPU would run as independent processes (accelerate falls
+    # back to DistributedType.NO), and bf16/fp16 mixed precision is for GPUs.
+    wants_gpu = _on(env, "ACCELERATE_USE_FSDP") or env.get("ACCELERATE_MIXED_PRECISION", "no") in ("bf16", "fp16")
+    if gpus == 0 and wants_gpu and not _on(env, "ACCELERATE_USE_CPU"):
         raise UserError(
-            "the accelerate config expects GPUs (DeepSpeed, FSDP or bf16/fp16 mixed precision) but CUDA is "
-            "not available: use --config_file accelerate_configs/cpu.yaml (or cpu_ddp.yaml)"
+            "the accelerate config expects GPUs (FSDP or bf16/fp16 mixed precision) but CUDA is not available:"
+            " use --config_file accelerate_configs/cpu.yaml (or cpu_ddp.yaml, cpu_zero2.yaml, cpu_zero3.yaml)"
         )
-    if gpus > 0 and local > gpus and not on("ACCELERATE_USE_CPU"):
+    if gpus > 0 and local > gpus and not _on(env, "ACCELERATE_USE_CPU"):
         raise UserError(
             f"the accelerate config starts {local} processes on this machine but it has {gpus} GPU(s): set num_processes"
         )

@@ -31,6 +31,8 @@ _NOISE = (
     # TRL's configs default the deprecated `gradient_checkpointing` to True, so transformers warns even
     # when a recipe sets only the new `activation_checkpointing` or neither (the recipes use the new key).
     r".*`gradient_checkpointing` is deprecated.*",
+    # DeepSpeed 0.19 calls torch.distributed functions that torch 2.13 deprecates, once per collective.
+    r".*`torch.distributed.(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated.*",
 )
 # transformers turns the cache off in each checkpointed layer of a training forward and logs it, in
 # the middle of the progress bar; training keeps no cache, so the line tells the user nothing.

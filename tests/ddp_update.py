@@ -3,6 +3,7 @@ or in one process, and save the trainable parameters and step logs (tests/test_m
 compares the two).
 
     accelerate launch --config_file accelerate_configs/cpu_ddp.yaml tests/ddp_update.py JOBS.json
+    accelerate launch --config_file accelerate_configs/cpu_zero3.yaml tests/ddp_update.py JOBS.json
 
 JOBS.json lists jobs: {"method", "argv" (trainer arguments), "out" (a folder), "steps": [{"episodes":
 [{"prompts", "responses", "rewards"}], "kl": [...]}]}. Each process trains on its consecutive share of
@@ -21,6 +22,7 @@ def run_job(job: dict) -> None:
     from helpers import online_trainer
     from safetensors.torch import save_file
 
+    from train.common import gathered
     from train.online_rl import Episode, round_advantages
 
     trainer = online_trainer(job["method"], job["argv"])
@@ -40,9 +42,11 @@ def run_job(job: dict) -> None:
         print(f"rank {rank} finished the update of step {step}", file=sys.stderr, flush=True)
         done.append((rewards, advantages, parts))
     logs = [trainer.step_log(step, *d) for step, d in enumerate(done)]
+    named = [(n, p) for n, p in trainer.policy.named_parameters() if p.requires_grad]
+    with gathered([p for _, p in named]):  # whole again under ZeRO-3 (every process enters)
+        params = {n: p.detach().clone().contiguous() for n, p in named}
     if acc.is_main_process:
         os.makedirs(job["out"], exist_ok=True)
-        params = {n: p.detach().contiguous() for n, p in trainer.policy.named_parameters() if p.requires_grad}
         save_file(params, os.path.join(job["out"], "params.safetensors"))
         with open(os.path.join(job["out"], "logs.json"), "w") as f:
             json.dump(logs, f)

@@ -1,6 +1,7 @@
 """Several processes on this machine (the `multiprocess` tier; deselect with -m 'not multiprocess'):
-the on-policy update under DDP (2 gloo processes, accelerate_configs/cpu_ddp.yaml) equals the
-one-process update over the same episodes, on chat templates of three families."""
+the on-policy update under DDP (2 gloo processes, accelerate_configs/cpu_ddp.yaml) and under
+DeepSpeed ZeRO-2 and ZeRO-3 (cpu_zero2.yaml, cpu_zero3.yaml) equals the one-process update over the
+same episodes, on chat templates of three families."""
 
 import dataclasses
 import json
@@ -73,18 +74,35 @@ def test_two_process_update_equals_one_process_update(update_jobs):
     micro-batches. The old loop called backward once per micro-batch: DDP paired the all-reduces
     of different steps and the run hung. Now the parameters after two steps, and every logged
     value, equal the one-process run over the same episodes."""
-    from ddp_update import main as run_here
-    from safetensors.torch import load_file
-
     root, jobs, uneven = update_jobs
     assert uneven[("llama3", "kround", 0)] or uneven[("llama3", "kround", 1)]  # the case that hung
     assert sum(uneven.values()) >= 4
+    assert_launched_update_equals_one_process(root, jobs, "cpu_ddp")
+
+
+@pytest.mark.parametrize("config", ["cpu_zero2", "cpu_zero3"])
+def test_zero_update_equals_one_process_update(update_jobs, config):
+    """Under DeepSpeed, accelerate's backward steps the engine at every call, so each micro-batch
+    would be an optimizer step (and the loop's clipping and step would do nothing). The loop now
+    marks the last micro-batch as the accumulation boundary and steps the engine once, which clips
+    to max_grad_norm: the parameters after two steps equal the one-process run's, on the
+    Llama-3-style template whose processes hold different numbers of micro-batches."""
+    root, jobs, uneven = update_jobs
+    assert uneven[("llama3", "kround", 0)] or uneven[("llama3", "kround", 1)]
+    assert_launched_update_equals_one_process(root, [j for j in jobs if j["name"].startswith("llama3")], config)
+
+
+def assert_launched_update_equals_one_process(root, jobs, config: str) -> None:
+    from ddp_update import main as run_here
+    from safetensors.torch import load_file
+
     one = [dict(j, out=str(root / "one" / j["name"])) for j in jobs]
-    two = [dict(j, out=str(root / "two" / j["name"])) for j in jobs]
-    (root / "one.json").write_text(json.dumps(one))
-    (root / "two.json").write_text(json.dumps(two))
-    run_here(str(root / "one.json"))
-    p = launch("cpu_ddp", "tests/ddp_update.py", [str(root / "two.json")], timeout=400)
+    two = [dict(j, out=str(root / config / j["name"])) for j in jobs]
+    todo = [j for j in one if not os.path.exists(os.path.join(j["out"], "params.safetensors"))]
+    (root / f"one-{config}.json").write_text(json.dumps(todo))
+    (root / f"{config}.json").write_text(json.dumps(two))
+    run_here(str(root / f"one-{config}.json"))
+    p = launch(config, "tests/ddp_update.py", [str(root / f"{config}.json")], timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     for a, b in zip(one, two):
         pa, pb = load_file(os.path.join(a["out"], "params.safetensors")), load_file(os.path.join(b["out"], "params.safetensors"))

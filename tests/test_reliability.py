@@ -130,7 +130,12 @@ def test_accelerate_config_must_match_machine():
     with pytest.raises(UserError, match="expects GPUs"):
         check_launch_matches_machine({"ACCELERATE_MIXED_PRECISION": "bf16"}, gpus=0)
     with pytest.raises(UserError, match="expects GPUs"):
-        check_launch_matches_machine({"ACCELERATE_USE_DEEPSPEED": "true"}, gpus=0)
+        check_launch_matches_machine({"ACCELERATE_USE_FSDP": "true"}, gpus=0)  # would run as independent processes
+    with pytest.raises(UserError, match="expects GPUs"):  # zero2.yaml: bf16
+        check_launch_matches_machine({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_MIXED_PRECISION": "bf16"}, gpus=0)
+    check_launch_matches_machine(
+        {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_MIXED_PRECISION": "no"}, gpus=0
+    )  # cpu_zero2.yaml
     with pytest.raises(UserError, match="starts 8 processes on this machine but it has 1 GPU"):
         check_launch_matches_machine({"LOCAL_WORLD_SIZE": "8"}, gpus=1)
     check_launch_matches_machine({"ACCELERATE_MIXED_PRECISION": "no", "LOCAL_WORLD_SIZE": "2"}, gpus=0)  # cpu_ddp.yaml

@@ -227,3 +227,49 @@ def test_data_gen_and_eval_write_the_same_files(tiny_model_dir, tiny_engine, tmp
     m_vl = json.loads((out["vllm"] / "metrics.json").read_text())
     for key in ("headline", "per_round", "convergence"):
         assert close(m_hf[key], m_vl[key]), (key, m_hf[key], m_vl[key])
+
+
+def test_data_gen_resumes_after_kill_9_losing_at_most_the_batch_in_flight(tiny_model_dir, tiny_engine, tmp_path):
+    """`python -m data_gen --generation_backend vllm` killed with SIGKILL (engine process included)
+    once a batch is on disk, then run again: every batch written before the kill is kept as it was,
+    the re-run resumes after them, and the finished file holds every id once with all its rounds,
+    the rows of an uninterrupted run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    args = ["--model_name_or_path", tiny_model_dir, "--dataset_path", fixture("bbq"), "--limit", "20", "--rounds", "2"]
+    args += ["--max_new_tokens", "12", "--batch_size", "4", "--generation_backend", "vllm"]
+    out, whole = tmp_path / "killed", tmp_path / "whole"
+    shard = out / "shards" / "rank0.jsonl"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "data_gen", *args, "--output_dir", str(out)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # the engine core runs in a child process: the kill takes the group
+    )
+    deadline = time.time() + 900  # the engine starts in the child first (minutes on a loaded CPU)
+    while time.time() < deadline and proc.poll() is None and not (shard.exists() and shard.stat().st_size > 0):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert shard.exists() and shard.stat().st_size > 0, "no batch was written before the kill"
+    before = [json.loads(line) for line in shard.read_text().splitlines() if line.endswith("}")]
+    assert 0 < len(before) < 20
+    p = run_command("data_gen.__main__", [*args, "--output_dir", str(out)])
+    assert p.returncode == 0, p.stderr
+    assert f"resuming: {len(before)} trajectories" in p.stderr  # only the batch in flight was lost
+    rows = list(read_rows(str(out / "traces.jsonl")))
+    assert len({r["id"] for r in rows}) == len(rows) == 20
+    assert all(len(r["rounds"]) == 2 for r in rows)
+    by_id = {r["id"]: r for r in rows}
+    assert all(close(by_id[r["id"]], r) for r in before)  # kept as written
+    p = run_command("data_gen.__main__", [*args, "--output_dir", str(whole)])
+    assert p.returncode == 0, p.stderr
+    _same_rows(str(whole / "traces.jsonl"), str(out / "traces.jsonl"))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from selfcorrect.config import DataSource, OverwriteOption, TaskOptions, check_range, config_to_dict, parse_config
-from selfcorrect.device import check_launch_matches_machine, cuda_available
+from selfcorrect.device import check_launch_matches_machine, cuda_available, deepspeed_on_cpu
 from selfcorrect.errors import NothingToDo, UserError
 from selfcorrect.jsonl import write_atomic
 from selfcorrect.modeling import merge_adapter
@@ -84,12 +84,15 @@ def keep_token_out_of_arguments(cfg: Any) -> None:
 
 def device_overrides(*config_types: type) -> list[str]:
     """Without CUDA, train on the CPU in fp32 whatever the recipe says (its bf16 is for GPUs). Only
-    keys the configs declare are overridden."""
+    keys the configs declare are overridden. Under DeepSpeed on the CPU (cpu_zero2/3.yaml),
+    ``use_cpu`` stays false, as it makes accelerate skip DeepSpeed, and the process group is gloo
+    (``selfcorrect.device.process_group_kwargs`` says why)."""
     if cuda_available():
         return []
     known = {f.name for t in config_types for f in dataclasses.fields(t)}
     out: list[str] = []
-    for key, value in (("use_cpu", "true"), ("bf16", "false"), ("fp16", "false"), ("dtype", "float32")):
+    device = [("use_cpu", "false"), ("ddp_backend", "gloo")] if deepspeed_on_cpu() else [("use_cpu", "true")]
+    for key, value in (*device, ("bf16", "false"), ("fp16", "false"), ("dtype", "float32")):
         if key in known:
             out += [f"--{key}", value]
     return out
@@ -565,9 +568,23 @@ def trainable_snapshot(model, max_elements: int = 50_000_000) -> dict[str, Any]:
     """A CPU copy of the trainable weights (LoRA: a few MB), to tell at the end whether training
     moved them; empty for a full fine-tune of a large model (too big to copy)."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if sum(p.numel() for _, p in params) > max_elements:
+    if sum(getattr(p, "ds_numel", p.numel()) for _, p in params) > max_elements:
         return {}
-    return {n: p.detach().float().cpu().clone() for n, p in params}
+    with gathered([p for _, p in params]):
+        return {n: p.detach().float().cpu().clone() for n, p in params}
+
+
+def gathered(params: list[Any]):
+    """A context in which ZeRO-3's sharded parameters are whole (every process must enter it);
+    elsewhere a no-op. Under ZeRO-3 a parameter outside it is an empty shard, so a comparison of
+    weights would always differ."""
+    import contextlib
+
+    if not any(hasattr(p, "ds_id") for p in params):
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params)
 
 
 def weights_moved(model, initial: dict[str, Any]) -> bool | None:
@@ -577,8 +594,9 @@ def weights_moved(model, initial: dict[str, Any]) -> bool | None:
 
     if not initial:
         return None
-    with torch.no_grad():
-        for name, p in model.named_parameters():
+    named = list(model.named_parameters())
+    with torch.no_grad(), gathered([p for _, p in named if p.requires_grad]):
+        for name, p in named:
             key = name if name in initial else name.replace("module.", "", 1)
             if key in initial and not torch.equal(p.detach().float().cpu(), initial[key]):
                 return True

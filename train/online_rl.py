@@ -165,25 +165,59 @@ def token_logprobs(model, ids, att, temperature: float = 1.0):
     return selective_log_softmax(logits / temperature, ids[:, 1:])
 
 
-def check_data_parallel_only(method: str, env: dict[str, str] | None = None) -> None:
-    """The on-policy loop runs in one process or under DDP; refuse DeepSpeed and FSDP in one line.
+def check_not_fsdp(method: str, env: dict[str, str] | None = None) -> None:
+    """The on-policy loop runs in one process, under DDP or under DeepSpeed ZeRO; refuse FSDP in one line.
 
-    Under them this loop would be wrong, not slow: accelerate's DeepSpeed backward steps the engine
-    at every micro-batch (one optimizer step per micro-batch, with this loop's clipping and step
-    doing nothing), and under ZeRO-3 or FSDP the sampler would decode from sharded weights with a
-    different number of steps on each process. Neither is built yet (README, Limitations).
+    Under FSDP the sampler would decode from sharded weights with a different number of steps on
+    each process, and nothing here gathers them for sampling, as the ZeRO-3 path does.
 
-    >>> check_data_parallel_only("kround", {"ACCELERATE_USE_DEEPSPEED": "true"})
+    >>> check_not_fsdp("kround", {"ACCELERATE_USE_FSDP": "true"})
     Traceback (most recent call last):
     ...
-    selfcorrect.errors.UserError: kround runs in one process or under DDP, not under DeepSpeed: launch with accelerate_configs/ddp.yaml (GPUs) or cpu_ddp.yaml (CPU)
+    selfcorrect.errors.UserError: kround runs in one process, under DDP or under DeepSpeed, not under FSDP: launch with accelerate_configs/ddp.yaml, zero2.yaml or zero3.yaml (GPUs), or cpu_ddp.yaml (CPU)
     """
     env = dict(os.environ if env is None else env)
-    for key, engine in (("ACCELERATE_USE_DEEPSPEED", "DeepSpeed"), ("ACCELERATE_USE_FSDP", "FSDP")):
-        if env.get(key, "").lower() in ("1", "true", "yes"):
+    if env.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true", "yes"):
+        raise UserError(
+            f"{method} runs in one process, under DDP or under DeepSpeed, not under FSDP: launch with"
+            " accelerate_configs/ddp.yaml, zero2.yaml or zero3.yaml (GPUs), or cpu_ddp.yaml (CPU)"
+        )
+
+
+def fill_deepspeed_config(ds: dict[str, Any], micro_batch_size: int, num_processes: int, max_grad_norm: float) -> None:
+    """Fill the "auto" values of a DeepSpeed config for this loop, which takes its own steps.
+
+    accelerate fills "auto" from a prepared dataloader, and this loop has none. Each step runs a
+    varying number of micro-batches and marks the last as the accumulation boundary itself, so
+    DeepSpeed's own accumulation count is 1; its clipping is the loop's ``max_grad_norm``.
+
+    >>> ds = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+    ...       "train_batch_size": "auto", "gradient_clipping": "auto"}
+    >>> fill_deepspeed_config(ds, 4, 2, 1.0); ds
+    {'train_micro_batch_size_per_gpu': 4, 'gradient_accumulation_steps': 1, 'train_batch_size': 8, 'gradient_clipping': 1.0}
+    >>> fill_deepspeed_config({"gradient_clipping": 0.5}, 4, 2, 1.0)
+    Traceback (most recent call last):
+    ...
+    selfcorrect.errors.UserError: the DeepSpeed config sets gradient_clipping 0.5 but max_grad_norm is 1.0: set one of them so they agree, or leave gradient_clipping "auto"
+    """
+    wanted = {
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_accumulation_steps": 1,
+        "train_batch_size": micro_batch_size * num_processes,
+        "gradient_clipping": max_grad_norm,
+    }
+    for key, value in wanted.items():
+        if ds.get(key, "auto") == "auto":
+            ds[key] = value
+        elif key == "gradient_clipping" and float(ds[key]) != float(value):
             raise UserError(
-                f"{method} runs in one process or under DDP, not under {engine}: launch with"
-                " accelerate_configs/ddp.yaml (GPUs) or cpu_ddp.yaml (CPU)"
+                f"the DeepSpeed config sets gradient_clipping {ds[key]} but max_grad_norm is {value}: set one of them"
+                ' so they agree, or leave gradient_clipping "auto"'
+            )
+        elif key == "gradient_accumulation_steps" and int(ds[key]) != 1:
+            raise UserError(
+                f"the DeepSpeed config sets gradient_accumulation_steps {ds[key]}: the on-policy trainers take one"
+                ' optimizer step per training step, so leave it "auto" (or 1)'
             )
 
 
@@ -277,10 +311,11 @@ class OnlineRLTrainer:
     # -- set-up --
     def setup(self) -> None:
         import torch
-        from accelerate import Accelerator
-        from accelerate.utils import set_seed
+        from accelerate import Accelerator, DistributedType
+        from accelerate.utils import InitProcessGroupKwargs, set_seed
         from transformers import get_linear_schedule_with_warmup
 
+        from selfcorrect.device import deepspeed_on_cpu
         from selfcorrect.rollout import Generator, SamplingConfig
         from selfcorrect.tasks import task_and_prompt_set
         from selfcorrect.tasks.base import Example
@@ -295,13 +330,19 @@ class OnlineRLTrainer:
         )
 
         setup, cfg = self.setup_args, self.cfg
-        check_data_parallel_only(self.method)
+        check_not_fsdp(self.method)
         set_seed(cfg.seed)
         self.task, self.prompt_set = task_and_prompt_set(setup.task)
         if self.prompt_set.external:
             raise UserError(f"{self.method} trains intrinsic self-correction: use a prompt set without external feedback")
         resume = prepare_run(self.method, setup, cfg)
-        self.accelerator = Accelerator(cpu=cfg.use_cpu, log_with="wandb" if cfg.report_to == "wandb" else None)
+        self.accelerator = Accelerator(
+            cpu=cfg.use_cpu,
+            log_with="wandb" if cfg.report_to == "wandb" else None,
+            kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")] if deepspeed_on_cpu() else None,
+        )
+        self.deepspeed = self.accelerator.distributed_type == DistributedType.DEEPSPEED
+        self.zero3 = self.deepspeed and self.accelerator.state.deepspeed_plugin.zero_stage == 3
         rows = read_training_rows(setup.data.dataset_path, ("example",), setup.data.limit)
         check_provenance(rows, setup.data.dataset_path, self.task.name, self.prompt_set.name)
         self.examples = [
@@ -316,6 +357,10 @@ class OnlineRLTrainer:
             if setup.model.load_in_4bit:
                 model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
             model = get_peft_model(model, peft_config)
+        elif self.deepspeed:
+            # The reference model would need an engine of its own (sharded under ZeRO-3); with LoRA
+            # the reference is the base under the adapter, which the engine already holds.
+            raise UserError(f"{self.method} under DeepSpeed trains a LoRA adapter: set use_peft true")
         else:
             self.ref_model, _ = load_policy(setup.model, cfg.trust_remote_code)
             self.ref_model.requires_grad_(False).eval()
@@ -326,6 +371,13 @@ class OnlineRLTrainer:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.initial = trainable_snapshot(model)
         optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        if self.deepspeed:
+            fill_deepspeed_config(
+                self.accelerator.state.deepspeed_plugin.deepspeed_config,
+                cfg.micro_batch_size,
+                self.accelerator.num_processes,
+                cfg.max_grad_norm,
+            )
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         # Not prepared: accelerate's prepared scheduler steps once per process at every call (it
         # assumes a schedule sized for one process), so with N processes the decay would end after
@@ -373,16 +425,17 @@ class OnlineRLTrainer:
                 on_round(r)
 
         self.policy.eval()
-        traces = run_rounds(
-            self.gen,
-            self.task,
-            self.prompt_set,
-            examples,
-            self.rounds(),
-            samples=cfg.num_generations,
-            on_round=collect,
-            seed_key=f"s{step}/p{self.accelerator.process_index}/",
-        )
+        with self._weights_for_sampling():
+            traces = run_rounds(
+                self.gen,
+                self.task,
+                self.prompt_set,
+                examples,
+                self.rounds(),
+                samples=cfg.num_generations,
+                on_round=collect,
+                seed_key=f"s{step}/p{self.accelerator.process_index}/",
+            )
         return [
             Episode(
                 prompts=[by_round[t][e].prompt_ids for t in range(len(by_round))],
@@ -393,6 +446,20 @@ class OnlineRLTrainer:
             )
             for e, tr in enumerate(traces)
         ]
+
+    def _weights_for_sampling(self):
+        """Under ZeRO-3 every rank holds a shard of each weight, and a forward pass gathers them layer
+        by layer in collectives: ranks that decode different numbers of tokens would pair different
+        collectives and hang. So sampling runs on the gathered weights with the hooks removed
+        (TRL's ``unwrap_model_for_generation``, as its GRPO trainer does)."""
+        import contextlib
+
+        if not self.zero3:
+            return contextlib.nullcontext()
+        from trl.models.utils import unwrap_model_for_generation
+
+        kwargs = {"use_reentrant": False} if self.cfg.gradient_checkpointing else None
+        return unwrap_model_for_generation(self.model, self.accelerator, gradient_checkpointing_kwargs=kwargs)
 
     def update(self, episodes: list[Episode], advantages: list[list[float]], kl: list[float]) -> dict[str, Any]:
         """One optimizer step on this process's episodes; returns the loss, its per-round parts (this
@@ -429,7 +496,11 @@ class OnlineRLTrainer:
             att = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _, _ in chunk], device=accelerator.device)
             owner = torch.tensor([o + [-1] * (width - len(o)) for _, o, _ in chunk], device=accelerator.device)[:, 1:]
             adv = torch.tensor([advantages[e] for _, _, e in chunk], device=accelerator.device, dtype=torch.float32)
-            sync = contextlib.nullcontext() if i == n - 1 else accelerator.no_sync(self.model)
+            if self.deepspeed:  # the engine reduces at the boundary; its backward never steps here
+                self.model.set_gradient_accumulation_boundary(i == n - 1)
+                sync = contextlib.nullcontext()
+            else:
+                sync = contextlib.nullcontext() if i == n - 1 else accelerator.no_sync(self.model)
             with sync:
                 with accelerator.autocast():
                     logp = token_logprobs(self.model, ids, att, cfg.temperature)
@@ -440,16 +511,22 @@ class OnlineRLTrainer:
                             with self.policy.disable_adapter():
                                 ref = token_logprobs(self.policy, ids, att, cfg.temperature)
                 loss, parts = episode_loss(logp.float(), ref.float(), owner, adv, kl_coef, len(episodes))
-                accelerator.backward(loss)
+                if self.deepspeed:
+                    self.model.backward(loss)  # accelerate's backward would also step the engine
+                else:
+                    accelerator.backward(loss)
             total["loss"] += float(loss.detach())
             for key in ("pg", "kl"):
                 total[key] = [a + b for a, b in zip(total[key], parts[key])]
-        if cfg.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
         total["lr"] = self.optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it next)
-        self.optimizer.step()
+        if self.deepspeed:
+            self.model.step()  # clips to gradient_clipping (= max_grad_norm), steps, zeroes the gradients
+        else:
+            if cfg.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad()
         self.scheduler.step()
-        self.optimizer.zero_grad()
         return total
 
     # -- the loop --
