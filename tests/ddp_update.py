@@ -50,6 +50,10 @@ def run_job(job: dict) -> None:
         save_file(params, os.path.join(job["out"], "params.safetensors"))
         with open(os.path.join(job["out"], "logs.json"), "w") as f:
             json.dump(logs, f)
+        with open(os.path.join(job["out"], "state.json"), "w") as f:  # which engine really ran
+            plugin = acc.state.deepspeed_plugin
+            engine = {"distributed_type": acc.distributed_type.value, "num_processes": world}
+            json.dump({**engine, "zero_stage": plugin.zero_stage if plugin else None}, f)
     acc.wait_for_everyone()
 
 

@@ -200,7 +200,10 @@ def test_empty_dataset(tmp_path, tiny_model_dir):
 
 
 @pytest.mark.slow  # the whole command on a model, in subprocesses
-def test_two_processes_take_disjoint_shards(tiny_model_dir, bbq_dir, tmp_path):
+@pytest.mark.parametrize("config", ["cpu_ddp", pytest.param("cpu_zero2", marks=pytest.mark.multiprocess)])
+def test_two_processes_take_disjoint_shards(tiny_model_dir, bbq_dir, tmp_path, config):
+    """Rank r takes examples r, r + 2, ...; under cpu_zero2.yaml too, where the process group comes
+    from DeepSpeed's CPU accelerator (selfcorrect.device.process_group_kwargs)."""
     out = tmp_path / "ddp"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     p = subprocess.run(
@@ -209,7 +212,7 @@ def test_two_processes_take_disjoint_shards(tiny_model_dir, bbq_dir, tmp_path):
             "-m",
             "accelerate.commands.launch",
             "--config_file",
-            "accelerate_configs/cpu_ddp.yaml",
+            f"accelerate_configs/{config}.yaml",
             "-m",
             "data_gen",
             "--model_name_or_path",

@@ -3,6 +3,7 @@ cpu_zero3.yaml: two processes, DeepSpeed's CPU accelerator over gloo), against t
 DDP (cpu_ddp.yaml): two optimizer steps, the first step's loss equal, and an adapter that is whole
 (no empty ZeRO-3 shard), moved and reloadable. The `multiprocess` tier."""
 
+import glob
 import json
 import os
 
@@ -44,7 +45,7 @@ def trainer_args(method: str, model: str, data) -> list[str]:  # noqa: F811
             *("--prompt_set", "intrinsic", "--per_device_train_batch_size", "4", "--num_generations", "4"),
             *("--max_completion_length", "8", *trl_steps),
         ]
-    rl = [*toy_rl_args(model, data), *STEPS, "--per_device_prompts", "2", "--num_generations", "2"]
+    rl = [*toy_rl_args(model, data), *STEPS, "--per_device_prompts", "2", "--num_generations", "2", "--save_steps", "2"]
     return [*rl, "--stage1_steps", "1"] if method == "score" else [*rl, "--rounds", "2"]
 
 
@@ -83,6 +84,10 @@ def test_trainer_under_zero_matches_ddp_and_saves_a_whole_adapter(method, config
     out = str(tmp_path / method)
     p = launch(method, config, [*trainer_args(method, tiny_model_dir, data), "--output_dir", out], timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
+    # accelerate can fall back to plain DDP without a word (it does with cpu=True): DeepSpeed's own
+    # ZeRO checkpoint files show that the engine ran, and the DDP run has none.
+    zero_files = lambda d: glob.glob(os.path.join(d, "checkpoint-2", "**", "*zero_pp_rank_*"), recursive=True)  # noqa: E731
+    assert zero_files(out) and not zero_files(ref)
     got, want = first_step(method, out), first_step(method, ref)
     assert got.keys() == want.keys()
     for key in want:

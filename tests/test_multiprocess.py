@@ -104,6 +104,14 @@ def assert_launched_update_equals_one_process(root, jobs, config: str) -> None:
     run_here(str(root / f"one-{config}.json"))
     p = launch(config, "tests/ddp_update.py", [str(root / f"{config}.json")], timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
+    stage = {"cpu_ddp": None, "cpu_zero2": 2, "cpu_zero3": 3}[config]
+    for b in two:  # accelerate can fall back to plain DDP without a word: check the engine that ran
+        state = json.load(open(os.path.join(b["out"], "state.json")))
+        assert state == {
+            "distributed_type": "MULTI_GPU" if stage is None else "DEEPSPEED",
+            "num_processes": 2,
+            "zero_stage": stage,
+        }
     for a, b in zip(one, two):
         pa, pb = load_file(os.path.join(a["out"], "params.safetensors")), load_file(os.path.join(b["out"], "params.safetensors"))
         assert pa.keys() == pb.keys()
