@@ -61,7 +61,7 @@ def test_rollout_func_returns_one_sample_per_repeated_prompt(tiny_model_dir):
 @pytest.mark.parametrize(
     "args, cfg, message",
     [
-        (GRPOArgs(generation_backend="vllm"), _cfg(), "generation_backend must be selfcorrect or trl"),
+        (GRPOArgs(generation_backend="vllm"), _cfg(), "must be selfcorrect or trl .got 'vllm'. .GRPO reaches vLLM through TRL"),
         (GRPOArgs(), _cfg(use_vllm=True, top_k=50), "does not support use_vllm, top_k"),
         (GRPOArgs(first_attempt="trace", abandon_penalty=0.5), _cfg(), "group baseline removes them"),
         (GRPOArgs(), _cfg(temperature=0.0), "temperature > 0"),

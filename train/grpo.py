@@ -154,7 +154,12 @@ def make_rollout_func(tokenizer, cfg, task=None, prompt_set=None, examples: dict
 
 def check_options(args: GRPOArgs, cfg) -> None:
     if args.generation_backend not in ("selfcorrect", "trl"):
-        raise UserError(f"generation_backend must be selfcorrect or trl (got '{args.generation_backend}')")
+        vllm = (
+            " (GRPO reaches vLLM through TRL: generation_backend trl with use_vllm true)"
+            if args.generation_backend == "vllm"
+            else ""
+        )
+        raise UserError(f"generation_backend must be selfcorrect or trl (got '{args.generation_backend}'){vllm}")
     if args.first_attempt not in ("on_policy", "trace"):
         raise UserError(f"first_attempt must be on_policy or trace (got '{args.first_attempt}')")
     if args.first_attempt == "trace" and (args.alpha != 0 or args.abandon_penalty != 0):
