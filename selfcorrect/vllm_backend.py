@@ -176,6 +176,12 @@ def start_engine(model_path: str, dtype: str = "auto", tensor_parallel_size: int
     if key not in _ENGINES:
         from vllm import LLM
 
+        if not on_gpu:
+            # Otherwise the CPU build reserves gpu_memory_utilization (0.92) of the machine's memory
+            # for its KV cache and refuses to start when other processes hold more than the rest
+            # (measured 2026-12-02: "Available memory on node 0 (13.24/19.84 GiB) on startup is less
+            # than desired CPU memory utilization"). A fixed size starts beside other jobs.
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")  # GiB
         print(f"starting a vLLM engine on {model_path} ...", file=sys.stderr, flush=True)
         _ENGINES[key] = LLM(
             model=model_path,
