@@ -593,21 +593,20 @@ def test_wrong_score_values_fail_before_work(extra, needle, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("method", ["score", "kround"])
-@pytest.mark.parametrize("key", ["ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP"])
-def test_on_policy_trainers_refuse_sharded_engines(method, key, tmp_path, capsys, monkeypatch):
+def test_on_policy_trainers_refuse_fsdp(method, tmp_path, capsys, monkeypatch):
     """On a GPU machine (gpu_count patched to 1, so the launch check passes) the on-policy loop
-    refuses DeepSpeed and FSDP before writing anything: it would step per micro-batch and sample
-    from sharded weights."""
+    refuses FSDP before writing anything: it would sample from sharded weights (DeepSpeed runs:
+    tests/test_deepspeed.py)."""
     import importlib
 
     monkeypatch.setattr("selfcorrect.device.gpu_count", lambda: 1)
-    monkeypatch.setenv(key, "true")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     rows = tmp_path / "rl.jsonl"
     rows.write_text(json.dumps({"example": "{}"}) + "\n")
     argv = ["--dataset_path", str(rows), "--output_dir", str(tmp_path / "o"), "--max_steps", "3"]
     argv += ["--stage1_steps", "1"] if method == "score" else []
     main = importlib.import_module(f"train.{method}").main
-    one_error_line(*cli(main, argv, capsys), f"{method} runs in one process or under DDP, not under")
+    one_error_line(*cli(main, argv, capsys), f"{method} runs in one process, under DDP or under DeepSpeed, not under FSDP")
     assert not (tmp_path / "o").exists()
 
 

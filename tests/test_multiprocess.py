@@ -108,7 +108,7 @@ def assert_launched_update_equals_one_process(root, jobs, config: str) -> None:
     for b in two:  # accelerate can fall back to plain DDP without a word: check the engine that ran
         state = json.load(open(os.path.join(b["out"], "state.json")))
         assert state == {
-            "distributed_type": "MULTI_GPU" if stage is None else "DEEPSPEED",
+            "distributed_type": "MULTI_CPU" if stage is None else "DEEPSPEED",
             "num_processes": 2,
             "zero_stage": stage,
         }
