@@ -18,7 +18,8 @@ def default_device() -> str:
     return "cuda" if cuda_available() else "cpu"
 
 
-def _on(env: dict[str, str], key: str) -> bool:
+def env_flag(env: dict[str, str], key: str) -> bool:
+    """Whether an accelerate launch flag (ACCELERATE_USE_*) is on in ``env``."""
     return env.get(key, "").lower() in ("1", "true", "yes")
 
 
@@ -26,7 +27,7 @@ def deepspeed_on_cpu(env: dict[str, str] | None = None) -> bool:
     """An ``accelerate launch`` with a DeepSpeed config on a machine without CUDA (cpu_zero2.yaml,
     cpu_zero3.yaml): DeepSpeed runs through its CPU accelerator over gloo."""
     env = dict(os.environ if env is None else env)
-    return _on(env, "ACCELERATE_USE_DEEPSPEED") and not cuda_available()
+    return env_flag(env, "ACCELERATE_USE_DEEPSPEED") and not cuda_available()
 
 
 def process_group_kwargs() -> dict:
@@ -80,13 +81,13 @@ def check_launch_matches_machine(env: dict[str, str] | None = None, gpus: int | 
     # Several processes without a GPU are fine: cpu_ddp.yaml runs gloo, cpu_zero2/3.yaml run
     # DeepSpeed's CPU accelerator. FSDP on CPU would run as independent processes (accelerate falls
     # back to DistributedType.NO), and bf16/fp16 mixed precision is for GPUs.
-    wants_gpu = _on(env, "ACCELERATE_USE_FSDP") or env.get("ACCELERATE_MIXED_PRECISION", "no") in ("bf16", "fp16")
-    if gpus == 0 and wants_gpu and not _on(env, "ACCELERATE_USE_CPU"):
+    wants_gpu = env_flag(env, "ACCELERATE_USE_FSDP") or env.get("ACCELERATE_MIXED_PRECISION", "no") in ("bf16", "fp16")
+    if gpus == 0 and wants_gpu and not env_flag(env, "ACCELERATE_USE_CPU"):
         raise UserError(
             "the accelerate config expects GPUs (FSDP or bf16/fp16 mixed precision) but CUDA is not available:"
             " use --config_file accelerate_configs/cpu.yaml (or cpu_ddp.yaml, cpu_zero2.yaml, cpu_zero3.yaml)"
         )
-    if gpus > 0 and local > gpus and not _on(env, "ACCELERATE_USE_CPU"):
+    if gpus > 0 and local > gpus and not env_flag(env, "ACCELERATE_USE_CPU"):
         raise UserError(
             f"the accelerate config starts {local} processes on this machine but it has {gpus} GPU(s): set num_processes"
         )

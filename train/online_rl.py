@@ -176,8 +176,9 @@ def check_not_fsdp(method: str, env: dict[str, str] | None = None) -> None:
     ...
     selfcorrect.errors.UserError: kround runs in one process, under DDP or under DeepSpeed, not under FSDP: launch with accelerate_configs/ddp.yaml, zero2.yaml or zero3.yaml (GPUs), or cpu_ddp.yaml (CPU)
     """
-    env = dict(os.environ if env is None else env)
-    if env.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true", "yes"):
+    from selfcorrect.device import env_flag
+
+    if env_flag(dict(os.environ if env is None else env), "ACCELERATE_USE_FSDP"):
         raise UserError(
             f"{method} runs in one process, under DDP or under DeepSpeed, not under FSDP: launch with"
             " accelerate_configs/ddp.yaml, zero2.yaml or zero3.yaml (GPUs), or cpu_ddp.yaml (CPU)"
@@ -315,7 +316,7 @@ class OnlineRLTrainer:
         from accelerate.utils import InitProcessGroupKwargs, set_seed
         from transformers import get_linear_schedule_with_warmup
 
-        from selfcorrect.device import deepspeed_on_cpu
+        from selfcorrect.device import process_group_kwargs
         from selfcorrect.rollout import Generator, SamplingConfig
         from selfcorrect.tasks import task_and_prompt_set
         from selfcorrect.tasks.base import Example
@@ -336,10 +337,11 @@ class OnlineRLTrainer:
         if self.prompt_set.external:
             raise UserError(f"{self.method} trains intrinsic self-correction: use a prompt set without external feedback")
         resume = prepare_run(self.method, setup, cfg)
+        backend = process_group_kwargs().get("backend")  # gloo under DeepSpeed on the CPU
         self.accelerator = Accelerator(
             cpu=cfg.use_cpu,
             log_with="wandb" if cfg.report_to == "wandb" else None,
-            kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")] if deepspeed_on_cpu() else None,
+            kwargs_handlers=[InitProcessGroupKwargs(backend=backend)] if backend else None,
         )
         self.deepspeed = self.accelerator.distributed_type == DistributedType.DEEPSPEED
         self.zero3 = self.deepspeed and self.accelerator.state.deepspeed_plugin.zero_stage == 3
