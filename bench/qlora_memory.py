@@ -1,5 +1,5 @@
 """Peak memory of LoRA SFT on a bf16 base vs QLoRA (4-bit NF4 base), through train/sft.py's own
-model loading (train.common.load_policy) and TRL's SFTTrainer, one process.
+model loading (selfcorrect.modeling.load_policy) and TRL's SFTTrainer, one process.
 
     python bench/qlora_memory.py                                  # CPU, small shape: runs the path, no memory figure
     python bench/qlora_memory.py --shape qwen2.5-7b --seq 2048    # GPU: the issue's 24 GB check
@@ -29,7 +29,8 @@ from multi_round_generation import SHAPES, build  # noqa: E402
 from sft_training import tokenizer  # noqa: E402
 from trl import ModelConfig  # noqa: E402
 
-from train.common import TRAIN_DEFAULTS, load_policy  # noqa: E402
+from selfcorrect.modeling import load_policy  # noqa: E402
+from train.run import TRAIN_DEFAULTS  # noqa: E402
 
 
 def save_random_model(shape: str, folder: str) -> None:

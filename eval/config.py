@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
+from typing import Literal
 
-from selfcorrect.config import check_choice, check_range
+from selfcorrect.config import check_range
 
 
 @dataclass
@@ -26,14 +27,13 @@ class EvalConfig:
         default="task", metadata={"help": "'task' (the task's own statements, e.g. BBQ's) or a .jsonl of {text, label}."}
     )
     probe_max_statements: int = field(default=400, metadata={"help": "Statements used to fit the probe."})
-    report_to: str = field(default="none", metadata={"help": "none | wandb (metrics and plots)."})
+    report_to: Literal["none", "wandb"] = field(default="none", metadata={"help": "none | wandb (metrics and plots)."})
 
     def __post_init__(self) -> None:
         check_range("n_boot", self.n_boot, 1)
         check_range("epsilon", self.epsilon, 0.0)
         check_range("delta", self.delta, 0.0, 1.0)
         check_range("probe_max_statements", self.probe_max_statements, 2)
-        check_choice("report_to", self.report_to, ("none", "wandb"))
 
 
 def wandb_mode_for(report_to: str) -> None:

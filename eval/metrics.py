@@ -16,7 +16,9 @@ from selfcorrect.stats import ratio
 
 
 def per_round_accuracy(correct: Sequence[Sequence[bool]]) -> list[float]:
-    """>>> per_round_accuracy([[False, True], [True, True]])
+    """Share of items right at each round; ``correct`` holds one row of per-round verdicts per item.
+
+    >>> per_round_accuracy([[False, True], [True, True]])
     [0.5, 1.0]
     """
     k = len(correct[0]) if correct else 0

@@ -106,7 +106,9 @@ class RolloutOptions:
         metadata={"help": "Hub id, local folder, or 'smollm2-135m-instruct' (the embedded demo model)."},
     )
     adapter: str | None = field(default=None, metadata={"help": "LoRA adapter folder to apply on top of the model."})
-    dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32."})
+    dtype: Literal["auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"] = field(
+        default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32."}
+    )
     device: str | None = field(default=None, metadata={"help": "cuda / cpu; default: cuda when available."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the hub (off by default)."})
     rounds: int = field(default=3, metadata={"help": "Number of rounds K (round 1 = first answer)."})
@@ -136,8 +138,6 @@ class RolloutOptions:
             raise UserError(f"top_p must be in (0, 1] (got {self.top_p})")
         if self.samples > 1 and self.temperature == 0:
             raise UserError("samples > 1 with temperature 0 gives identical copies: set temperature > 0")
-        if self.dtype not in ("auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"):
-            raise UserError(f"unknown dtype '{self.dtype}' (auto, bf16, fp16, fp32)")
         check_range("tensor_parallel_size", self.tensor_parallel_size, 1)
         from selfcorrect.device import check_device
 
@@ -164,11 +164,6 @@ def check_range(name: str, value: float, low: float | None = None, high: float |
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f">= {low}" if high is None else f"<= {high}" if low is None else f"in [{low}, {high}]"
         raise UserError(f"{name} must be {bounds} (got {value})")
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UserError(f"{name} must be one of {', '.join(choices)} (got '{value}')")
 
 
 # ---- parsing -------------------------------------------------------------------------------------
@@ -222,6 +217,8 @@ def yaml_error(path: str, text: str, e: yaml.YAMLError) -> str:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is typing.Literal:
+        return "one of " + ", ".join(str(a) for a in typing.get_args(tp))
     if tp is type(None):
         return "null"
     if isinstance(tp, type):
@@ -316,6 +313,11 @@ def parse_config(
     parser.add_argument("--config", metavar="RECIPE.yaml", help=CONFIG_HELP)
 
     def fail(message: str) -> typing.NoReturn:
+        # A Literal option's wrong value reads as a recipe's does: "<key> must be one of ... (got ...)".
+        bad = re.fullmatch(r"argument --(\w+)[^:]*: invalid choice: '?(.*?)'? \(choose from (.*)\)", message)
+        if bad:
+            choices = ", ".join(c.strip().strip("'") for c in bad[3].split(","))
+            raise UserError(f"{bad[1]} must be one of {choices} (got '{bad[2]}')")
         raise UserError(message)
 
     parser.error = fail  # argparse's own errors (bad int, missing value) become one line too

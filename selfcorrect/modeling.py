@@ -18,7 +18,7 @@ import shutil
 import sys
 from typing import Any
 
-from selfcorrect.device import default_device
+from selfcorrect.device import cuda_available, default_device
 from selfcorrect.errors import UserError
 from selfcorrect.hub import hub_offline
 
@@ -229,6 +229,37 @@ def load_model(
         except (OSError, ValueError, KeyError, _safetensor_error()) as e:
             raise load_error(f"adapter {adapter}", e) from None
     return model.to(device).eval()
+
+
+def load_policy(model_args: Any, trust_remote_code: bool = False):
+    """Model for training and its peft LoraConfig (or None), from TRL's ModelConfig: QLoRA loads the
+    base in 4-bit (each rank's copy on its own GPU), LoRA leaves it in the configured dtype."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl import get_peft_config, get_quantization_config
+
+    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
+    quantization_config = get_quantization_config(model_args)
+    path = resolve_model_path(model_args.model_name_or_path)
+    check_local_weights(path)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if model_args.model_revision not in (None, "main"):
+        kwargs["revision"] = model_args.model_revision
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+        if cuda_available():
+            from accelerate import PartialState
+
+            # Without a device_map, bitsandbytes puts the 4-bit model on torch.cuda.current_device(),
+            # which is GPU 0 in every process before the trainer exists: pin each rank to its own GPU.
+            kwargs["device_map"] = {"": PartialState().local_process_index}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs)
+    except (OSError, ValueError, KeyError, _safetensor_error()) as e:
+        raise load_error(model_args.model_name_or_path, e) from None
+    return model, get_peft_config(model_args)
 
 
 def merge_adapter(

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from selfcorrect.chat import render_chat
 from selfcorrect.errors import UserError
 from selfcorrect.prompts import PromptSet
 from selfcorrect.tasks.base import Example, MultipleChoiceTask, Task
@@ -107,27 +108,6 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     if best is None:
         raise ValueError("cannot find the decoder layers of this model")
     return best[1]
-
-
-_PREFILL_END = "\ue000prefill-end\ue000"  # a private-use marker no template rewrites
-
-
-def render_chat(tokenizer: Any, messages: list[dict[str, str]], prefill: str | None = None) -> str:
-    """The chat-template prompt for the next assistant turn, which starts with ``prefill``.
-
-    A prefill is rendered the way the template renders an assistant turn that begins with it:
-    some templates put a space before the content (Mistral) or trim it (Llama 3), and a prompt
-    built as generation prompt + prefill would then differ from the same turn once it is part of
-    the conversation (the context of the next round, and of SFT/RL training).
-    """
-    if not prefill:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    turn = [*messages, {"role": "assistant", "content": prefill + _PREFILL_END}]
-    text = tokenizer.apply_chat_template(turn, tokenize=False)
-    cut = text.find(_PREFILL_END)
-    if cut < 0 or not text[:cut].endswith(prefill):  # a template that rewrites content: plain prefill
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prefill
-    return text[:cut]
 
 
 def seed_for(seed: int, key: str) -> int:

@@ -1,6 +1,21 @@
-"""Hand-built traces for tests of builders and metrics."""
+"""Shared by the tests: hand-built traces for builders and metrics, and ways to run an entry point
+(in this process, or under ``accelerate launch`` as a user runs it)."""
+
+import os
+import subprocess
+import sys
 
 from selfcorrect.prompts import get_prompt_set
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A launched process reads no hub, logs to no wandb, imports the tests' helpers (tiny_model, ...) and
+# this checkout's packages, and keeps to one thread per process (two processes on two cores).
+LAUNCH_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "WANDB_MODE": "disabled",
+    "PYTHONPATH": os.pathsep.join([os.path.join(ROOT, "tests"), ROOT]),
+    "OMP_NUM_THREADS": "1",
+}
 
 PS = get_prompt_set("intrinsic-moral")
 CHOICES = ["The grandfather", "The grandson", "Can't be determined"]
@@ -73,10 +88,39 @@ def run_command(module: str, args: list[str]):
 
 def online_trainer(method: str, argv: list[str]):
     """A SCoRe or K-round RL trainer parsed from command-line arguments, not yet set up."""
-    from train.common import parse_training
     from train.kround import KRoundConfig, KRoundTrainer
+    from train.run import parse_training
     from train.score import SCoReConfig, SCoReTrainer
 
     cfg_type, cls = {"score": (SCoReConfig, SCoReTrainer), "kround": (KRoundConfig, KRoundTrainer)}[method]
     setup, cfg = parse_training([cfg_type], argv, prog="test")
     return cls(setup, cfg)
+
+
+def launch(
+    config: str,
+    target: str | list[str],
+    args: list[str],
+    timeout: int | None = None,
+    env: dict[str, str] | None = None,
+    launcher_args: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess:
+    """``accelerate launch [launcher_args] --config_file accelerate_configs/<config>.yaml <target> <args>``
+    from the repository root; ``target`` is a script path or ``["-m", module]``, ``env`` adds variables."""
+    target = [target] if isinstance(target, str) else list(target)
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *launcher_args,
+        "--config_file",
+        f"accelerate_configs/{config}.yaml",
+    ]
+    return subprocess.run(
+        [*cmd, *target, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **LAUNCH_ENV, **(env or {})},
+        timeout=timeout,
+    )

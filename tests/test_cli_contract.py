@@ -443,7 +443,7 @@ def test_training_refuses_another_methods_folder(tiny_model_dir, tmp_path, capsy
     ]
     assert cli(sft, [*common, "--dataset_path", f"{data}/sft.jsonl"], capsys)[0] == 0
     # Its saved config re-launches it: transformers' to_dict masks every *_token key ("<PAD_TOKEN>").
-    from train.common import parse_training
+    from train.run import parse_training
     from train.sft import SFTArgs
 
     saved = os.path.join(out, "selfcorrect_config.json")
@@ -476,10 +476,10 @@ def test_training_refuses_another_methods_folder(tiny_model_dir, tmp_path, capsy
     ],
 )
 def test_wrong_training_values_fail_before_the_model_loads(args, needle, tmp_path, capsys, monkeypatch):
-    import train.common as common
+    import train.sft
     from train.sft import main as sft
 
-    monkeypatch.setattr(common, "load_policy", lambda *a, **k: pytest.fail("the model loaded before the check"))
+    monkeypatch.setattr(train.sft, "load_policy", lambda *a, **k: pytest.fail("the model loaded before the check"))
     rows = tmp_path / "sft.jsonl"
     rows.write_text(json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n")
     code, err = cli(sft, ["--dataset_path", str(rows), "--output_dir", str(tmp_path / "o"), "--max_steps", "1", *args], capsys)
@@ -499,11 +499,11 @@ def test_training_data_made_for_another_task_is_refused(tmp_path, capsys):
 
 
 def test_sft_data_written_in_another_prompt_wording_is_refused(tmp_path, capsys, monkeypatch):
-    import train.common as common
+    import train.sft
     from selfcorrect.prompts import get_prompt_set
     from train.sft import main as sft
 
-    monkeypatch.setattr(common, "load_policy", lambda *a, **k: pytest.fail("the model loaded before the check"))
+    monkeypatch.setattr(train.sft, "load_policy", lambda *a, **k: pytest.fail("the model loaded before the check"))
     version = get_prompt_set("intrinsic-moral").version
     row = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "task": "bbq"}
     rows = tmp_path / "sft.jsonl"
@@ -613,7 +613,7 @@ def test_on_policy_trainers_refuse_fsdp(method, tmp_path, capsys, monkeypatch):
 def test_push_to_hub_reaches_the_trainer_config(tmp_path, monkeypatch):
     from trl import SFTConfig
 
-    from train.common import parse_training
+    from train.run import parse_training
     from train.sft import SFTArgs
 
     argv = ["--dataset_path", "x.jsonl", "--output_dir", str(tmp_path), "--push_to_hub", "true", "--hub_model_id", "me/adapter"]
@@ -629,7 +629,8 @@ def test_model_card_names_hub_inputs_by_their_ids(tmp_path):
     from types import SimpleNamespace
 
     from selfcorrect.config import DataSource, OverwriteOption, TaskOptions
-    from train.common import Setup, TrainOptions, model_card
+    from train.outputs import model_card
+    from train.run import Setup, TrainOptions
 
     data = tmp_path / "data"
     data.mkdir()
@@ -648,3 +649,24 @@ def test_model_card_names_hub_inputs_by_their_ids(tmp_path):
     assert "base_model: Qwen/Qwen2.5-1.5B-Instruct" in front and "datasets:\n- oskarvanderwal/bbq" in front
     setup.model.model_name_or_path = "smollm2-135m-instruct"  # the embedded demo model is that hub model's weights
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in model_card("sft", "x", setup, str(tmp_path / "o"), {})
+
+
+@pytest.mark.parametrize(
+    "module, key, value, choices",
+    [
+        ("train.sft", "train_on", "everything", "correct_turns, final_turn, all_assistant"),
+        ("train.grpo", "first_attempt", "offline", "on_policy, trace"),
+        ("train.kround", "reward_mode", "best", "final, sum, convergence"),
+        ("train.score", "report_to", "tensorboard", "none, wandb"),
+    ],
+)
+def test_a_choice_outside_its_literal_is_one_line_from_a_flag_and_from_a_recipe(module, key, value, choices, tmp_path, capsys):
+    """Choices are typed (``Literal``): a flag and a recipe key outside them get the same kind of line."""
+    import importlib
+
+    main = importlib.import_module(module).main
+    base = ["--dataset_path", str(tmp_path / "none.jsonl"), "--output_dir", str(tmp_path / "o")]
+    one_error_line(*cli(main, [*base, f"--{key}", value], capsys), f"{key} must be one of {choices} (got '{value}')")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"{key}: {value}\n")
+    one_error_line(*cli(main, [*base, "--config", str(recipe)], capsys), f"recipe key '{key}' must be one of {choices} (got '{value}')")

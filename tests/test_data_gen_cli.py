@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 from conftest import ROOT
-from helpers import run_command
+from helpers import launch, run_command
 
 from selfcorrect.jsonl import read_rows
 
@@ -205,16 +205,10 @@ def test_two_processes_take_disjoint_shards(tiny_model_dir, bbq_dir, tmp_path, c
     """Rank r takes examples r, r + 2, ...; under cpu_zero2.yaml too, where the process group comes
     from DeepSpeed's CPU accelerator (selfcorrect.device.process_group_kwargs)."""
     out = tmp_path / "ddp"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    p = subprocess.run(
+    p = launch(
+        config,
+        ["-m", "data_gen"],
         [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--config_file",
-            f"accelerate_configs/{config}.yaml",
-            "-m",
-            "data_gen",
             "--model_name_or_path",
             tiny_model_dir,
             "--dataset_path",
@@ -230,10 +224,6 @@ def test_two_processes_take_disjoint_shards(tiny_model_dir, bbq_dir, tmp_path, c
             "--output_dir",
             str(out),
         ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
     )
     assert p.returncode == 0, p.stderr[-3000:]
     ids = [t["id"] for t in read_rows(str(out / "traces.jsonl"))]

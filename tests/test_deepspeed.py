@@ -8,8 +8,9 @@ import json
 import os
 
 import pytest
+from helpers import launch
 from safetensors.torch import load_file
-from test_train import check_adapter_loads, data, launch, lora_b_changed, toy_rl_args  # noqa: F401 (data: a fixture)
+from test_train import check_adapter_loads, data, lora_b_changed, toy_rl_args  # noqa: F401 (data: a fixture)
 
 pytestmark = pytest.mark.multiprocess
 
@@ -71,7 +72,9 @@ def ddp_reference(method, tiny_model_dir, data, ddp_runs) -> str:  # noqa: F811
     """The same run under DDP, once per method for both ZeRO stages."""
     if method not in ddp_runs["done"]:
         out = str(ddp_runs["root"] / method)
-        p = launch(method, "cpu_ddp", [*trainer_args(method, tiny_model_dir, data), "--output_dir", out], timeout=600)
+        p = launch(
+            "cpu_ddp", f"train/{method}.py", [*trainer_args(method, tiny_model_dir, data), "--output_dir", out], timeout=600
+        )
         assert p.returncode == 0, p.stderr[-3000:]
         ddp_runs["done"][method] = out
     return ddp_runs["done"][method]
@@ -82,7 +85,7 @@ def ddp_reference(method, tiny_model_dir, data, ddp_runs) -> str:  # noqa: F811
 def test_trainer_under_zero_matches_ddp_and_saves_a_whole_adapter(method, config, tiny_model_dir, data, ddp_runs, tmp_path):  # noqa: F811
     ref = ddp_reference(method, tiny_model_dir, data, ddp_runs)
     out = str(tmp_path / method)
-    p = launch(method, config, [*trainer_args(method, tiny_model_dir, data), "--output_dir", out], timeout=600)
+    p = launch(config, f"train/{method}.py", [*trainer_args(method, tiny_model_dir, data), "--output_dir", out], timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     # accelerate can fall back to plain DDP without a word (it does with cpu=True): DeepSpeed's own
     # ZeRO checkpoint files show that the engine ran, and the DDP run has none.

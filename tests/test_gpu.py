@@ -13,6 +13,7 @@ import sys
 
 import pytest
 from conftest import ROOT
+from helpers import launch
 
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -89,19 +90,7 @@ def test_trainer_saves_a_complete_adapter(method, config, tiny_model_dir, data, 
         args += ["--per_device_prompts", "2", "--num_generations", "2", "--max_new_tokens", "8"]
     if method == "score":
         args += ["--stage1_steps", "1"]
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--quiet",
-        "--num_processes",
-        "1",
-        "--config_file",
-        f"accelerate_configs/{config}.yaml",
-        f"train/{method}.py",
-        *args,
-    ]
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    p = launch(config, f"train/{method}.py", args, timeout=900, launcher_args=("--quiet", "--num_processes", "1"))
     if method in ("score", "kround") and config == "fsdp":  # their loop refuses FSDP (train/online_rl.py)
         assert p.returncode != 0 and "not under FSDP" in p.stderr
         return

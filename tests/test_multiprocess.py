@@ -11,18 +11,12 @@ import sys
 
 import pytest
 from conftest import ROOT
-from helpers import online_trainer
+from helpers import LAUNCH_ENV, launch, online_trainer
 from test_online_rl import STYLE_RECIPE, _argv
 
 pytestmark = pytest.mark.multiprocess
 
-TESTS = os.path.join(ROOT, "tests")
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONPATH": TESTS, "OMP_NUM_THREADS": "1"}
-
-
-def launch(config: str, script: str, args: list[str], timeout: int):
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"accelerate_configs/{config}.yaml", script]
-    return subprocess.run([*cmd, *args], cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=timeout)
+ENV = {**os.environ, **LAUNCH_ENV}
 
 
 def hand_made_rewards(n_episodes: int, k: int, group: int, step: int) -> list[list[float]]:

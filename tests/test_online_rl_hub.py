@@ -45,6 +45,6 @@ def test_kround_pushes_its_folder_and_names_its_run(tiny_model_dir, tmp_path, mo
 
 
 def test_wandb_run_name_reaches_init_trackers():
-    from train.common import wandb_init_kwargs
+    from train.outputs import wandb_init_kwargs
 
     assert wandb_init_kwargs("k2") == {"wandb": {"name": "k2"}} and wandb_init_kwargs(None) == {}

@@ -19,9 +19,9 @@ def types_for(name):
     from data_gen.config import DataGenConfig
     from eval.config import EvalConfig
     from selfcorrect.config import DataSource, OverwriteOption, RolloutOptions, SplitOptions, TaskOptions
-    from train.common import TrainOptions
     from train.grpo import GRPOArgs
     from train.kround import KRoundConfig
+    from train.run import TrainOptions
     from train.score import SCoReConfig
     from train.sft import SFTArgs
 
@@ -48,7 +48,7 @@ def test_recipe_set_is_complete():
 @pytest.mark.parametrize("path", RECIPES, ids=[os.path.relpath(p, ROOT) for p in RECIPES])
 def test_recipe_parses_and_validates(path):
     from selfcorrect.tasks import task_and_prompt_set
-    from train.common import TRAIN_DEFAULTS, device_overrides
+    from train.run import TRAIN_DEFAULTS, device_overrides
 
     kind = os.path.splitext(os.path.basename(path))[0]
     with open(path) as f:
@@ -68,7 +68,7 @@ def test_recipe_parses_and_validates(path):
     task, _ = task_and_prompt_set(task_opts)
     assert task.name == task_opts.task
     if training:
-        from train.common import check_training_values
+        from train.run import check_training_values
 
         check_training_values(objs[-1])
         assert objs[-1].output_dir

@@ -124,8 +124,8 @@ def test_sft_rerun_after_a_kill_resumes_and_the_hub_token_is_never_written(
 def test_accelerate_config_must_match_machine():
     import pytest
 
+    from selfcorrect.device import check_launch_matches_machine
     from selfcorrect.errors import UserError
-    from train.common import check_launch_matches_machine
 
     with pytest.raises(UserError, match="expects GPUs"):
         check_launch_matches_machine({"ACCELERATE_MIXED_PRECISION": "bf16"}, gpus=0)
@@ -499,7 +499,7 @@ def test_weights_that_never_moved_under_a_zero_learning_rate_say_so():
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    from train.common import NOT_MOVED, not_moved
+    from train.outputs import NOT_MOVED, not_moved
 
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
     warm = get_linear_schedule_with_warmup(opt, num_warmup_steps=5, num_training_steps=1)
@@ -562,7 +562,7 @@ def test_training_rows_follow_one_rule_in_every_trainer(field, value, needle, tm
 
 
 def test_an_example_given_as_an_object_is_read_as_its_json_text(tmp_path):
-    from train.common import load_rows
+    from train.data import load_rows
 
     example = {"id": "x", "question": "q", "gold": "A"}
     path = tmp_path / "rl.jsonl"

@@ -123,7 +123,7 @@ def test_prompt_order_is_shuffled_every_epoch_and_disjoint_across_ranks():
 
 
 def _loss_text(tok, row, train_on):
-    from train.common import tokenize_conversation
+    from selfcorrect.chat import tokenize_conversation
     from train.sft import turns_to_train
 
     enc = tokenize_conversation(tok, row["messages"], turns_to_train(row, train_on), row.get("prefills"))
@@ -252,7 +252,7 @@ def test_rl_rows_carry_provenance():
 
 
 def test_kround_returns_by_hand():
-    from train.kround import kround_returns
+    from train.rewards import kround_returns
 
     r = [0.0, 1.0, 0.0, 1.0, 1.0]  # wrong, right, lost it, right again, kept it
     # final: every round is credited the last round's reward.
@@ -271,7 +271,7 @@ def test_kround_returns_by_hand():
 
 
 def test_kround_advantages_are_per_round_index():
-    from train.kround import kround_returns
+    from train.rewards import kround_returns
 
     episodes = [[1.0, 1.0, 1.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]  # three episodes of one prompt
     returns = [kround_returns(e, "sum") for e in episodes]
@@ -309,7 +309,7 @@ def test_gsm8k_rationalised_revision_has_the_tasks_answer_format():
 def test_kround_convergence_reads_the_graders_verdict_not_the_reward():
     """Toxicity's reward is 1 - P(toxic), never 1.0; its verdict (toxicity under threshold) is. Three
     clean rounds are right from round 1 to the end, so each earns the stable bonus."""
-    from train.kround import kround_returns
+    from train.rewards import kround_returns
 
     rewards = [0.9, 0.95, 0.97]
     # u = [0.9 + 0.5, 0.95 + 0.5, 0.97 + 0.5]; G_t = u_t + ... + u_3
@@ -323,7 +323,7 @@ def test_kround_convergence_reads_the_graders_verdict_not_the_reward():
 
 
 def test_kround_change_penalty_charges_every_change_wrong_to_wrong_included():
-    from train.kround import kround_returns
+    from train.rewards import kround_returns
 
     rewards, correct, answers = [0.0, 0.0, 0.0, 1.0], [False, False, False, True], ["A", "B", "B", "C"]
     # convergence, flip 1, bonus 0.5, change 1: u = [0, 0 - 1 (A -> B, wrong -> wrong), 0, 1 + 0.5 - 1 (B -> C)]

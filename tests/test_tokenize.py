@@ -2,7 +2,7 @@
 
 from helpers import make_trace
 
-from train.common import tokenize_conversation
+from selfcorrect.chat import tokenize_conversation
 
 
 def test_mask_matches_generation_markers(tiny_model_dir):

@@ -1,4 +1,4 @@
-"""The four training entry points under accelerate launch on the tiny model, with data made by data_gen."""
+"""The five training entry points under accelerate launch on the tiny model, with data made by data_gen."""
 
 import json
 import os
@@ -7,28 +7,14 @@ import sys
 
 import pytest
 from conftest import ROOT
-from helpers import run_command
+from helpers import LAUNCH_ENV, launch, run_command
 from safetensors.torch import load_file
 
-TESTS = os.path.join(ROOT, "tests")
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONPATH": TESTS, "OMP_NUM_THREADS": "1"}
+ENV = {**os.environ, **LAUNCH_ENV}
 
 
 # Every test here trains through a real entry point (most under accelerate launch): end to end.
 pytestmark = pytest.mark.slow
-
-
-def launch(script, config, args, timeout=None):
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        f"accelerate_configs/{config}.yaml",
-        f"train/{script}.py",
-        *args,
-    ]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=timeout)
 
 
 def in_process(script, config, args):
@@ -132,8 +118,8 @@ COMMON = ["--max_steps", "3", "--learning_rate", "5e-3", "--logging_steps", "1",
 def test_sft(tiny_model_dir, data, tmp_path):
     out = str(tmp_path / "sft")
     p = launch(
-        "sft",
         "cpu",
+        "train/sft.py",
         [
             "--model_name_or_path",
             tiny_model_dir,
@@ -156,8 +142,8 @@ def test_sft(tiny_model_dir, data, tmp_path):
 def test_sft_two_processes_ddp(tiny_model_dir, data, tmp_path):
     out = str(tmp_path / "sft_ddp")
     p = launch(
-        "sft",
         "cpu_ddp",
+        "train/sft.py",
         [
             "--model_name_or_path",
             tiny_model_dir,
@@ -293,7 +279,7 @@ def test_kround_two_processes_keep_the_learning_rate_schedule(tiny_model_dir, da
     trained its second half at learning rate 0)."""
     out = str(tmp_path / "kround_ddp")
     args = [*toy_rl_args(tiny_model_dir, data), "--output_dir", out, "--rounds", "2", "--per_device_prompts", "1"]
-    p = launch("kround", "cpu_ddp", [*args, "--learning_rate", "4e-3"])
+    p = launch("cpu_ddp", "train/kround.py", [*args, "--learning_rate", "4e-3"])
     assert p.returncode == 0, p.stderr[-3000:]
     log = [json.loads(line) for line in open(os.path.join(out, "kround_log.jsonl"))]
     # The rate step s (1-based) used: 4e-3 * (4 - s + 1) / 4.

@@ -4,6 +4,9 @@
 
 sft.py (correction traces), dpo.py (better-vs-worse revisions), grpo.py (RL on the revision turn,
 first attempts on-policy), score.py (SCoRe two-attempt online RL), kround.py (K-round RL for
-convergence). online_rl.py is the on-policy loop SCoRe and K-round RL share; common.py holds what
-every method shares; rewards.py the reward shaping.
+convergence). What they share: run.py (options, resuming, claiming the output folder), data.py
+(training rows and their checks), outputs.py (saving, model card, whether the weights moved),
+online_rl.py (the on-policy loop SCoRe and K-round RL share), rewards.py (rewards and returns).
+Chat rendering lives in selfcorrect/chat.py and model loading in selfcorrect/modeling.py, beside
+the inference side that uses them too.
 """

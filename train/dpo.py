@@ -10,28 +10,37 @@ correction instruction, ``chosen``/``rejected`` hold one assistant message each.
 from __future__ import annotations
 
 from selfcorrect.errors import run_cli
+from selfcorrect.modeling import load_policy, load_tokenizer
 from selfcorrect.tasks import task_and_prompt_set
-from train.common import (
-    PROVENANCE,
-    check_provenance,
-    load_policy,
-    load_rows,
-    load_tokenizer_for_training,
-    parse_training,
-    prepare_run,
-    train_and_save,
-)
+from train.data import PROVENANCE, check_provenance, load_rows
+from train.outputs import save_trained, trainable_snapshot
+from train.run import parse_training, prepare_run, resumable
+
+
+def last_reward_accuracy(history: list[dict]) -> str:
+    """The model card's last logged share of pairs the policy ranks as the data does.
+
+    >>> last_reward_accuracy([{"rewards/accuracies": 0.5}, {"loss": 0.6}, {"rewards/accuracies": 0.75}])
+    '0.750'
+    """
+    accs = [h["rewards/accuracies"] for h in history if "rewards/accuracies" in h]
+    return f"{accs[-1]:.3f}" if accs else "n/a"
 
 
 def main(argv: list[str]) -> None:
     from trl import DPOConfig, DPOTrainer
 
+    # ---- options, checked before anything loads
     setup, cfg = parse_training([DPOConfig], argv, prog="train/dpo.py", description=__doc__)
     resume = prepare_run("dpo", setup, cfg)
-    tokenizer = load_tokenizer_for_training(setup, cfg.trust_remote_code)
+
+    # ---- data: conversational (prompt, chosen, rejected) pairs
+    tokenizer = load_tokenizer(setup.model.model_name_or_path, cfg.trust_remote_code, padding_side="right")
     task, prompt_set = task_and_prompt_set(setup.task)
     rows = load_rows(setup.data.dataset_path, ("prompt", "chosen", "rejected"), setup.data.limit, optional=PROVENANCE)
     check_provenance(rows, setup.data.dataset_path, task.name, prompt_set.name, prompt_set.version)
+
+    # ---- model and trainer (with LoRA, the reference is the base with the adapter disabled)
     model, peft_config = load_policy(setup.model, cfg.trust_remote_code)
     trainer = DPOTrainer(
         model=model,
@@ -46,20 +55,14 @@ def main(argv: list[str]) -> None:
         f"log pi(rejected)/ref(rejected) for every pair; reference = {reference}"
     )
 
-    def last_accuracy(history):
-        accs = [h["rewards/accuracies"] for h in history if "rewards/accuracies" in h]
-        return f"{accs[-1]:.3f}" if accs else "n/a"
+    # ---- train
+    snapshot = trainable_snapshot(trainer.model)
+    with resumable(cfg.output_dir):
+        trainer.train(resume_from_checkpoint=resume)
 
-    train_and_save(
-        trainer,
-        resume,
-        "dpo",
-        objective,
-        setup,
-        (setup.model, setup.data, setup.task, setup.train, cfg),
-        tokenizer,
-        {"last reward accuracy": last_accuracy},
-    )
+    # ---- save: adapter, tokenizer, resolved config, model card
+    extra = {"last reward accuracy": last_reward_accuracy}
+    save_trained(trainer, snapshot, "dpo", objective, setup, setup.configs(cfg), tokenizer, extra)
 
 
 def cli() -> None:

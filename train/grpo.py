@@ -49,20 +49,17 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from typing import Literal
 
+from selfcorrect.chat import render_chat, render_prompt
 from selfcorrect.errors import UserError, run_cli
-from train.common import (
-    PROVENANCE,
-    check_provenance,
-    load_policy,
-    load_rows,
-    load_tokenizer_for_training,
-    parse_training,
-    prepare_run,
-    render_prompt,
-    train_and_save,
-)
+from selfcorrect.modeling import load_policy, load_tokenizer
+from selfcorrect.tasks import task_and_prompt_set
+from selfcorrect.tasks.base import Example
+from train.data import PROVENANCE, check_provenance, load_rows
+from train.outputs import save_trained, trainable_snapshot
 from train.rewards import RevisionReward
+from train.run import parse_training, prepare_run, resumable
 
 
 @dataclass
@@ -73,17 +70,29 @@ class GRPOArgs:
     abandon_penalty: float = field(
         default=0.0, metadata={"help": "Penalty for changing a correct first answer into a worse one."}
     )
-    first_attempt: str = field(
+    first_attempt: Literal["on_policy", "trace"] = field(
         default="on_policy",
         metadata={
             "help": "on_policy: each sample's first attempt is drawn from the current policy; trace: the first "
             "attempt recorded by data_gen (off-policy; alpha and abandon_penalty must then be 0)."
         },
     )
+    # A str, not a Literal, so that "vllm" (the value data_gen and eval take) gets the line that says
+    # where GRPO's vLLM path is, instead of a bare list of choices.
     generation_backend: str = field(
         default="selfcorrect",
         metadata={"help": "selfcorrect: our decoding loop (needed for on-policy first attempts); trl: TRL's own generation."},
     )
+
+
+def last_mean_reward(history: list[dict]) -> str:
+    """The model card's last logged mean reward.
+
+    >>> last_mean_reward([{"reward": 0.25}, {"reward": 0.5}])
+    '0.500'
+    """
+    rewards = [h["reward"] for h in history if "reward" in h]
+    return f"{rewards[-1]:.3f}" if rewards else "n/a"
 
 
 def make_rollout_func(tokenizer, cfg, task=None, prompt_set=None, examples: dict | None = None):
@@ -160,8 +169,6 @@ def check_options(args: GRPOArgs, cfg) -> None:
             else ""
         )
         raise UserError(f"generation_backend must be selfcorrect or trl (got '{args.generation_backend}'){vllm}")
-    if args.first_attempt not in ("on_policy", "trace"):
-        raise UserError(f"first_attempt must be on_policy or trace (got '{args.first_attempt}')")
     if args.first_attempt == "trace" and (args.alpha != 0 or args.abandon_penalty != 0):
         raise UserError(
             "first_attempt trace gives every sample of a group the same first attempt, so alpha and abandon_penalty "
@@ -186,19 +193,9 @@ def check_options(args: GRPOArgs, cfg) -> None:
         raise UserError(f"generation_backend selfcorrect does not support {', '.join(bad)}: set generation_backend: trl")
 
 
-def main(argv: list[str]) -> None:
-    from trl import GRPOConfig, GRPOTrainer
-
-    from selfcorrect.rollout import render_chat
-    from selfcorrect.tasks import task_and_prompt_set
-    from selfcorrect.tasks.base import Example
-
-    setup, args, cfg = parse_training([GRPOArgs, GRPOConfig], argv, prog="train/grpo.py", description=__doc__)
-    check_options(args, cfg)
-    task, prompt_set = task_and_prompt_set(setup.task)
-    resume = prepare_run("grpo", setup, cfg)
-    tokenizer = load_tokenizer_for_training(setup, cfg.trust_remote_code)
-    tokenizer.padding_side = "left"
+def build_dataset(setup, args: GRPOArgs, cfg, task, prompt_set, tokenizer):
+    """(prompts as text, TRL rollout_func or None). On-policy: each prompt is a rendered first turn
+    and the rollout runs the two-round episode; trace: each prompt is data_gen's revision prompt."""
     path, limit = setup.data.dataset_path, setup.data.limit
     rollout = None
     if args.first_attempt == "on_policy":
@@ -227,6 +224,23 @@ def main(argv: list[str]) -> None:
         )
         if args.generation_backend == "selfcorrect":
             rollout = make_rollout_func(tokenizer, cfg)
+    return dataset, rollout
+
+
+def main(argv: list[str]) -> None:
+    from trl import GRPOConfig, GRPOTrainer
+
+    # ---- options, checked before anything loads
+    setup, args, cfg = parse_training([GRPOArgs, GRPOConfig], argv, prog="train/grpo.py", description=__doc__)
+    check_options(args, cfg)
+    task, prompt_set = task_and_prompt_set(setup.task)
+    resume = prepare_run("grpo", setup, cfg)
+    tokenizer = load_tokenizer(setup.model.model_name_or_path, cfg.trust_remote_code, padding_side="left")
+
+    # ---- data: prompts (and, on-policy, the two-round rollout that completes them)
+    dataset, rollout = build_dataset(setup, args, cfg, task, prompt_set, tokenizer)
+
+    # ---- model and trainer
     reward = RevisionReward(task, args.alpha, args.abandon_penalty)
     model, peft_config = load_policy(setup.model, cfg.trust_remote_code)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental; we pin its contract in tests
@@ -244,20 +258,14 @@ def main(argv: list[str]) -> None:
         f"reward = r2 + {args.alpha} * (r2 - r1) - {args.abandon_penalty} * [correct first answer abandoned]"
     )
 
-    def last_reward(history):
-        rewards = [h["reward"] for h in history if "reward" in h]
-        return f"{rewards[-1]:.3f}" if rewards else "n/a"
+    # ---- train
+    snapshot = trainable_snapshot(trainer.model)
+    with resumable(cfg.output_dir):
+        trainer.train(resume_from_checkpoint=resume)
 
-    train_and_save(
-        trainer,
-        resume,
-        "grpo",
-        objective,
-        setup,
-        (setup.model, setup.data, setup.task, setup.train, args, cfg),
-        tokenizer,
-        {"last mean reward": last_reward},
-    )
+    # ---- save: adapter, tokenizer, resolved config, model card
+    extra = {"last mean reward": last_mean_reward}
+    save_trained(trainer, snapshot, "grpo", objective, setup, setup.configs(args, cfg), tokenizer, extra)
 
 
 def cli() -> None:

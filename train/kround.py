@@ -7,7 +7,7 @@ by the same rollout engine and the same conversation rendering as eval (round-in
 cache; the ``num_generations`` episodes of a prompt share its prefill). The tokens trained on are
 the tokens sampled. The task's scorer gives each round a reward r_1..r_K (1 = right for BBQ).
 
-Per-round credit. Round s earns a reward u_s (below); the return of round t's tokens is the sum
+Per-round credit (``train.rewards.kround_returns``). Round s earns a reward u_s (below); the return of round t's tokens is the sum
 of what rounds t..K earn, G_t = u_t + ... + u_K: a round cannot earn credit for what happened
 before it, only for its own answer and the rounds that follow from it. ``reward_mode``:
 
@@ -48,64 +48,11 @@ KL weights.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from selfcorrect.errors import UserError, run_cli
 from train.online_rl import Episode, OnlineRLConfig, OnlineRLTrainer, run_trainer
-
-REWARD_MODES = ("final", "sum", "convergence")
-
-
-def kround_returns(
-    rewards: list[float],
-    mode: str = "convergence",
-    flip_penalty: float = 1.0,
-    stable_bonus: float = 0.5,
-    correct: list[bool] | None = None,
-    answers: list[str] | None = None,
-    change_penalty: float = 0.0,
-) -> list[float]:
-    """Return G_t of each round of one episode from its per-round rewards (see the module docstring).
-
-    ``correct``: the grader's verdict per round (``convergence`` needs it); ``answers``: the parsed
-    answer per round (``change_penalty`` needs it).
-
-    >>> kround_returns([0.0, 1.0, 1.0], "final")
-    [1.0, 1.0, 1.0]
-    >>> kround_returns([0.0, 1.0, 1.0], "sum")
-    [2.0, 2.0, 1.0]
-    >>> kround_returns([1.0, 0.0, 1.0], "convergence", 1.0, 0.5, correct=[True, False, True])
-    [1.5, 0.5, 1.5]
-    >>> kround_returns([0.0, 0.0, 0.0], "sum", answers=["A", "B", "B"], change_penalty=1.0)
-    [-1.0, -1.0, 0.0]
-    """
-    if mode not in REWARD_MODES:
-        raise UserError(f"reward_mode must be one of {', '.join(REWARD_MODES)} (got '{mode}')")
-    k = len(rewards)
-    if mode == "final":
-        earned = [0.0] * (k - 1) + [rewards[-1]]
-    elif mode == "sum":
-        earned = list(rewards)
-    else:
-        if correct is None or len(correct) != k:
-            raise ValueError("reward_mode convergence needs the grader's correct flag of every round")
-        right = [bool(c) for c in correct]
-        earned = []
-        for s in range(k):
-            u = rewards[s]
-            if s > 0 and right[s - 1] and not right[s]:
-                u -= flip_penalty
-            if all(right[s:]):
-                u += stable_bonus
-            earned.append(u)
-    if change_penalty:
-        if answers is None or len(answers) != k:
-            raise ValueError("change_penalty needs the parsed answer of every round")
-        earned = [u - change_penalty * (s > 0 and answers[s] != answers[s - 1]) for s, u in enumerate(earned)]
-    returns, acc = [0.0] * k, 0.0
-    for s in range(k - 1, -1, -1):
-        acc += earned[s]
-        returns[s] = acc
-    return returns
+from train.rewards import kround_returns
 
 
 @dataclass
@@ -114,7 +61,9 @@ class KRoundConfig(OnlineRLConfig):
 
     output_dir: str = field(default="outputs/kround", metadata={"help": "Where the adapter, card and log go."})
     rounds: int = field(default=3, metadata={"help": "Rounds K per episode (train with the K you evaluate with, or fewer)."})
-    reward_mode: str = field(default="convergence", metadata={"help": "final | sum | convergence (see train/kround.py)."})
+    reward_mode: Literal["final", "sum", "convergence"] = field(
+        default="convergence", metadata={"help": "final | sum | convergence (see train/kround.py)."}
+    )
     flip_penalty: float = field(default=1.0, metadata={"help": "convergence: cost of turning a right answer wrong."})
     stable_bonus: float = field(default=0.5, metadata={"help": "convergence: bonus per round from which the answer stays right."})
     change_penalty: float = field(
@@ -129,8 +78,6 @@ class KRoundConfig(OnlineRLConfig):
         super().__post_init__()
         if self.rounds < 2:
             raise UserError(f"rounds must be >= 2 for self-correction (got {self.rounds})")
-        if self.reward_mode not in REWARD_MODES:
-            raise UserError(f"reward_mode must be one of {', '.join(REWARD_MODES)} (got '{self.reward_mode}')")
         if self.beta < 0 or self.flip_penalty < 0 or self.stable_bonus < 0 or self.change_penalty < 0:
             raise UserError("beta, flip_penalty, stable_bonus and change_penalty must be >= 0")
 

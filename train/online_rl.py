@@ -1,5 +1,5 @@
-"""What the on-policy trainers share (train/score.py, SCoRe): episodes sampled by the rollout
-engine, per-round credit, the REINFORCE loss with a KL penalty, and the training loop.
+"""What the on-policy trainers share (train/score.py, SCoRe; train/kround.py, K-round RL): episodes
+sampled by the rollout engine, per-round credit, the REINFORCE loss with a KL penalty, and the training loop.
 
 An episode is K rounds of one self-correction trajectory, sampled from the current policy with
 ``selfcorrect.rollout.run_rounds``, the same function data_gen and eval use: round t's prompt x_t is
@@ -28,10 +28,22 @@ import os
 import random
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from selfcorrect.config import check_choice, check_range
+from selfcorrect.config import check_range
 from selfcorrect.errors import UserError
+from selfcorrect.modeling import load_policy, load_tokenizer
+from train.data import check_provenance, read_training_rows
+from train.outputs import (
+    not_moved,
+    push_folder_to_hub,
+    save_model_all_ranks,
+    save_outputs,
+    trainable_snapshot,
+    wandb_init_kwargs,
+    weights_moved,
+)
+from train.run import parse_training, prepare_run, resumable
 
 # ---- data order --------------------------------------------------------------------------------
 
@@ -250,7 +262,7 @@ class OnlineRLConfig:
     logging_steps: int = field(default=1, metadata={"help": "Log every N steps."})
     save_steps: int = field(default=0, metadata={"help": "Save a resumable checkpoint every N steps (0 = only at the end)."})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "checkpoint-N folder to resume from."})
-    report_to: str = field(default="none", metadata={"help": "none | wandb"})
+    report_to: Literal["none", "wandb"] = field(default="none", metadata={"help": "none | wandb"})
     run_name: str | None = field(default=None, metadata={"help": "wandb run name (project: selfcorrect-<method>)."})
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the finished output folder to the hub."})
     hub_model_id: str | None = field(
@@ -264,7 +276,6 @@ class OnlineRLConfig:
         check_range("warmup_steps", self.warmup_steps, 0)
         check_range("save_steps", self.save_steps, 0)
         check_range("logging_steps", self.logging_steps, 1)
-        check_choice("report_to", self.report_to, ("none", "wandb"))
         if self.temperature <= 0:
             raise UserError("on-policy RL samples: temperature must be > 0")
         if self.top_p != 1:
@@ -278,7 +289,7 @@ class OnlineRLConfig:
 class OnlineRLTrainer:
     """The loop every on-policy trainer runs: set up, then per step sample episodes, credit each
     round, take one optimizer step; save checkpoints and the final adapter. Subclasses define
-    ``method``, ``rounds(step)``, ``returns``, ``kl_coefs``, ``objective`` and may add log fields."""
+    ``method``, ``rounds()``, ``returns``, ``kl_coefs``, ``objective`` and may add log fields."""
 
     method = "online_rl"
 
@@ -320,15 +331,6 @@ class OnlineRLTrainer:
         from selfcorrect.rollout import Generator, SamplingConfig
         from selfcorrect.tasks import task_and_prompt_set
         from selfcorrect.tasks.base import Example
-        from train.common import (
-            check_provenance,
-            load_policy,
-            load_tokenizer_for_training,
-            prepare_run,
-            read_training_rows,
-            trainable_snapshot,
-            wandb_init_kwargs,
-        )
 
         setup, cfg = self.setup_args, self.cfg
         check_not_fsdp(self.method)
@@ -350,7 +352,7 @@ class OnlineRLTrainer:
         self.examples = [
             Example.from_dict(json.loads(r["example"]) if isinstance(r["example"], str) else r["example"]) for r in rows
         ]
-        self.tokenizer = load_tokenizer_for_training(setup, cfg.trust_remote_code)
+        self.tokenizer = load_tokenizer(setup.model.model_name_or_path, cfg.trust_remote_code, padding_side="right")
         model, peft_config = load_policy(setup.model, cfg.trust_remote_code)
         self.ref_model = None
         if peft_config is not None:
@@ -535,8 +537,6 @@ class OnlineRLTrainer:
     def run(self) -> None:
         from tqdm.auto import tqdm
 
-        from train.common import resumable
-
         cfg, accelerator = self.cfg, self.accelerator
         bar = tqdm(
             range(self.start_step, cfg.max_steps),
@@ -624,8 +624,6 @@ class OnlineRLTrainer:
 
     # -- saving --
     def save_checkpoint(self, step: int) -> None:
-        from train.common import save_model_all_ranks
-
         ckpt = os.path.join(self.cfg.output_dir, f"checkpoint-{step}")
         self.accelerator.save_state(ckpt)
         save_model_all_ranks(self.accelerator, self.model, ckpt)  # the adapter too, so a checkpoint can be evaluated
@@ -634,8 +632,6 @@ class OnlineRLTrainer:
                 json.dump({"step": step, "method": self.method}, f)
 
     def save_final(self) -> None:
-        from train.common import not_moved, push_folder_to_hub, save_model_all_ranks, save_outputs, weights_moved
-
         accelerator, cfg, setup = self.accelerator, self.cfg, self.setup_args
         accelerator.wait_for_everyone()
         last = self.history[-1] if self.history else {}
@@ -647,7 +643,7 @@ class OnlineRLTrainer:
         moved = weights_moved(self.policy, self.initial)
         if moved is False:
             extra["warning"] = not_moved(self.scheduler, cfg.max_steps)
-        config_objs = (setup.model, setup.data, setup.task, setup.train, cfg)
+        config_objs = setup.configs(cfg)
         save_outputs(
             lambda d: save_model_all_ranks(accelerator, self.model, d),
             self.tokenizer,
@@ -679,8 +675,6 @@ def run_trainer(
     description: str | None = None,
 ) -> None:
     """The whole entry point of an on-policy method: parse the recipe, set up, train, save."""
-    from train.common import parse_training
-
     setup, cfg = parse_training([config_cls], argv, prog=prog, description=description)
     trainer = trainer_cls(setup, cfg)
     trainer.setup()

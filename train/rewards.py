@@ -1,6 +1,7 @@
 """Reward shaping for self-correction RL. Pure functions (no torch); the task scorers give r1, r2.
 
-Used by train/grpo.py (RL on the revision turn) and train/score.py (SCoRe, two attempts).
+Used by train/grpo.py (RL on the revision turn), train/score.py (SCoRe, two attempts) and
+train/kround.py (K rounds).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from selfcorrect.errors import UserError
 from selfcorrect.tasks.base import Example, Task
 
 
@@ -45,6 +47,63 @@ def score_returns(r1: float, r2: float, stage: int, alpha: float) -> tuple[float
     if stage == 1:
         return r2, r2
     return r1 + r2, r2 + alpha * (r2 - r1)
+
+
+REWARD_MODES = ("final", "sum", "convergence")
+
+
+def kround_returns(
+    rewards: list[float],
+    mode: str = "convergence",
+    flip_penalty: float = 1.0,
+    stable_bonus: float = 0.5,
+    correct: list[bool] | None = None,
+    answers: list[str] | None = None,
+    change_penalty: float = 0.0,
+) -> list[float]:
+    """K-round RL (train/kround.py, whose docstring defines the modes): the return G_t of each round
+    of one episode from its per-round rewards.
+
+    ``correct``: the grader's verdict per round (``convergence`` needs it); ``answers``: the parsed
+    answer per round (``change_penalty`` needs it).
+
+    >>> kround_returns([0.0, 1.0, 1.0], "final")
+    [1.0, 1.0, 1.0]
+    >>> kround_returns([0.0, 1.0, 1.0], "sum")
+    [2.0, 2.0, 1.0]
+    >>> kround_returns([1.0, 0.0, 1.0], "convergence", 1.0, 0.5, correct=[True, False, True])
+    [1.5, 0.5, 1.5]
+    >>> kround_returns([0.0, 0.0, 0.0], "sum", answers=["A", "B", "B"], change_penalty=1.0)
+    [-1.0, -1.0, 0.0]
+    """
+    if mode not in REWARD_MODES:
+        raise UserError(f"reward_mode must be one of {', '.join(REWARD_MODES)} (got '{mode}')")
+    k = len(rewards)
+    if mode == "final":
+        earned = [0.0] * (k - 1) + [rewards[-1]]
+    elif mode == "sum":
+        earned = list(rewards)
+    else:
+        if correct is None or len(correct) != k:
+            raise ValueError("reward_mode convergence needs the grader's correct flag of every round")
+        right = [bool(c) for c in correct]
+        earned = []
+        for s in range(k):
+            u = rewards[s]
+            if s > 0 and right[s - 1] and not right[s]:
+                u -= flip_penalty
+            if all(right[s:]):
+                u += stable_bonus
+            earned.append(u)
+    if change_penalty:
+        if answers is None or len(answers) != k:
+            raise ValueError("change_penalty needs the parsed answer of every round")
+        earned = [u - change_penalty * (s > 0 and answers[s] != answers[s - 1]) for s, u in enumerate(earned)]
+    returns, acc = [0.0] * k, 0.0
+    for s in range(k - 1, -1, -1):
+        acc += earned[s]
+        returns[s] = acc
+    return returns
 
 
 class RevisionReward:

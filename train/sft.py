@@ -11,7 +11,7 @@ starts at the first token the model generates and ends with its end-of-turn toke
 wrong ones included (what plain SFT on whole conversations would do; kept for comparison).
 
 Conversations are tokenised here with an assistant mask computed from the chat template itself
-(see train.common.assistant_spans), so any prefix-consistent template works, including ones without
+(see selfcorrect.chat.assistant_spans), so any prefix-consistent template works, including ones without
 ``{% generation %}`` markers.
 
 Speed: ``padding_free: true`` concatenates each batch into one sequence with per-conversation
@@ -25,29 +25,28 @@ the whole packed batch, exact but quadratic in its total length. bench/sft_train
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
+from selfcorrect.chat import tokenize_conversation
 from selfcorrect.errors import UserError, run_cli
+from selfcorrect.modeling import load_policy, load_tokenizer
 from selfcorrect.tasks import task_and_prompt_set
-from train.common import (
-    PROVENANCE,
-    check_provenance,
-    load_policy,
-    load_rows,
-    load_tokenizer_for_training,
-    parse_training,
-    prepare_run,
-    tokenize_conversation,
-    train_and_save,
-)
+from train.data import PROVENANCE, check_provenance, load_rows
+from train.outputs import save_trained, trainable_snapshot
+from train.run import parse_training, prepare_run, resumable
 
-TRAIN_ON = ("correct_turns", "final_turn", "all_assistant")
+OBJECTIVES = {
+    "correct_turns": "cross-entropy on the model-produced tokens of every correct assistant turn (wrong turns and prefills masked)",
+    "final_turn": "cross-entropy on the model-produced tokens of the final assistant turn (prefill masked)",
+    "all_assistant": "cross-entropy on the model-produced tokens of every assistant turn, wrong ones included (prefills masked)",
+}
 
 
 @dataclass
 class SFTArgs:
     """Which tokens carry the SFT loss."""
 
-    train_on: str = field(
+    train_on: Literal["correct_turns", "final_turn", "all_assistant"] = field(
         default="correct_turns",
         metadata={
             "help": "correct_turns: loss on correct assistant turns (wrong ones are context); final_turn: the last "
@@ -71,9 +70,6 @@ def turns_to_train(row: dict, train_on: str) -> list[bool] | None:
 
 
 def build_dataset(rows, tokenizer, train_on: str, max_length: int | None):
-    if train_on not in TRAIN_ON:
-        raise UserError(f"train_on must be one of {', '.join(TRAIN_ON)} (got '{train_on}')")
-
     def tokenize(r):
         return tokenize_conversation(tokenizer, r["messages"], turns_to_train(r, train_on), r.get("prefills"), max_length)
 
@@ -89,27 +85,30 @@ def build_dataset(rows, tokenizer, train_on: str, max_length: int | None):
 def main(argv: list[str]) -> None:
     from trl import SFTConfig, SFTTrainer
 
+    # ---- options, checked before anything loads
     setup, args, cfg = parse_training([SFTArgs, SFTConfig], argv, prog="train/sft.py", description=__doc__)
-    if args.train_on not in TRAIN_ON:
-        raise UserError(f"train_on must be one of {', '.join(TRAIN_ON)} (got '{args.train_on}')")
     resume = prepare_run("sft", setup, cfg)
-    tokenizer = load_tokenizer_for_training(setup, cfg.trust_remote_code)
+
+    # ---- data: conversations tokenised with the mask of the turns that carry loss
+    tokenizer = load_tokenizer(setup.model.model_name_or_path, cfg.trust_remote_code, padding_side="right")
     task, prompt_set = task_and_prompt_set(setup.task)
     rows = load_rows(setup.data.dataset_path, ("messages",), setup.data.limit, optional=("train_turns", "prefills", *PROVENANCE))
     check_provenance(rows, setup.data.dataset_path, task.name, prompt_set.name, prompt_set.version)
     dataset = build_dataset(rows.remove_columns(list(PROVENANCE)), tokenizer, args.train_on, cfg.max_length)
     if cfg.padding_free and not cfg.packing:
         cfg.max_length = None  # build_dataset already truncated; TRL refuses max_length with padding_free alone
+
+    # ---- model and trainer
     model, peft_config = load_policy(setup.model, cfg.trust_remote_code)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
-    objective = {
-        "correct_turns": "cross-entropy on the model-produced tokens of every correct assistant turn (wrong turns and prefills masked)",
-        "final_turn": "cross-entropy on the model-produced tokens of the final assistant turn (prefill masked)",
-        "all_assistant": "cross-entropy on the model-produced tokens of every assistant turn, wrong ones included (prefills masked)",
-    }[args.train_on]
-    train_and_save(
-        trainer, resume, "sft", objective, setup, (setup.model, setup.data, setup.task, setup.train, args, cfg), tokenizer, {}
-    )
+
+    # ---- train
+    snapshot = trainable_snapshot(trainer.model)
+    with resumable(cfg.output_dir):
+        trainer.train(resume_from_checkpoint=resume)
+
+    # ---- save: adapter, tokenizer, resolved config, model card
+    save_trained(trainer, snapshot, "sft", OBJECTIVES[args.train_on], setup, setup.configs(args, cfg), tokenizer, {})
 
 
 def cli() -> None:

@@ -50,7 +50,9 @@ REFUSAL_PHRASES = [
 
 
 def is_refusal(response: str, window: int = 300) -> bool:
-    """>>> is_refusal("I'm sorry, but I can't help with that.")
+    """Whether a response refuses, by the refusal phrases in its first ``window`` characters.
+
+    >>> is_refusal("I'm sorry, but I can't help with that.")
     True
     """
     if not isinstance(response, str):

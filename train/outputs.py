@@ -1,0 +1,260 @@
+"""What a training run leaves: the adapter (or model) saved from every rank, the tokenizer, the
+resolved config, a model card with the eval command to run next, an optional merged model and hub
+push, and whether training moved the weights at all."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from typing import Any
+
+from selfcorrect.config import config_to_dict
+from selfcorrect.jsonl import write_atomic
+from selfcorrect.modeling import SMOLLM2_ALIAS, SMOLLM2_HUB_ID, merge_adapter
+from train.run import Setup
+
+
+def data_gen_config(setup: Setup) -> dict[str, Any]:
+    """The resolved config of the data_gen run that wrote the training file ({} when it is not beside it)."""
+    made_by = os.path.join(os.path.dirname(os.path.abspath(setup.data.dataset_path or ".")), "config.json")
+    try:
+        with open(made_by, encoding="utf-8") as f:
+            dg = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return dg if isinstance(dg, dict) else {}
+
+
+def hub_model_id(name_or_path: str) -> str | None:
+    """The hub id a model argument names, or None for a local folder."""
+    if name_or_path == SMOLLM2_ALIAS:
+        return SMOLLM2_HUB_ID  # the embedded copy is that model's weights (from its GGUF release)
+    return None if os.path.isdir(name_or_path) else name_or_path
+
+
+def source_dataset(setup: Setup) -> tuple[str | None, str]:
+    """(hub dataset id or None, how the card names the data data_gen ran on): the task's hub dataset
+    when data_gen read no local path, else that path, marked local."""
+    dg = data_gen_config(setup)
+    if not dg:
+        return None, f"{setup.data.dataset_path} (local)"
+    if dg.get("dataset_path"):
+        return None, f"{dg['dataset_path']} (local)"
+    from selfcorrect.tasks import get_task
+
+    hub = getattr(get_task(dg.get("task", setup.task.task)), "hub_id", None)
+    return hub, hub or "the task's default data"
+
+
+def eval_command(output_dir: str, setup: Setup) -> str:
+    """The eval command for this adapter, on the held-out part of the data data_gen ran on when its
+    config.json is beside the training file (so the command runs as written)."""
+    parts = [
+        f"python -m eval --model_name_or_path {setup.model.model_name_or_path} --adapter {output_dir}",
+        f"--task {setup.task.task} --prompt_set {setup.task.prompt_set}",
+    ]
+    if setup.task.prompt_sets_file:
+        parts.append(f"--prompt_sets_file {setup.task.prompt_sets_file}")
+    dg = data_gen_config(setup)
+    if dg:
+        if dg.get("dataset_path"):
+            parts.append(f"--dataset_path {dg['dataset_path']} --split {dg.get('split', 'test')}")
+        if dg.get("heldout_fraction"):
+            parts.append(f"--heldout_fraction {dg['heldout_fraction']} --heldout true")
+    parts.append(f"--rounds 5 --output_dir {output_dir}/eval")
+    return " ".join(parts)
+
+
+def model_card(method: str, objective: str, setup: Setup, output_dir: str, extra: dict[str, Any]) -> str:
+    m, t = setup.model, setup.task
+    targets = m.lora_target_modules if isinstance(m.lora_target_modules, str) else ",".join(m.lora_target_modules or [])
+    adapter = "QLoRA 4-bit" if m.load_in_4bit else "LoRA" if m.use_peft else "none (full fine-tuning)"
+    if m.use_peft:
+        adapter += f", r={m.lora_r}, alpha={m.lora_alpha}, targets={targets}"
+    # The hub reads base_model and datasets as hub ids: local paths stay out of the front matter and
+    # are named in the table, marked local.
+    base_id = hub_model_id(m.model_name_or_path)
+    data_id, data_source = source_dataset(setup)
+    front = [
+        "---",
+        *([f"base_model: {base_id}"] if base_id else []),
+        f"library_name: {'peft' if m.use_peft else 'transformers'}",
+        "tags:",
+        "- selfcorrect",
+        f"- {method}",
+        "- self-correction",
+        f"- {t.task}",
+        *(["datasets:", f"- {data_id}"] if data_id else []),
+        "---",
+        "",
+    ]
+    lines = front + [
+        f"# {os.path.basename(os.path.abspath(output_dir))}",
+        "",
+        f"A {'LoRA adapter' if m.use_peft else 'fully fine-tuned model'} trained by selfcorrect `train/{method}.py`.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| base model | {base_id or m.model_name_or_path + ' (local)'} |",
+        f"| method | {method} |",
+        f"| objective | {objective} |",
+        f"| training data | {setup.data.dataset_path} (local, written by data_gen) |",
+        f"| data_gen source | {data_source} |",
+        f"| task / prompt set | {t.task} / {t.prompt_set} |",
+        f"| adapter | {adapter} |",
+    ]
+    for k, v in extra.items():
+        lines.append(f"| {k} | {v} |")
+    lines += ["", "## Evaluate next", "", "```bash", eval_command(output_dir, setup), "```", ""]
+    return "\n".join(lines)
+
+
+def wandb_init_kwargs(run_name: str | None) -> dict[str, Any]:
+    """accelerate's ``init_trackers`` keyword for a wandb run name (None: wandb picks one)."""
+    return {"wandb": {"name": run_name}} if run_name else {}
+
+
+def push_folder_to_hub(output_dir: str, hub_model_id: str | None) -> str:
+    """Upload a finished training folder (adapter, tokenizer, card, config; not its checkpoints) to
+    the hub, as TRL's ``push_to_hub`` does for the TRL trainers. Returns the repository id."""
+    from huggingface_hub import HfApi
+
+    repo_id = hub_model_id or os.path.basename(os.path.abspath(output_dir))
+    api = HfApi()
+    api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=output_dir, ignore_patterns=["checkpoint-*", "checkpoint-*/**"])
+    print(f"pushed {output_dir} to the hub: {repo_id}", file=sys.stderr)
+    return repo_id
+
+
+def save_model_all_ranks(accelerator, model, output_dir: str) -> None:
+    """Save the weights from an accelerate loop. Call on every process: under ZeRO-3 or FSDP each
+    rank holds a shard, and ``get_state_dict`` gathers them (the main process writes the file)."""
+    state_dict = accelerator.get_state_dict(model)
+    accelerator.unwrap_model(model).save_pretrained(
+        output_dir,
+        state_dict=state_dict,
+        is_main_process=accelerator.is_main_process,
+        save_function=accelerator.save,
+        safe_serialization=True,
+    )
+
+
+def save_outputs(
+    save_model,
+    tokenizer,
+    output_dir: str,
+    method: str,
+    objective: str,
+    setup: Setup,
+    config_objs,
+    extra=None,
+    trust_remote_code: bool = False,
+    is_main_process: bool = True,
+) -> None:
+    """Adapter (or model), tokenizer, resolved config and model card; merged model if asked.
+
+    Call on every process. ``save_model(output_dir)`` runs on all of them (TRL's
+    ``trainer.save_model`` or ``save_model_all_ranks``), because a sharded model is gathered by
+    every rank; the rest is written by the main process only.
+    """
+    save_model(output_dir)
+    if not is_main_process:
+        return
+    os.makedirs(output_dir, exist_ok=True)
+    tokenizer.save_pretrained(output_dir)
+    write_atomic(os.path.join(output_dir, "selfcorrect_config.json"), json.dumps(config_to_dict(*config_objs), indent=2))
+    write_atomic(os.path.join(output_dir, "README.md"), model_card(method, objective, setup, output_dir, extra or {}))
+    if setup.train.merge:
+        merge_adapter(setup.model.model_name_or_path, output_dir, os.path.join(output_dir, "merged"), trust_remote_code)
+
+
+def final_loss(log_history: list[dict], key: str = "loss") -> str:
+    """The last logged value of ``key``; with logging_steps larger than the run, TRL logs only the
+    run's average (``train_loss``), which is reported then."""
+    values = [h[key] for h in log_history if key in h]
+    if values:
+        return f"{values[-1]:.4f}"
+    avg = [h["train_loss"] for h in log_history if "train_loss" in h]
+    return f"{avg[-1]:.4f} (average over the run)" if avg else "n/a"
+
+
+def trainable_snapshot(model, max_elements: int = 50_000_000) -> dict[str, Any]:
+    """A CPU copy of the trainable weights (LoRA: a few MB), to tell at the end whether training
+    moved them; empty for a full fine-tune of a large model (too big to copy)."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if sum(getattr(p, "ds_numel", p.numel()) for _, p in params) > max_elements:
+        return {}
+    with gathered([p for _, p in params]):
+        return {n: p.detach().float().cpu().clone() for n, p in params}
+
+
+def gathered(params: list[Any]):
+    """A context in which ZeRO-3's sharded parameters are whole (every process must enter it);
+    elsewhere a no-op. Under ZeRO-3 a parameter outside it is an empty shard, so a comparison of
+    weights would always differ."""
+    if not any(hasattr(p, "ds_id") for p in params):
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params)
+
+
+def weights_moved(model, initial: dict[str, Any]) -> bool | None:
+    """Whether any trainable tensor differs from ``initial`` (``trainable_snapshot``); None when
+    there was no snapshot. A run whose weights never moved learnt nothing (say, every reward was 0)."""
+    import torch
+
+    if not initial:
+        return None
+    named = list(model.named_parameters())
+    with torch.no_grad(), gathered([p for _, p in named if p.requires_grad]):
+        for name, p in named:
+            key = name if name in initial else name.replace("module.", "", 1)
+            if key in initial and not torch.equal(p.detach().float().cpu(), initial[key]):
+                return True
+    return False
+
+
+NOT_MOVED = "the trainable weights never moved (every advantage or loss gradient was 0: nothing was learnt)"
+
+
+def not_moved(scheduler: Any, steps: int) -> str:
+    """Why the weights never moved: a schedule whose learning rate was 0 at every step (a warm-up
+    longer than the run starts at 0), or else the gradients (NOT_MOVED)."""
+    lambdas = getattr(getattr(scheduler, "scheduler", scheduler), "lr_lambdas", None)  # accelerate wraps it
+    if lambdas and steps >= 1 and all(f(i) == 0 for f in lambdas for i in range(steps)):
+        return (
+            f"the trainable weights never moved: the learning rate was 0 at each of the run's {steps} step(s) "
+            "(the warm-up starts at 0): lower warmup_steps, or train for more steps"
+        )
+    return NOT_MOVED
+
+
+def save_trained(
+    trainer, snapshot: dict[str, Any], method: str, objective: str, setup: Setup, config_objs, tokenizer, extra: dict[str, Any]
+) -> None:
+    """Save a trained TRL trainer's outputs on every rank. The card records the steps, the last
+    loss, ``extra`` (a value may be a function of the trainer's log history) and a warning when the
+    weights never moved from ``snapshot`` (``trainable_snapshot`` taken before training)."""
+    history = trainer.state.log_history
+    extra = {"steps": trainer.state.global_step, "final train loss": final_loss(history), **extra}
+    extra = {key: value(history) if callable(value) else value for key, value in extra.items()}
+    if weights_moved(trainer.model, snapshot) is False:
+        extra["warning"] = not_moved(trainer.lr_scheduler, trainer.state.global_step)
+        if trainer.accelerator.is_main_process:
+            print(f"warning: {extra['warning']}", file=sys.stderr)
+    save_outputs(
+        trainer.save_model,
+        tokenizer,
+        trainer.args.output_dir,
+        method,
+        objective,
+        setup,
+        config_objs,
+        extra,
+        trainer.args.trust_remote_code,
+        trainer.accelerator.is_main_process,
+    )

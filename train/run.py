@@ -1,0 +1,249 @@
+"""The start of a training run: the options parsed from a recipe and flags (checked against the
+machine), the checkpoint to resume from, and the output folder claimed for this run before any
+model loads, so a refused run costs nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from selfcorrect.config import DataSource, OverwriteOption, TaskOptions, check_range, config_to_dict, parse_config
+from selfcorrect.device import check_launch_matches_machine, cuda_available, deepspeed_on_cpu, process_state
+from selfcorrect.errors import Interrupted, NothingToDo, UserError
+from selfcorrect.hub import hub_offline
+from selfcorrect.run_identity import check_run, data_identity, lock_output_dir, model_identity
+
+
+@dataclass
+class TrainOptions:
+    """selfcorrect's training options beside TRL's ModelConfig and the method's own config."""
+
+    merge: bool = field(default=False, metadata={"help": "Also write the base with the adapter merged into <output_dir>/merged."})
+
+
+# Defaults that differ from TRL's ModelConfig: LoRA on every linear layer, the embedded model.
+TRAIN_DEFAULTS = {"model_name_or_path": "smollm2-135m-instruct", "use_peft": True, "lora_target_modules": ["all-linear"]}
+
+
+@dataclass
+class Setup:
+    """Everything a training entry point parsed besides its method config."""
+
+    model: Any  # trl.ModelConfig
+    data: DataSource
+    task: TaskOptions
+    train: TrainOptions
+    overwrite: OverwriteOption
+
+    def configs(self, *method_configs: Any) -> tuple[Any, ...]:
+        """Every config of the run, in the order the resolved selfcorrect_config.json lists them."""
+        return (self.model, self.data, self.task, self.train, *method_configs)
+
+
+def parse_training(method_types: list[type], argv: list[str], prog: str, description: str | None = None) -> tuple[Any, ...]:
+    """(Setup, *method configs) from a recipe and flags; the launch is checked against the machine
+    and, without CUDA, training runs on the CPU in fp32 whatever the recipe says."""
+    from trl import ModelConfig
+
+    check_launch_matches_machine()
+    types_ = [ModelConfig, DataSource, TaskOptions, TrainOptions, OverwriteOption, *method_types]
+    model, data, task, train, ow, *method = parse_config(
+        types_, argv + device_overrides(*types_), TRAIN_DEFAULTS, prog=prog, description=description
+    )
+    check_range("lora_r", model.lora_r, 1)
+    check_range("lora_alpha", model.lora_alpha, 1)
+    check_range("lora_dropout", model.lora_dropout, 0.0, 1.0)
+    if model.load_in_4bit and not model.use_peft:
+        raise UserError("load_in_4bit needs use_peft (QLoRA trains an adapter on a frozen 4-bit base)")
+    if not data.dataset_path:
+        raise UserError("dataset_path is not set (point it at a data_gen output such as outputs/<run>/sft.jsonl)")
+    for cfg in method:
+        keep_token_out_of_arguments(cfg)
+    return (Setup(model, data, task, train, ow), *method)
+
+
+def keep_token_out_of_arguments(cfg: Any) -> None:
+    """transformers pickles TrainingArguments into training_args.bin (and every checkpoint's copy),
+    so a ``--hub_token`` left there would be written in plain text. The hub client reads the token
+    from HF_TOKEN (as after ``hf auth login``), so it moves there and the arguments keep none.
+    A push that cannot happen (HF_HUB_OFFLINE) is refused before training, not after it."""
+    token = getattr(cfg, "hub_token", None)
+    if token:
+        os.environ["HF_TOKEN"] = token
+        cfg.hub_token = None
+    if getattr(cfg, "push_to_hub", False) and hub_offline():
+        raise UserError("push_to_hub needs the network but HF_HUB_OFFLINE is set: unset it, or push the adapter later")
+
+
+def device_overrides(*config_types: type) -> list[str]:
+    """Without CUDA, train on the CPU in fp32 whatever the recipe says (its bf16 is for GPUs). Only
+    keys the configs declare are overridden. Under DeepSpeed on the CPU (cpu_zero2/3.yaml),
+    ``use_cpu`` stays false, as it makes accelerate skip DeepSpeed, and the process group is gloo
+    (``selfcorrect.device.process_group_kwargs`` says why)."""
+    if cuda_available():
+        return []
+    known = {f.name for t in config_types for f in dataclasses.fields(t)}
+    out: list[str] = []
+    device = [("use_cpu", "false"), ("ddp_backend", "gloo")] if deepspeed_on_cpu() else [("use_cpu", "true")]
+    for key, value in (*device, ("bf16", "false"), ("fp16", "false"), ("dtype", "float32")):
+        if key in known:
+            out += [f"--{key}", value]
+    return out
+
+
+def check_training_values(cfg: Any) -> None:
+    """Range checks of TRL/transformers training values, before the model loads."""
+    check_range("learning_rate", cfg.learning_rate, 1e-12)
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+        if hasattr(cfg, name):
+            check_range(name, getattr(cfg, name), 1)
+    if getattr(cfg, "max_steps", -1) == 0 or getattr(cfg, "max_steps", -1) < -1:
+        raise UserError(f"max_steps must be >= 1 (or -1 for num_train_epochs) (got {cfg.max_steps})")
+    if getattr(cfg, "max_steps", -1) == -1 and getattr(cfg, "num_train_epochs", 1) <= 0:
+        raise UserError(f"num_train_epochs must be > 0 (got {cfg.num_train_epochs})")
+    for name in ("logging_steps", "save_steps"):
+        value = getattr(cfg, name, 1)
+        if value is not None and value < 0:
+            raise UserError(f"{name} must be >= 0 (got {value})")
+
+
+def last_checkpoint(output_dir: str) -> str | None:
+    """The checkpoint-N folder with the highest N in output_dir, or None."""
+    ckpts = [d for d in glob.glob(os.path.join(output_dir, "checkpoint-*")) if re.search(r"checkpoint-\d+$", d)]
+    return max(ckpts, key=lambda d: int(d.rsplit("-", 1)[1])) if ckpts else None
+
+
+def resume_checkpoint(value: Any, output_dir: str) -> str | None:
+    """``--resume_from_checkpoint true`` means the last checkpoint-N in output_dir (as HF users expect)."""
+    if value is None or str(value).lower() in ("false", "none", ""):
+        return None
+    if str(value).lower() == "true":
+        last = last_checkpoint(output_dir)
+        if last is None:
+            raise UserError(f"--resume_from_checkpoint true: no checkpoint-N folder in {output_dir}")
+        return last
+    if not os.path.isdir(str(value)):
+        raise UserError(f"resume_from_checkpoint: no such checkpoint folder {value}")
+    return str(value)
+
+
+# Options that do not change what a training run computes (logging, saving cadence, where it goes).
+_VOLATILE = {
+    "output_dir",
+    "logging_dir",
+    "logging_steps",
+    "logging_strategy",
+    "save_steps",
+    "save_strategy",
+    "report_to",
+    "resume_from_checkpoint",
+    "disable_tqdm",
+    "run_name",
+    "overwrite",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_token",
+    "save_total_limit",
+    "merge",
+    "log_level",
+    "logging_first_step",
+    "eval_steps",
+    "dataloader_num_workers",
+}
+_OWNED = [
+    "adapter_model.safetensors",
+    "adapter_config.json",
+    "model*.safetensors",
+    "config.json",
+    "generation_config.json",
+    "checkpoint-*",
+    "merged",
+    "README.md",
+    "selfcorrect_config.json",
+    "*_log.jsonl",
+    "training_args.bin",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "runs",  # TensorBoard logs (report_to tensorboard)
+]
+
+
+FINISHED = "selfcorrect_config.json"  # written by save_outputs once the final adapter is on disk
+
+
+def claim_output_dir(method: str, setup: Setup, cfg: Any, resume: str | None, is_main: bool) -> tuple[str | None, bool]:
+    """Record this training run in output_dir/run.json and lock the folder, or refuse a folder that
+    holds anything but this method's run with these settings (see run_identity.check_run). Called
+    before the model loads, so a refused run costs nothing. Returns the checkpoint to resume from
+    (the one asked for, or the last one an interrupted run with these settings left there: a re-run
+    continues it instead of training from step 0 over its checkpoints) and whether the folder
+    already holds this run finished (nothing to do, as for a finished data_gen or eval run)."""
+    if not is_main:
+        return resume, False
+    settings = {"model_weights": model_identity(setup.model.model_name_or_path), "data": data_identity(setup.data.dataset_path)}
+    for obj in (setup.model, setup.data, setup.task, cfg):
+        for k, v in config_to_dict(obj).items():
+            if k not in _VOLATILE and not k.startswith("_"):
+                settings[k] = v
+    command, overwrite = f"train/{method}", setup.overwrite.overwrite
+    if resume and not overwrite:
+        # A resumed run continues the one recorded there, or records itself in a new folder (a folder
+        # holding a run without a record, from an older version, is accepted as is).
+        out = cfg.output_dir
+        if os.path.exists(os.path.join(out, "run.json")) or not os.path.isdir(out) or not os.listdir(out):
+            check_run(out, command, settings, _OWNED, False)
+        else:
+            lock_output_dir(out)
+        return resume, False
+    if not check_run(cfg.output_dir, command, settings, _OWNED, overwrite):
+        return None, False
+    if os.path.exists(os.path.join(cfg.output_dir, FINISHED)):
+        return None, True
+    last = last_checkpoint(cfg.output_dir)
+    if last:
+        print(
+            f"resuming from {last}, where an earlier run with these settings stopped (--overwrite true starts over)",
+            file=sys.stderr,
+        )
+    return last, False
+
+
+@contextlib.contextmanager
+def resumable(output_dir: str):
+    """Ctrl-C during training ends with one line saying which checkpoint to resume from."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        last = last_checkpoint(output_dir)
+        if last:
+            raise Interrupted(
+                f"the last checkpoint is {last}: re-run the same command with --resume_from_checkpoint true"
+            ) from None
+        raise Interrupted(
+            "no checkpoint was saved yet (set save_steps to save some); re-run the command to start again"
+        ) from None
+
+
+def prepare_run(method: str, setup: Setup, cfg: Any) -> str | None:
+    """Before any model loads: check the training values, find the checkpoint to resume from and
+    claim the output folder. Returns the checkpoint (or None)."""
+    check_training_values(cfg)
+    state = process_state()
+    resume = resume_checkpoint(cfg.resume_from_checkpoint, cfg.output_dir)
+    resume, finished = claim_output_dir(method, setup, cfg, resume, state.is_main_process)
+    if state.num_processes > 1:  # the main process decided (it alone reads and locks the folder)
+        from accelerate.utils import broadcast_object_list
+
+        resume, finished = broadcast_object_list([(resume, finished)])[0]
+    if finished:
+        raise NothingToDo(
+            f"{cfg.output_dir} already holds this finished train/{method} run: nothing to do (--overwrite true trains it again)"
+        )
+    return resume
