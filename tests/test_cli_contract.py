@@ -669,4 +669,6 @@ def test_a_choice_outside_its_literal_is_one_line_from_a_flag_and_from_a_recipe(
     one_error_line(*cli(main, [*base, f"--{key}", value], capsys), f"{key} must be one of {choices} (got '{value}')")
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(f"{key}: {value}\n")
-    one_error_line(*cli(main, [*base, "--config", str(recipe)], capsys), f"recipe key '{key}' must be one of {choices} (got '{value}')")
+    one_error_line(
+        *cli(main, [*base, "--config", str(recipe)], capsys), f"recipe key '{key}' must be one of {choices} (got '{value}')"
+    )
