@@ -62,7 +62,7 @@ class NaiveGenerator(RolloutBackend):
 
 def timed(generator, task, prompt_set, examples, rounds):
     t0 = time.perf_counter()
-    trajs = run_rounds(generator, task, prompt_set, examples, rounds)
+    trajs = run_rounds(generator, task, prompt_set, examples, rounds).trajectories
     dt = time.perf_counter() - t0
     tokens = sum(r.new_tokens for t in trajs for r in t.rounds)
     return trajs, dt, tokens

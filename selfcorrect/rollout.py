@@ -29,7 +29,7 @@ import torch
 from selfcorrect.chat import render_chat
 from selfcorrect.errors import UserError
 from selfcorrect.prompts import PromptSet
-from selfcorrect.tasks.base import Example, MultipleChoiceTask, Task
+from selfcorrect.tasks.base import Example, Task
 from selfcorrect.trace import Round, Trajectory
 
 
@@ -506,6 +506,16 @@ def _unpark(cache: Any, batch: int, rows: torch.Tensor, parked: list) -> None:
         layer.keys, layer.values = full_k, full_v
 
 
+@dataclass
+class Rollout:
+    """What ``run_rounds`` returns: the graded trajectories, and each round's generations in the same
+    order (``generations[round][i]`` made ``trajectories[i].rounds[round]``), with the exact prompt
+    and sampled token ids and their log-probs, which online RL trains on."""
+
+    trajectories: list[Trajectory]
+    generations: list[list[Generation]]
+
+
 def run_rounds(
     generator: Generator,
     task: Task,
@@ -515,14 +525,13 @@ def run_rounds(
     samples: int = 1,
     on_round: Any = None,
     seed_key: str = "",
-) -> list[Trajectory]:
-    """K rounds for every (example, sample); returns one trajectory per pair, samples of an example
-    consecutive. Round r's prompt is the conversation of rounds < r plus round r's user turn, rendered
-    with round r's prefill.
+) -> Rollout:
+    """K rounds for every (example, sample): one trajectory per pair, samples of an example
+    consecutive, and the generations of every round. Round r's prompt is the conversation of rounds
+    < r plus round r's user turn, rendered with round r's prefill.
 
-    ``on_round(round_index, generations)`` is called after each round (progress bars, online RL,
-    which trains on each generation's ``prompt_ids`` and ``token_ids``). ``seed_key`` prefixes the
-    sampling seed, so online RL draws fresh samples when it meets an example again.
+    ``on_round(round_index, generations)`` is called after each round (progress bars). ``seed_key``
+    prefixes the sampling seed, so online RL draws fresh samples when it meets an example again.
     """
     trajs = [
         Trajectory(
@@ -539,6 +548,7 @@ def run_rounds(
         for s in range(samples)
     ]
     session: dict = {}  # per-batch KV caches carried from round to round
+    by_round: list[list[Generation]] = []
     for r in range(rounds):
         users, prompts = [], []
         prefill = prompt_set.prefill(r)
@@ -554,10 +564,7 @@ def run_rounds(
         gens = generator.generate(prompts, labels, seed_key=key, session=session)
         grades = task.grade_batch([t.example for t in trajs], [g.text for g in gens])
         for t, user, g, grade in zip(trajs, users, gens, grades):
-            if isinstance(task, MultipleChoiceTask):
-                g.read_options_at_span(grade.answer, task.answer_label_span(t.example, g.text))
-            else:  # a task that does not say where its answer stands: its first label token
-                g.read_options_at(grade.answer)
+            g.read_options_at_span(grade.answer, task.answer_label_span(t.example, g.text))
             t.rounds.append(
                 Round.graded(
                     user,
@@ -574,9 +581,10 @@ def run_rounds(
                 )
             )
             t.hidden.append(g.hidden)
+        by_round.append(gens)
         if on_round is not None:
             on_round(r, gens)
     for t in trajs:
         if all(h is None for h in t.hidden):
             t.hidden = None
-    return trajs
+    return Rollout(trajs, by_round)

@@ -276,7 +276,7 @@ def generate_traces(
                     run.rounds,
                     run.samples,
                     on_round=lambda r, gens, n=n_batch: bar.update(n, sum(g.new_tokens for g in gens)),
-                )
+                ).trajectories
                 trajs = [t for t in trajs if (t.id, t.sample) not in done]
                 if probe is not None:
                     probe.annotate(trajs)

@@ -225,11 +225,8 @@ def test_trainer_logprobs_are_the_samplers_at_temperature(tiny_model_dir, rl_fil
         for n, p in trainer.policy.named_parameters():
             if "lora_B" in n:
                 p.normal_(0, 0.5)
-    gens = []
     trainer.policy.eval()  # LoRA dropout off, in sampling and in scoring
-    run_rounds(
-        trainer.gen, trainer.task, trainer.prompt_set, trainer.examples, 3, samples=2, on_round=lambda r, g: gens.append(g)
-    )
+    gens = run_rounds(trainer.gen, trainer.task, trainer.prompt_set, trainer.examples, 3, samples=2).generations
     worst, n_tokens = 0.0, 0
     for e in range(len(gens[0])):
         ep = Episode([g[e].prompt_ids for g in gens], [g[e].token_ids for g in gens], [0.0] * 3)

@@ -94,7 +94,7 @@ def test_cot_answer_probs_are_read_at_the_answer_label(parts):
     ps, ex = get_prompt_set("cot"), _example()
     prompt = Generator(model, tok).render([{"role": "user", "content": ps.first_turn(ex.question)}], ps.prefill(0))
     gen = _steer(tok, model, prompt, "The answer is B.")
-    (row,) = run_rounds(gen, get_task("bbq"), ps, [ex], rounds=2)
+    (row,) = run_rounds(gen, get_task("bbq"), ps, [ex], rounds=2).trajectories
     for r, rec in enumerate(row.rounds):
         assert rec.response == "The answer is B." and rec.answer == "B"
         assert rec.option_step == 3  # "The", " answer", " is", " B"
@@ -121,8 +121,8 @@ def test_a_label_written_before_the_answer_is_not_the_answer(parts, script, answ
     ps, ex = get_prompt_set("cot"), _example()
     prompt = Generator(model, tok).render([{"role": "user", "content": ps.first_turn(ex.question)}], ps.prefill(0))
     gen = _steer(tok, model, prompt, script)
-    captured = []
-    (row,) = run_rounds(gen, get_task("bbq"), ps, [ex], rounds=1, on_round=lambda r, gens: captured.extend(gens))
+    rollout = run_rounds(gen, get_task("bbq"), ps, [ex], rounds=1)
+    (row,), captured = rollout.trajectories, rollout.generations[0]
     rec = row.rounds[0]
     step = label_steps[-1][0]
     assert rec.answer == answer and rec.option_step == step
@@ -136,7 +136,7 @@ def test_an_answer_given_as_text_has_no_option_probs_and_metrics_skip_it(parts):
     ps, ex = get_prompt_set("cot"), _example()
     prompt = Generator(model, tok).render([{"role": "user", "content": ps.first_turn(ex.question)}], ps.prefill(0))
     gen = _steer(tok, model, prompt, "The grandson.")
-    (row,) = run_rounds(gen, get_task("bbq"), ps, [ex], rounds=1)
+    (row,) = run_rounds(gen, get_task("bbq"), ps, [ex], rounds=1).trajectories
     rec = row.rounds[0]
     assert rec.answer == "B"  # parsed from the option text
     assert rec.option_probs is None and rec.option_mass is None and rec.option_step is None
@@ -152,7 +152,7 @@ def test_answer_prefill_reads_the_first_token_as_before(parts):
     ps, ex = get_prompt_set("intrinsic-moral"), _example()
     prompt = Generator(model, tok).render([{"role": "user", "content": ps.first_turn(ex.question)}], ps.prefill(0))
     gen = _steer(tok, model, prompt, " B.")
-    (row,) = run_rounds(gen, get_task("bbq"), ps, [ex], rounds=1)
+    (row,) = run_rounds(gen, get_task("bbq"), ps, [ex], rounds=1).trajectories
     rec = row.rounds[0]
     assert rec.response == " B." and rec.answer == "B" and rec.option_step == 0
     ids = tok.encode(prompt, add_special_tokens=False)

@@ -63,7 +63,7 @@ def test_rounds_and_growing_conversation(gen, bbq_examples):
     orig = gen.render
     gen.render = lambda msgs, prefill=None: rendered.append((msgs, prefill)) or orig(msgs, prefill)
     try:
-        rows = run_rounds(gen, task, ps, exs, rounds=3)
+        rows = run_rounds(gen, task, ps, exs, rounds=3).trajectories
     finally:
         gen.render = orig
     assert [r.id for r in rows] == [e.id for e in exs]
@@ -120,7 +120,7 @@ def test_sampling_is_seeded(tiny_model_dir, bbq_examples):
 
     def sample(seed):
         g = Generator(model, tok, SamplingConfig(max_new_tokens=5, temperature=1.0, seed=seed), batch_size=4)
-        return [[r.response for r in t.rounds] for t in run_rounds(g, task, ps, exs[:2], rounds=2, samples=2)]
+        return [[r.response for r in t.rounds] for t in run_rounds(g, task, ps, exs[:2], rounds=2, samples=2).trajectories]
 
     a, b, c = sample(1), sample(1), sample(2)
     assert a == b and a != c
@@ -166,7 +166,7 @@ def test_round_incremental_cache_matches_full_reencoding(tiny_model_dir, bbq_exa
                 rounds=4,
                 samples=2 if temperature else 1,
                 on_round=lambda r, gens, steps=steps: steps.append([x.option_steps for x in gens]),
-            )
+            ).trajectories
         )
         option_steps.append(steps)
     finishes = {r.finish for t in outs[0] for r in t.rounds}
@@ -185,7 +185,7 @@ def test_round_incremental_cache_matches_full_reencoding(tiny_model_dir, bbq_exa
 def test_external_feedback_rounds_are_marked(gen, bbq_examples):
     task, exs = bbq_examples
     ps = get_prompt_set("external-feedback")
-    rows = run_rounds(gen, task, ps, exs[:2], rounds=2)
+    rows = run_rounds(gen, task, ps, exs[:2], rounds=2).trajectories
     for row in rows:
         r1, r2 = row.rounds
         assert r1.external is False and r2.external is True
@@ -256,7 +256,7 @@ def test_finished_rows_leave_the_batch_without_changing_outputs(gen, bbq_example
                 rounds=3,
                 samples=2,  # rounds 2-3 reuse the restored cache
                 on_round=lambda r, gens, steps=steps: steps.append([x.option_steps for x in gens]),
-            )
+            ).trajectories
         )
         option_steps.append(steps)
     first = [t.rounds[0].new_tokens for t in outs[1][:5]]

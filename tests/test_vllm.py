@@ -104,7 +104,7 @@ def test_greedy_rounds_agree_with_hf_engine(tiny_model_dir, tiny_engine):
         rec = []
         orig = g.generate
         g.generate = lambda prompts, *a, orig=orig, rec=rec, **k: rec.append(orig(prompts, *a, **k)) or rec[-1]
-        steps[name] = (run_rounds(g, task, ps, exs, rounds=3), rec)
+        steps[name] = (run_rounds(g, task, ps, exs, rounds=3).trajectories, rec)
     (t_hf, g_hf), (t_vl, g_vl) = steps["hf"], steps["vllm"]
     _assert_agree(t_hf, t_vl)
     differ = _disagreements(t_hf, t_vl, lambda r: (r.response, r.finish, r.new_tokens))
@@ -135,8 +135,10 @@ def test_smollm2_greedy_rounds_agree_with_hf_engine():
     ps = get_prompt_set("intrinsic-moral")
     tok = load_tokenizer(SMOLLM2_ALIAS)
     sampling = SamplingConfig(max_new_tokens=24)
-    hf = run_rounds(Generator(load_model(SMOLLM2_ALIAS, device="cpu"), tok, sampling, batch_size=16), task, ps, exs, 3)
-    vl = run_rounds(VLLMGenerator(path, tok, sampling, llm=start_engine(path)), task, ps, exs, 3)
+    hf = run_rounds(
+        Generator(load_model(SMOLLM2_ALIAS, device="cpu"), tok, sampling, batch_size=16), task, ps, exs, 3
+    ).trajectories
+    vl = run_rounds(VLLMGenerator(path, tok, sampling, llm=start_engine(path)), task, ps, exs, 3).trajectories
     n, _ = _assert_agree(hf, vl)
     with_probs = 0
     for a, b in zip(hf, vl):

@@ -137,25 +137,16 @@ def make_rollout_func(tokenizer, cfg, task=None, prompt_set=None, examples: dict
                         "completion_ids": [g.token_ids for g in outs],
                         "logprobs": [g.token_logprobs for g in outs],
                     }
-                by_round: list = []
-                traces = run_rounds(
-                    gen,
-                    task,
-                    prompt_set,
-                    [examples[p] for p in prompts],
-                    rounds=2,
-                    on_round=lambda r, gens: by_round.append(gens),
-                    seed_key=key + "/",
-                )
+                episodes = run_rounds(gen, task, prompt_set, [examples[p] for p in prompts], rounds=2, seed_key=key + "/")
             finally:
                 model.train(was_training)
-        second = by_round[1]
+        second = episodes.generations[1]
         return {
             "prompt_ids": [g.prompt_ids for g in second],
             "completion_ids": [g.token_ids for g in second],
             "logprobs": [g.token_logprobs for g in second],
-            "first_reward": [t.rounds[0].reward for t in traces],
-            "first_correct": [t.rounds[0].correct for t in traces],
+            "first_reward": [t.rounds[0].reward for t in episodes.trajectories],
+            "first_correct": [t.rounds[0].correct for t in episodes.trajectories],
         }
 
     return rollout

@@ -421,34 +421,28 @@ class OnlineRLTrainer:
             cfg.seed,
         )
         examples = [self.examples[i] for i in idx]
-        by_round: list[list[Any]] = []
-
-        def collect(r, gens):
-            by_round.append(gens)
-            if on_round is not None:
-                on_round(r)
-
         self.policy.eval()
         with self._weights_for_sampling():
-            traces = run_rounds(
+            rollout = run_rounds(
                 self.gen,
                 self.task,
                 self.prompt_set,
                 examples,
                 self.rounds(),
                 samples=cfg.num_generations,
-                on_round=collect,
+                on_round=None if on_round is None else lambda r, gens: on_round(r),
                 seed_key=f"s{step}/p{self.accelerator.process_index}/",
             )
+        gens = rollout.generations
         return [
             Episode(
-                prompts=[by_round[t][e].prompt_ids for t in range(len(by_round))],
-                responses=[by_round[t][e].token_ids for t in range(len(by_round))],
+                prompts=[gens[t][e].prompt_ids for t in range(len(gens))],
+                responses=[gens[t][e].token_ids for t in range(len(gens))],
                 rewards=[rnd.reward for rnd in tr.rounds],
                 correct=[rnd.correct for rnd in tr.rounds],
                 answers=[rnd.answer for rnd in tr.rounds],
             )
-            for e, tr in enumerate(traces)
+            for e, tr in enumerate(rollout.trajectories)
         ]
 
     def _weights_for_sampling(self):

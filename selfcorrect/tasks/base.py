@@ -135,6 +135,13 @@ class Task:
         alone; tasks built from templates override this."""
         return example.id
 
+    def answer_label_span(self, example: Example, response: str) -> tuple[int, int] | None:
+        """Where the parsed answer's option label stands in ``response`` (characters): the rollout
+        reads the option probabilities at the label token generated there, or records none for
+        None. This default is the whole response (the first label token of the answer); multiple
+        choice tasks say exactly where, and None for an answer given as option text."""
+        return (0, len(response))
+
     def option_labels(self, example: Example) -> list[str] | None:
         """Labels whose next-token probabilities the rollout records (multiple choice only)."""
         return list(LETTERS[: len(example.choices)]) if example.choices else None
