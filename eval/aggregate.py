@@ -185,13 +185,8 @@ class _SelfCorrection:
         }
 
 
-_TRANSITION_KEYS = ("n", "right_to_right", "wrong_to_right", "right_to_wrong", "wrong_to_wrong", "flips")
-
-
 def _add_transition(t: dict[str, int], a: Round, b: Round) -> None:
-    t["n"] += 1
-    t[f"{'right' if a.correct else 'wrong'}_to_{'right' if b.correct else 'wrong'}"] += 1
-    t["flips"] += a.answer != b.answer
+    M.count_transition(t, a.correct, b.correct, a.answer != b.answer)
 
 
 def compute_metrics(
@@ -228,8 +223,8 @@ def compute_metrics(
             k = len(traj.rounds)
             task_stats = [task.metrics() for _ in range(k)]
             stats = [_RoundStats() for _ in range(k)]
-            trans = [dict.fromkeys(_TRANSITION_KEYS, 0) for _ in range(k - 1)]
-            first_last = dict.fromkeys(_TRANSITION_KEYS, 0)
+            trans = [dict.fromkeys(M.TRANSITION_KEYS, 0) for _ in range(k - 1)]
+            first_last = dict.fromkeys(M.TRANSITION_KEYS, 0)
             stable = [0] * k
             readings = [_Readings() for _ in range(k)]
             sc = _SelfCorrection(k)

@@ -25,13 +25,21 @@ def per_round_accuracy(correct: Sequence[Sequence[bool]]) -> list[float]:
     return [sum(bool(c[r]) for c in correct) / len(correct) for r in range(k)]
 
 
-def transition_counts(prev: Sequence[bool], cur: Sequence[bool]) -> dict[str, int]:
-    out = {"n": 0, "right_to_right": 0, "wrong_to_right": 0, "right_to_wrong": 0, "wrong_to_wrong": 0}
-    for a, b in zip(prev, cur):
-        out["n"] += 1
-        key = f"{'right' if a else 'wrong'}_to_{'right' if b else 'wrong'}"
-        out[key] += 1
-    return out
+TRANSITION_KEYS = ("n", "right_to_right", "wrong_to_right", "right_to_wrong", "wrong_to_wrong", "flips")
+
+
+def count_transition(counts: dict[str, int], right_before: bool, right_after: bool, changed: bool) -> None:
+    """Add one item's move between two rounds to ``counts`` (the TRANSITION_KEYS); ``changed``:
+    the parsed answer changed, whether or not its correctness did.
+
+    >>> counts = dict.fromkeys(TRANSITION_KEYS, 0)
+    >>> count_transition(counts, False, True, True); count_transition(counts, True, True, False)
+    >>> counts
+    {'n': 2, 'right_to_right': 1, 'wrong_to_right': 1, 'right_to_wrong': 0, 'wrong_to_wrong': 0, 'flips': 1}
+    """
+    counts["n"] += 1
+    counts[f"{'right' if right_before else 'wrong'}_to_{'right' if right_after else 'wrong'}"] += 1
+    counts["flips"] += bool(changed)
 
 
 def rss(acc1: float, acc2: float) -> float | None:
@@ -45,8 +53,9 @@ def transition(
     correct_a: Sequence[bool], correct_b: Sequence[bool], answers_a: Sequence[Any], answers_b: Sequence[Any]
 ) -> dict[str, Any]:
     """Transition statistics from one round (a) to a later one (b)."""
-    counts = transition_counts(correct_a, correct_b)
-    counts["flips"] = sum(x != y for x, y in zip(answers_a, answers_b))
+    counts = dict.fromkeys(TRANSITION_KEYS, 0)
+    for right_a, right_b, x, y in zip(correct_a, correct_b, answers_a, answers_b):
+        count_transition(counts, right_a, right_b, x != y)
     return transition_from_counts(counts)
 
 

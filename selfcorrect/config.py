@@ -98,6 +98,16 @@ class SplitOptions:
 
 
 @dataclass
+class SamplingConfig:
+    """How the rollout engine decodes each round: the command configs' ``sampling()`` builds it."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    seed: int = 0
+
+
+@dataclass
 class RolloutOptions:
     """Which model answers, and how K rounds are sampled and written."""
 
@@ -127,6 +137,9 @@ class RolloutOptions:
     )
     tensor_parallel_size: int = field(default=1, metadata={"help": "vllm backend: GPUs one engine spans (per process)."})
     output_dir: str = field(default="outputs/run", metadata={"help": "Where traces and results go."})
+
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.seed)
 
     def __post_init__(self) -> None:
         check_range("rounds", self.rounds, 1)

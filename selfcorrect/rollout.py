@@ -27,18 +27,11 @@ from typing import Any
 import torch
 
 from selfcorrect.chat import render_chat
+from selfcorrect.config import SamplingConfig
 from selfcorrect.errors import UserError
 from selfcorrect.prompts import PromptSet
 from selfcorrect.tasks.base import Example, Task
 from selfcorrect.trace import Round, Trajectory
-
-
-@dataclass
-class SamplingConfig:
-    max_new_tokens: int = 64
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    seed: int = 0
 
 
 @dataclass

@@ -174,11 +174,11 @@ def vllm_settings(run: RolloutOptions) -> dict:
 def make_generator(run: RolloutOptions, state, probe=None):
     """The run's generation backend on this process's device, and what to release when done."""
     from selfcorrect.modeling import load_model, load_tokenizer, resolve_model_path
-    from selfcorrect.rollout import Generator, SamplingConfig
+    from selfcorrect.rollout import Generator
 
     device = run.device or ("cuda" if cuda_available() else "cpu")
     tokenizer = load_tokenizer(run.model_name_or_path, run.trust_remote_code)
-    sampling = SamplingConfig(run.max_new_tokens, run.temperature, run.top_p, run.seed)
+    sampling = run.sampling()
     if run.generation_backend == "vllm":
         from selfcorrect.vllm_backend import MergedAdapter, VLLMGenerator, assign_gpus
 

@@ -109,9 +109,12 @@ def make_rollout_func(tokenizer, cfg, task=None, prompt_set=None, examples: dict
     """
     from trl.models import unwrap_model_for_generation
 
-    from selfcorrect.rollout import Generator, SamplingConfig, run_rounds
+    from selfcorrect.config import SamplingConfig
+    from selfcorrect.rollout import Generator, run_rounds
 
-    sampling = SamplingConfig(cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.seed)
+    sampling = SamplingConfig(
+        max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed
+    )
     calls = [0]
 
     def rollout(prompts: list[str], trainer) -> dict:

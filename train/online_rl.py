@@ -30,7 +30,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from selfcorrect.config import check_range
+from selfcorrect.config import SamplingConfig, check_range
 from selfcorrect.errors import UserError
 from selfcorrect.modeling import load_policy, load_tokenizer
 from train.data import check_provenance, read_training_rows
@@ -270,6 +270,9 @@ class OnlineRLConfig:
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the hub."})
 
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.seed)
+
     def __post_init__(self) -> None:
         for name in ("num_generations", "per_device_prompts", "max_steps", "micro_batch_size", "max_new_tokens"):
             check_range(name, getattr(self, name), 1)
@@ -328,7 +331,7 @@ class OnlineRLTrainer:
         from transformers import get_linear_schedule_with_warmup
 
         from selfcorrect.device import process_group_kwargs
-        from selfcorrect.rollout import Generator, SamplingConfig
+        from selfcorrect.rollout import Generator
         from selfcorrect.tasks import task_and_prompt_set
         from selfcorrect.tasks.base import Example
 
@@ -402,7 +405,7 @@ class OnlineRLTrainer:
                 config={**vars(setup.task), **vars(cfg)},
                 init_kwargs=wandb_init_kwargs(cfg.run_name),
             )
-        sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.seed)
+        sampling = cfg.sampling()
         group = cfg.per_device_prompts * cfg.num_generations
         self.gen = Generator(self.policy, self.tokenizer, sampling, batch_size=group)
 

@@ -187,11 +187,19 @@ def format_choices(question: str, choices: list[str]) -> str:
     return "\n".join(lines)
 
 
-def normalise(text: str) -> str:
-    """Lowercase, straight quotes, punctuation to spaces, single spaces."""
+def _fold(text: str) -> str:
+    """Compatibility forms folded (NFKC), lowercase, curly quotes and backticks made straight."""
     text = unicodedata.normalize("NFKC", text).lower()
-    text = text.replace("\u2019", "'").replace("\u2018", "'").replace("`", "'")
-    text = re.sub(r"[^\w' ]+", " ", text)
+    return text.replace("\u2019", "'").replace("\u2018", "'").replace("`", "'")
+
+
+def normalise(text: str) -> str:
+    """Lowercase, straight quotes, punctuation to spaces, single spaces.
+
+    >>> normalise("The  Grandson\u2019s (maybe)!")
+    "the grandson's maybe"
+    """
+    text = re.sub(r"[^\w' ]+", " ", _fold(text))
     return re.sub(r"\s+", " ", text).strip()
 
 
@@ -236,8 +244,7 @@ _NEGATED_QUESTION = re.compile(r"\b(?:not|never|no one|nobody)\b|n't\b")
 
 def _words(text: str) -> tuple[list[str], list[int]]:
     """The words of ``text`` as ``normalise`` gives them, and the clause each belongs to."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = text.replace("\u2019", "'").replace("\u2018", "'").replace("`", "'")
+    text = _fold(text)
     words: list[str] = []
     clauses: list[int] = []
     clause = 0
