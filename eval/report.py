@@ -255,14 +255,8 @@ def self_correction_lines(runs: list[tuple[str, dict[str, Any]]], k: int) -> lis
     return lines + [""]
 
 
-def write_report(runs: list[tuple[str, dict[str, Any]]], out_dir: str, title: str = "Self-correction evaluation") -> str:
-    os.makedirs(out_dir, exist_ok=True)
-    pngs = plot_runs(runs, out_dir)
-    base = runs[0]
-    lines = [f"# {title}", ""]
-    lines += ["## Verdict", ""] + [f"- {verdict(label, m, base if len(runs) > 1 else None)}" for label, m in runs] + [""]
-    lines += ["## Accuracy per round (95% bootstrap CI)", ""]
-    k = max(len(m["headline"]["values"]) for _, m in runs)
+def _accuracy_lines(runs: list[tuple[str, dict[str, Any]]], k: int) -> list[str]:
+    lines = ["## Accuracy per round (95% bootstrap CI)", ""]
     lines += ["| run | n | " + " | ".join(f"round {r}" for r in range(1, k + 1)) + " |", "|---|---|" + "---|" * k]
     for label, m in runs:
         cells = [f"{v:.3f} {_ci(c)}" for v, c in zip(m["headline"]["values"], m["headline"]["ci95"])]
@@ -278,23 +272,33 @@ def write_report(runs: list[tuple[str, dict[str, Any]]], out_dir: str, title: st
         for label, m in runs:
             lines.append(f"| {label} | " + " | ".join(_fmt(v) for v in _series(m, ["task", "unparsed_rate"])) + " |")
         lines.append("")
-    columns = base[1]["run"].get("report_columns", [])
-    if columns:
-        lines += [
-            f"## {base[1]['run']['task']} metrics (round 1 -> round K, 95% CI)",
-            "",
-            "| run | " + " | ".join(t for _, t in columns) + " |",
-            "|---|" + "---|" * len(columns),
+    return lines
+
+
+def _task_metric_lines(runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The task's own columns (BBQ's bias scores, ...), round 1 -> round K; none for a task without."""
+    base = runs[0][1]["run"]
+    columns = base.get("report_columns", [])
+    if not columns:
+        return []
+    lines = [
+        f"## {base['task']} metrics (round 1 -> round K, 95% CI)",
+        "",
+        "| run | " + " | ".join(t for _, t in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for label, m in runs:
+        first, last = m["per_round"][0], m["per_round"][-1]
+        cells = [
+            f"{_fmt(first['task'].get(key))} -> {_fmt(last['task'].get(key))} {_ci(last['intervals'].get(key))}"
+            for key, _ in columns
         ]
-        for label, m in runs:
-            first, last = m["per_round"][0], m["per_round"][-1]
-            cells = [
-                f"{_fmt(first['task'].get(key))} -> {_fmt(last['task'].get(key))} {_ci(last['intervals'].get(key))}"
-                for key, _ in columns
-            ]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        lines.append("")
-    lines += [
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _convergence_lines(runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    lines = [
         "## Convergence and transitions (round 1 -> K)",
         "",
         "| run | convergence round | final - best | variance after convergence | wrong->right | right->wrong | flip rate | CL | CS | RSS |",
@@ -307,9 +311,11 @@ def write_report(runs: list[tuple[str, dict[str, Any]]], out_dir: str, title: st
             f"{_fmt(t.get('wrong_to_right_rate'))} | {_fmt(t.get('right_to_wrong_rate'))} | {_fmt(t.get('flip_rate'))} | "
             f"{_fmt(t.get('confidence_level'))} | {_fmt(t.get('critique_score'))} | {_fmt(t.get('rss'))} |"
         )
-    lines.append("")
-    lines += self_correction_lines(runs, k)
-    lines += [
+    return lines + [""]
+
+
+def _uncertainty_lines(runs: list[tuple[str, dict[str, Any]]], k: int) -> list[str]:
+    lines = [
         "## Uncertainty per round",
         "",
         "| run | " + " | ".join(f"round {r}" for r in range(1, k + 1)) + " |",
@@ -346,14 +352,36 @@ def write_report(runs: list[tuple[str, dict[str, Any]]], out_dir: str, title: st
                 f"held-out accuracy {_fmt(p['heldout_accuracy'])}{caveat}"
             )
         lines.append("")
-    lines += ["## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in pngs] + [""]
-    lines += ["## Runs", ""]
+    return lines
+
+
+def _runs_lines(runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    lines = ["## Runs", ""]
     for label, m in runs:
         r = m["run"]
         lines.append(
             f"- {label}: model {r.get('model')}, adapter {r.get('adapter')}, prompt set {r.get('prompt_set')}, "
             f"data {r.get('dataset')}, K={r['rounds']}, {r['n_examples']} examples, {r['n_trajectories']} trajectories"
         )
+    return lines
+
+
+def write_report(runs: list[tuple[str, dict[str, Any]]], out_dir: str, title: str = "Self-correction evaluation") -> str:
+    """report.md (and its plots) for one run or several; with several, the first is the baseline
+    each verdict compares against. One function per section, in the order they appear."""
+    os.makedirs(out_dir, exist_ok=True)
+    pngs = plot_runs(runs, out_dir)
+    base = runs[0] if len(runs) > 1 else None
+    k = max(len(m["headline"]["values"]) for _, m in runs)
+    lines = [f"# {title}", ""]
+    lines += ["## Verdict", ""] + [f"- {verdict(label, m, base)}" for label, m in runs] + [""]
+    lines += _accuracy_lines(runs, k)
+    lines += _task_metric_lines(runs)
+    lines += _convergence_lines(runs)
+    lines += self_correction_lines(runs, k)
+    lines += _uncertainty_lines(runs, k)
+    lines += ["## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in pngs] + [""]
+    lines += _runs_lines(runs)
     path = os.path.join(out_dir, "report.md")
     write_atomic(path, "\n".join(lines) + "\n")
     return path
