@@ -325,13 +325,31 @@ class OnlineRLTrainer:
 
     # -- set-up --
     def setup(self) -> None:
-        import torch
+        """Everything before the first step, in an order that keeps runs reproducible (the seed is set
+        before the adapter's random initialisation): the process group, the data, the model with
+        its reference, the optimizer and schedule, a resumed state, the tracker, the sampler."""
+        from selfcorrect.rollout import Generator
+
+        resume = self._setup_run()
+        model = self._setup_model()
+        self._setup_optimizer(model)
+        self.start_step = self._resume(resume) if resume else 0
+        cfg = self.cfg
+        if self.accelerator.is_main_process and cfg.report_to == "wandb":
+            self.accelerator.init_trackers(
+                f"selfcorrect-{self.method}",
+                config={**vars(self.setup_args.task), **vars(cfg)},
+                init_kwargs=wandb_init_kwargs(cfg.run_name),
+            )
+        self.gen = Generator(self.policy, self.tokenizer, cfg.sampling(), batch_size=cfg.per_device_prompts * cfg.num_generations)
+
+    def _setup_run(self) -> str | None:
+        """Checks, the seed, the output folder, the process group and the examples; returns the
+        checkpoint to resume from."""
         from accelerate import Accelerator, DistributedType
         from accelerate.utils import InitProcessGroupKwargs, set_seed
-        from transformers import get_linear_schedule_with_warmup
 
         from selfcorrect.device import process_group_kwargs
-        from selfcorrect.rollout import Generator
         from selfcorrect.tasks import task_and_prompt_set
         from selfcorrect.tasks.base import Example
 
@@ -355,6 +373,12 @@ class OnlineRLTrainer:
         self.examples = [
             Example.from_dict(json.loads(r["example"]) if isinstance(r["example"], str) else r["example"]) for r in rows
         ]
+        return resume
+
+    def _setup_model(self):
+        """The tokenizer, the policy (LoRA/QLoRA adapter on the base, or the whole model) and the
+        reference: the base under the adapter with LoRA, else a frozen copy."""
+        setup, cfg = self.setup_args, self.cfg
         self.tokenizer = load_tokenizer(setup.model.model_name_or_path, cfg.trust_remote_code, padding_side="right")
         model, peft_config = load_policy(setup.model, cfg.trust_remote_code)
         self.ref_model = None
@@ -375,6 +399,15 @@ class OnlineRLTrainer:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if peft_config is not None:
                 model.enable_input_require_grads()
+        return model
+
+    def _setup_optimizer(self, model) -> None:
+        """AdamW over the trainable weights, prepared with the model (the DeepSpeed engine under
+        DeepSpeed), and the linear schedule."""
+        import torch
+        from transformers import get_linear_schedule_with_warmup
+
+        cfg = self.cfg
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.initial = trainable_snapshot(model)
         optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -394,20 +427,12 @@ class OnlineRLTrainer:
         if self.ref_model is not None:
             self.ref_model.to(self.accelerator.device)
         self.policy = self.accelerator.unwrap_model(self.model)
-        self.start_step = 0
-        if resume:
-            self.accelerator.load_state(resume)
-            with open(os.path.join(resume, "online_rl_state.json")) as f:
-                self.start_step = json.load(f)["step"]
-        if self.accelerator.is_main_process and cfg.report_to == "wandb":
-            self.accelerator.init_trackers(
-                f"selfcorrect-{self.method}",
-                config={**vars(setup.task), **vars(cfg)},
-                init_kwargs=wandb_init_kwargs(cfg.run_name),
-            )
-        sampling = cfg.sampling()
-        group = cfg.per_device_prompts * cfg.num_generations
-        self.gen = Generator(self.policy, self.tokenizer, sampling, batch_size=group)
+
+    def _resume(self, checkpoint: str) -> int:
+        """Load a checkpoint's optimizer, schedule and RNG state; returns the step it was saved at."""
+        self.accelerator.load_state(checkpoint)
+        with open(os.path.join(checkpoint, "online_rl_state.json")) as f:
+            return json.load(f)["step"]
 
     # -- one step --
     def sample(self, step: int, on_round=None) -> list[Episode]:
