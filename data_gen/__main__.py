@@ -94,9 +94,12 @@ def summary(traces_path: str) -> str:
     return "\n".join(lines)
 
 
+CONFIG_TYPES = [TaskOptions, DataSource, SplitOptions, RolloutOptions, DataGenConfig, OverwriteOption]
+
+
 def main(argv: list[str]) -> None:
     opts, data, split, run, dg, ow = parse_config(
-        [TaskOptions, DataSource, SplitOptions, RolloutOptions, DataGenConfig, OverwriteOption],
+        CONFIG_TYPES,
         argv,
         prog="python -m data_gen",
         description=__doc__,

@@ -100,9 +100,12 @@ def default_label(adapter: str | None) -> str:
     return os.path.basename(os.path.normpath(adapter)) if adapter else "base"
 
 
+CONFIG_TYPES = [TaskOptions, DataSource, SplitOptions, RolloutOptions, EvalConfig, OverwriteOption]
+
+
 def main(argv: list[str]) -> None:
     opts, data, split, run, ev, ow = parse_config(
-        [TaskOptions, DataSource, SplitOptions, RolloutOptions, EvalConfig, OverwriteOption],
+        CONFIG_TYPES,
         argv,
         defaults=EVAL_DEFAULTS,
         prog="python -m eval",

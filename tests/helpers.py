@@ -88,12 +88,11 @@ def run_command(module: str, args: list[str]):
 
 def online_trainer(method: str, argv: list[str]):
     """A SCoRe or K-round RL trainer parsed from command-line arguments, not yet set up."""
-    from train.kround import KRoundConfig, KRoundTrainer
+    from train import kround, score
     from train.run import parse_training
-    from train.score import SCoReConfig, SCoReTrainer
 
-    cfg_type, cls = {"score": (SCoReConfig, SCoReTrainer), "kround": (KRoundConfig, KRoundTrainer)}[method]
-    setup, cfg = parse_training([cfg_type], argv, prog="test")
+    module, cls = {"score": (score, score.SCoReTrainer), "kround": (kround, kround.KRoundTrainer)}[method]
+    setup, cfg = parse_training(module.config_types(), argv, prog="test")
     return cls(setup, cfg)
 
 

@@ -444,13 +444,11 @@ def test_training_refuses_another_methods_folder(tiny_model_dir, tmp_path, capsy
     assert cli(sft, [*common, "--dataset_path", f"{data}/sft.jsonl"], capsys)[0] == 0
     # Its saved config re-launches it: transformers' to_dict masks every *_token key ("<PAD_TOKEN>").
     from train.run import parse_training
-    from train.sft import SFTArgs
+    from train.sft import config_types as sft_config_types
 
     saved = os.path.join(out, "selfcorrect_config.json")
     assert "<PAD_TOKEN>" not in open(saved).read() and "overwrite" not in json.load(open(saved))
-    from trl import SFTConfig
-
-    setup, _, cfg = parse_training([SFTArgs, SFTConfig], ["--config", saved], "t")
+    setup, _, cfg = parse_training(sft_config_types(), ["--config", saved], "t")
     assert cfg.pad_token is None and cfg.max_steps == 1 and setup.data.dataset_path == f"{data}/sft.jsonl"
     one_error_line(*cli(dpo, [*common, "--dataset_path", f"{data}/dpo.jsonl"], capsys), "holds a 'train/sft' run")
     one_error_line(
@@ -611,16 +609,14 @@ def test_on_policy_trainers_refuse_fsdp(method, tmp_path, capsys, monkeypatch):
 
 
 def test_push_to_hub_reaches_the_trainer_config(tmp_path, monkeypatch):
-    from trl import SFTConfig
-
     from train.run import parse_training
-    from train.sft import SFTArgs
+    from train.sft import config_types as sft_config_types
 
     argv = ["--dataset_path", "x.jsonl", "--output_dir", str(tmp_path), "--push_to_hub", "true", "--hub_model_id", "me/adapter"]
     with pytest.raises(UserError, match="push_to_hub needs the network but HF_HUB_OFFLINE is set"):
-        parse_training([SFTArgs, SFTConfig], argv, "t")  # before training, not in a traceback after it
+        parse_training(sft_config_types(), argv, "t")  # before training, not in a traceback after it
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    setup, args, cfg = parse_training([SFTArgs, SFTConfig], argv, "t")
+    setup, args, cfg = parse_training(sft_config_types(), argv, "t")
     assert cfg.push_to_hub is True and cfg.hub_model_id == "me/adapter" and setup.data.dataset_path == "x.jsonl"
 
 

@@ -14,28 +14,12 @@ RECIPES = sorted(glob.glob(os.path.join(ROOT, "recipes", "**", "*.yaml"), recurs
 
 
 def types_for(name):
-    from trl import DPOConfig, GRPOConfig, ModelConfig, SFTConfig
+    """The configs the recipe's entry point parses, as that entry point declares them."""
+    import importlib
 
-    from data_gen.config import DataGenConfig
-    from eval.config import EvalConfig
-    from selfcorrect.config import DataSource, OverwriteOption, RolloutOptions, SplitOptions, TaskOptions
-    from train.grpo import GRPOArgs
-    from train.kround import KRoundConfig
-    from train.run import TrainOptions
-    from train.score import SCoReConfig
-    from train.sft import SFTArgs
-
-    rollout = [TaskOptions, DataSource, SplitOptions, RolloutOptions, OverwriteOption]
-    training = [ModelConfig, DataSource, TaskOptions, TrainOptions, OverwriteOption]
-    return {
-        "data_gen": rollout + [DataGenConfig],
-        "eval": rollout + [EvalConfig],
-        "sft": training + [SFTArgs, SFTConfig],
-        "dpo": training + [DPOConfig],
-        "grpo": training + [GRPOArgs, GRPOConfig],
-        "score": training + [SCoReConfig],
-        "kround": training + [KRoundConfig],
-    }[name]
+    if name in ("data_gen", "eval"):
+        return importlib.import_module(f"{name}.__main__").CONFIG_TYPES
+    return importlib.import_module(f"train.{name}").config_types()
 
 
 def test_recipe_set_is_complete():

@@ -14,7 +14,7 @@ from selfcorrect.modeling import load_policy, load_tokenizer
 from selfcorrect.tasks import task_and_prompt_set
 from train.data import PROVENANCE, check_provenance, load_rows
 from train.outputs import save_trained, trainable_snapshot
-from train.run import parse_training, prepare_run, resumable
+from train.run import parse_training, prepare_run, resumable, training_config_types
 
 
 def last_reward_accuracy(history: list[dict]) -> str:
@@ -27,11 +27,18 @@ def last_reward_accuracy(history: list[dict]) -> str:
     return f"{accs[-1]:.3f}" if accs else "n/a"
 
 
+def config_types() -> list[type]:
+    """The configs this entry point parses (recipes and tests read them here)."""
+    from trl import DPOConfig
+
+    return training_config_types(DPOConfig)
+
+
 def main(argv: list[str]) -> None:
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     # ---- options, checked before anything loads
-    setup, cfg = parse_training([DPOConfig], argv, prog="train/dpo.py", description=__doc__)
+    setup, cfg = parse_training(config_types(), argv, prog="train/dpo.py", description=__doc__)
     resume = prepare_run("dpo", setup, cfg)
 
     # ---- data: conversational (prompt, chosen, rejected) pairs

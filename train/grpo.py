@@ -59,7 +59,7 @@ from selfcorrect.tasks.base import Example
 from train.data import PROVENANCE, check_provenance, load_rows
 from train.outputs import save_trained, trainable_snapshot
 from train.rewards import RevisionReward
-from train.run import parse_training, prepare_run, resumable
+from train.run import parse_training, prepare_run, resumable, training_config_types
 
 
 @dataclass
@@ -221,11 +221,18 @@ def build_dataset(setup, args: GRPOArgs, cfg, task, prompt_set, tokenizer):
     return dataset, rollout
 
 
+def config_types() -> list[type]:
+    """The configs this entry point parses (recipes and tests read them here)."""
+    from trl import GRPOConfig
+
+    return training_config_types(GRPOArgs, GRPOConfig)
+
+
 def main(argv: list[str]) -> None:
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     # ---- options, checked before anything loads
-    setup, args, cfg = parse_training([GRPOArgs, GRPOConfig], argv, prog="train/grpo.py", description=__doc__)
+    setup, args, cfg = parse_training(config_types(), argv, prog="train/grpo.py", description=__doc__)
     check_options(args, cfg)
     task, prompt_set = task_and_prompt_set(setup.task)
     resume = prepare_run("grpo", setup, cfg)

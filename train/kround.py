@@ -53,6 +53,7 @@ from typing import Literal
 from selfcorrect.errors import UserError, run_cli
 from train.online_rl import Episode, OnlineRLConfig, OnlineRLTrainer, run_trainer
 from train.rewards import kround_returns
+from train.run import training_config_types
 
 
 @dataclass
@@ -119,6 +120,11 @@ class KRoundTrainer(OnlineRLTrainer):
             f"K-round on-policy REINFORCE over {c.rounds} rounds, reward_mode {c.reward_mode}: {what}; "
             f"leave-one-out baseline per round; - {c.beta}*KL on every generated token"
         )
+
+
+def config_types() -> list[type]:
+    """The configs this entry point parses (recipes and tests read them here)."""
+    return training_config_types(KRoundConfig)
 
 
 def main(argv: list[str]) -> None:

@@ -43,7 +43,7 @@ from train.outputs import (
     wandb_init_kwargs,
     weights_moved,
 )
-from train.run import parse_training, prepare_run, resumable
+from train.run import parse_training, prepare_run, resumable, training_config_types
 
 # ---- data order --------------------------------------------------------------------------------
 
@@ -697,7 +697,7 @@ def run_trainer(
     description: str | None = None,
 ) -> None:
     """The whole entry point of an on-policy method: parse the recipe, set up, train, save."""
-    setup, cfg = parse_training([config_cls], argv, prog=prog, description=description)
+    setup, cfg = parse_training(training_config_types(config_cls), argv, prog=prog, description=description)
     trainer = trainer_cls(setup, cfg)
     trainer.setup()
     trainer.run()

@@ -46,13 +46,19 @@ class Setup:
         return (self.model, self.data, self.task, self.train, *method_configs)
 
 
-def parse_training(method_types: list[type], argv: list[str], prog: str, description: str | None = None) -> tuple[Any, ...]:
-    """(Setup, *method configs) from a recipe and flags; the launch is checked against the machine
-    and, without CUDA, training runs on the CPU in fp32 whatever the recipe says."""
-    from trl import ModelConfig
+def training_config_types(*method_types: type) -> list[type]:
+    """Every config a training entry point parses, in order: TRL's ModelConfig, the data, the task,
+    selfcorrect's training options, the overwrite switch, then the method's own."""
+    from trl import ModelConfig  # TRL's import takes seconds: only when a trainer parses
 
+    return [ModelConfig, DataSource, TaskOptions, TrainOptions, OverwriteOption, *method_types]
+
+
+def parse_training(types_: list[type], argv: list[str], prog: str, description: str | None = None) -> tuple[Any, ...]:
+    """(Setup, *method configs) from a recipe and flags; ``types_`` is ``training_config_types(...)``.
+    The launch is checked against the machine and, without CUDA, training runs on the CPU in fp32
+    whatever the recipe says."""
     check_launch_matches_machine()
-    types_ = [ModelConfig, DataSource, TaskOptions, TrainOptions, OverwriteOption, *method_types]
     model, data, task, train, ow, *method = parse_config(
         types_, argv + device_overrides(*types_), TRAIN_DEFAULTS, prog=prog, description=description
     )

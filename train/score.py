@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from selfcorrect.errors import UserError, run_cli
 from train.online_rl import OnlineRLConfig, OnlineRLTrainer, run_trainer
 from train.rewards import score_returns
+from train.run import training_config_types
 
 
 @dataclass
@@ -108,6 +109,11 @@ class SCoReTrainer(OnlineRLTrainer):
             f" - {c.beta1}*KL(attempt 2); Stage II max r1 + r2 + {c.alpha}*(r2 - r1) [bonus on attempt 2's tokens only]"
             f" - {c.beta1}*KL(both attempts)"
         )
+
+
+def config_types() -> list[type]:
+    """The configs this entry point parses (recipes and tests read them here)."""
+    return training_config_types(SCoReConfig)
 
 
 def main(argv: list[str]) -> None:

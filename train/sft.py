@@ -33,7 +33,7 @@ from selfcorrect.modeling import load_policy, load_tokenizer
 from selfcorrect.tasks import task_and_prompt_set
 from train.data import PROVENANCE, check_provenance, load_rows
 from train.outputs import save_trained, trainable_snapshot
-from train.run import parse_training, prepare_run, resumable
+from train.run import parse_training, prepare_run, resumable, training_config_types
 
 OBJECTIVES = {
     "correct_turns": "cross-entropy on the model-produced tokens of every correct assistant turn (wrong turns and prefills masked)",
@@ -82,11 +82,18 @@ def build_dataset(rows, tokenizer, train_on: str, max_length: int | None):
     return kept
 
 
+def config_types() -> list[type]:
+    """The configs this entry point parses (recipes and tests read them here)."""
+    from trl import SFTConfig
+
+    return training_config_types(SFTArgs, SFTConfig)
+
+
 def main(argv: list[str]) -> None:
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     # ---- options, checked before anything loads
-    setup, args, cfg = parse_training([SFTArgs, SFTConfig], argv, prog="train/sft.py", description=__doc__)
+    setup, args, cfg = parse_training(config_types(), argv, prog="train/sft.py", description=__doc__)
     resume = prepare_run("sft", setup, cfg)
 
     # ---- data: conversations tokenised with the mask of the turns that carry loss
