@@ -67,12 +67,11 @@ class Generation:
     hidden: list[float] | None = None
     prompt_ids: list[int] | None = None  # the exact ids this was generated from (online RL trains on them)
 
-    def read_options_at(self, answer: str | None = None) -> None:
-        """Set option_probs / option_mass / option_step from the first generated label token of
-        ``answer`` (the parsed answer), or of any option when ``answer`` is None. Reasoning often
-        writes a label before the answer ("A man ... The answer is B"): the parse says which label
-        token is the answer. None when that label was never generated as a token."""
-        self._read(next((o for o in self.option_steps or [] if answer is None or o.label == answer), None))
+    def read_options_at_first_label(self) -> None:
+        """Set option_probs / option_mass / option_step from the first generated label token, before
+        any answer is parsed; ``run_rounds`` then moves the reading to the parsed answer's label
+        (``read_options_at_span``). None when no label was generated as a token."""
+        self._read(next(iter(self.option_steps or []), None))
 
     def read_options_at_span(self, answer: str, span: tuple[int, int] | None) -> None:
         """Set option_probs from the label token of ``answer`` generated where the parse found the
@@ -216,7 +215,7 @@ class RolloutBackend:
         )
         if labels and prob is not None:
             g.option_steps = self._option_steps(text_ids, labels, prob)
-            g.read_options_at(None)
+            g.read_options_at_first_label()
         return g
 
 

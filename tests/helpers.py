@@ -101,11 +101,10 @@ def launch(
     target: str | list[str],
     args: list[str],
     timeout: int | None = None,
-    env: dict[str, str] | None = None,
     launcher_args: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:
     """``accelerate launch [launcher_args] --config_file accelerate_configs/<config>.yaml <target> <args>``
-    from the repository root; ``target`` is a script path or ``["-m", module]``, ``env`` adds variables."""
+    from the repository root; ``target`` is a script path or ``["-m", module]``."""
     target = [target] if isinstance(target, str) else list(target)
     cmd = [
         sys.executable,
@@ -120,6 +119,6 @@ def launch(
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env={**os.environ, **LAUNCH_ENV, **(env or {})},
+        env={**os.environ, **LAUNCH_ENV},
         timeout=timeout,
     )
