@@ -45,7 +45,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_ROUNDS = 4  # the primary endpoint is the flip at rounds 2->3 and 3->4
 MAX_NEW_TOKENS = 24  # letter and option text fit; the share of answers cut at the limit is reported
 PRIMARY_PAIRS = ("2->3", "3->4")
-ACCURACY_GUARD = 0.05  # an arm whose accuracy moves further from the base's at some round fails the guard
+ACCURACY_GUARD = 0.05  # a drop further below the base's at some round is a loss; a rise is reported, not failed
+COLLAPSE_SHARE = 0.6  # one letter above this share at the last round is collapse (gold letters: at most 0.35)
 
 
 @dataclass(frozen=True)
@@ -419,6 +420,35 @@ def cut_share(traces: str) -> list[float]:
     return [sum(r["rounds"][t].get("finish") == "length" for r in rows) / len(rows) for t in range(k)]
 
 
+def accuracy_guard(acc: list[float], base_acc: list[float]) -> tuple[float, float, str]:
+    """Largest drop below and rise above the base's accuracy over the rounds, and the verdict of the
+    stated design: a drop beyond ACCURACY_GUARD is a loss; a rise beyond it passes and is reported.
+
+    >>> accuracy_guard([0.38, 0.38], [0.36, 0.31])
+    (0.0, 0.07, 'pass (rise > 0.05)')
+    >>> accuracy_guard([0.27, 0.27], [0.36, 0.31])[2]
+    'LOSS'
+    """
+    drop = round(max(0.0, *(b - a for a, b in zip(acc, base_acc))), 6)
+    rise = round(max(0.0, *(a - b for a, b in zip(acc, base_acc))), 6)
+    verdict = "LOSS" if drop > ACCURACY_GUARD else f"pass (rise > {ACCURACY_GUARD})" if rise > ACCURACY_GUARD else "pass"
+    return drop, rise, verdict
+
+
+def collapse(distribution: dict[str, float]) -> str:
+    """Collapse onto one letter: its share of the round's answers above COLLAPSE_SHARE (unparsed
+    answers are not a letter; their share is in the distribution beside it).
+
+    >>> collapse({"A": 0.71, "B": 0.15, "C": 0.14})
+    'YES (A 0.71)'
+    >>> collapse({"C": 0.01, "unparsed": 0.99})
+    'no'
+    """
+    letters = {x: v for x, v in distribution.items() if x != "unparsed"}
+    top = max(letters, key=letters.get, default=None)
+    return f"YES ({top} {letters[top]:.2f})" if top is not None and letters[top] > COLLAPSE_SHARE else "no"
+
+
 def write_tables(run_dir: str, summary: dict) -> None:
     """tables.md: the primary endpoint, the guards, the field's metrics and the training record,
     read from the arms' metrics.json, traces and compare/comparison.json (what docs/study.md quotes)."""
@@ -459,21 +489,26 @@ def write_tables(run_dir: str, summary: dict) -> None:
         f"Accuracy per round (grader reading) and its difference from the base (guard: within {ACCURACY_GUARD})",
         "",
     ]
-    out += [f"| arm | {rounds} | largest difference from base | guard |", "|---" * (k + 3) + "|"]
+    out += [f"| arm | {rounds} | largest drop below base | largest rise above base | guard |", "|---" * (k + 4) + "|"]
     base_acc = base["headline"]["values"]
     for arm, m in runs.items():
         acc = m["headline"]["values"]
-        gap = max(abs(a - b) for a, b in zip(acc, base_acc))
+        drop, rise, verdict = accuracy_guard(acc, base_acc)
         cells = [f"{a:.3f}{ci(c['ci95_group'])}" for a, c in zip(acc, m["self_correction"]["grader"]["accuracy"])]
-        out.append(f"| {arm} | " + " | ".join(cells) + f" | {gap:.3f} | {'pass' if gap <= ACCURACY_GUARD else 'FAIL'} |")
-    out += ["", "Answer distribution per round (share of each answer; unknown = the item's unknown option)", ""]
-    out += [f"| arm | {rounds} |", "|---" * (k + 1) + "|"]
+        out.append(f"| {arm} | " + " | ".join(cells) + f" | {drop:.3f} | {rise:.3f} | {verdict} |")
+    out += [
+        "",
+        "Answer distribution per round (share of each answer; unknown = the item's unknown option); "
+        f"collapse = one letter's share above {COLLAPSE_SHARE} at round {k}",
+        "",
+    ]
+    out += [f"| arm | {rounds} | collapse |", "|---" * (k + 2) + "|"]
     for arm, m in runs.items():
         cells = []
         for e in m["per_round"]:
             a = e["answers"]
             cells.append(", ".join(f"{x} {v:.2f}" for x, v in a["distribution"].items()) + f"; unknown {f3(a['unknown'])}")
-        out.append(f"| {arm} | " + " | ".join(cells) + " |")
+        out.append(f"| {arm} | " + " | ".join(cells) + f" | {collapse(m['per_round'][-1]['answers']['distribution'])} |")
     out += ["", "Letter/text agreement per round (of answers giving both) and answers cut at the token limit", ""]
     slashed = " / ".join(f"r{t}" for t in range(1, k + 1))
     out += [f"| arm | letter/text agreement {slashed} | cut at the limit {slashed} |", "|---|---|---|"]

@@ -87,3 +87,17 @@ def test_missing_or_empty_data_is_one_line_before_anything_is_written(make, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and err[0].startswith(f"error: --dataset_path {data}: ")
     assert not run_dir.exists()
+
+
+def test_accuracy_guard_fails_a_drop_not_a_rise_and_collapse_counts_letters_only():
+    """The stated design (docs/study.md, Guards): a drop beyond 0.05 below the base at some round is
+    a loss, a rise beyond it is reported but passes; collapse is one letter above 0.6 at round K."""
+    study = _study()
+    base = [0.358, 0.354, 0.325, 0.312]
+    assert study.accuracy_guard([0.379] * 4, base) == (0.0, 0.067, "pass (rise > 0.05)")
+    drop, rise, verdict = study.accuracy_guard([0.271] * 4, base)
+    assert (drop, rise, verdict) == (0.087, 0.0, "LOSS")
+    assert study.accuracy_guard([0.34, 0.33, 0.33, 0.30], base)[2] == "pass"
+    assert study.collapse({"A": 0.28, "B": 0.11, "C": 0.61}) == "YES (C 0.61)"
+    assert study.collapse({"A": 0.42, "B": 0.30, "C": 0.10, "unparsed": 0.17}) == "no"
+    assert study.collapse({"C": 0.01, "unparsed": 0.99}) == "no"
