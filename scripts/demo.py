@@ -1,6 +1,6 @@
 """The whole selfcorrect pipeline on the embedded SmolLM2-135M-Instruct, offline, on the CPU.
 
-    python scripts/demo.py                 # about 20 minutes on 2 CPU cores (see README)
+    python scripts/demo.py                 # about 24 minutes on 2 CPU cores (see README)
     python scripts/demo.py --full          # larger sizes, for a GPU
     python scripts/demo.py --reduced       # a handful of items and steps (the CI test)
     python scripts/demo.py --dataset_path ../shared/data/bbq    # the real BBQ release files instead
