@@ -13,40 +13,18 @@ import sys
 
 import pytest
 from conftest import ROOT
+from gpu_cases import CONFIGS, METHODS, data_gen_args, trainer_case
 from helpers import launch
 
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
-
-CONFIGS = ["single_gpu", "zero2", "zero3", "fsdp"]
-METHODS = ["sft", "dpo", "grpo", "score", "kround"]
 
 
 @pytest.fixture(scope="module")
 def data(tiny_model_dir, bbq_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("gpu-data")
     p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "data_gen",
-            "--model_name_or_path",
-            tiny_model_dir,
-            "--dataset_path",
-            bbq_dir,
-            "--limit",
-            "8",
-            "--rounds",
-            "2",
-            "--max_new_tokens",
-            "8",
-            "--output_dir",
-            str(root),
-            "--sft_sources",
-            "rationalised",
-            "--dpo_sources",
-            "rationalised",
-        ],
+        [sys.executable, "-m", "data_gen", *data_gen_args(tiny_model_dir, bbq_dir, str(root))],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -63,34 +41,8 @@ def test_trainer_saves_a_complete_adapter(method, config, tiny_model_dir, data, 
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / method
-    file = {"sft": "sft.jsonl", "dpo": "dpo.jsonl"}.get(method, "rl.jsonl")
-    args = [
-        "--model_name_or_path",
-        tiny_model_dir,
-        "--dataset_path",
-        str(data / file),
-        "--output_dir",
-        str(out),
-        "--max_steps",
-        "2",
-        "--learning_rate",
-        "1e-2",
-        "--report_to",
-        "none",
-        "--bf16",
-        "true",
-        "--dtype",
-        "bfloat16",
-    ]
-    if method in ("sft", "dpo", "grpo"):
-        args += ["--per_device_train_batch_size", "2", "--logging_steps", "1", "--save_strategy", "no"]
-    if method == "grpo":
-        args += ["--num_generations", "2", "--max_completion_length", "8"]
-    if method in ("score", "kround"):
-        args += ["--per_device_prompts", "2", "--num_generations", "2", "--max_new_tokens", "8"]
-    if method == "score":
-        args += ["--stage1_steps", "1"]
-    p = launch(config, f"train/{method}.py", args, timeout=900, launcher_args=("--quiet", "--num_processes", "1"))
+    case = trainer_case(method, config, tiny_model_dir, str(data), str(out))  # parsed on the CPU by test_gpu_cases.py
+    p = launch(case.config, case.target, case.args, timeout=900, launcher_args=case.launcher_args)
     if method in ("score", "kround") and config == "fsdp":  # their loop refuses FSDP (train/online_rl.py)
         assert p.returncode != 0 and "not under FSDP" in p.stderr
         return
