@@ -7,8 +7,8 @@ rollout (each prompt encoded once per group, the cache shared by its num_generat
 GRPO samples ``num_generations`` completions of each prompt; a self-correction revision prompt
 holds the whole earlier conversation, so it is long next to the completion. naive = what TRL's
 GRPOTrainer does without vLLM: left-pad the repeated prompts and call ``model.generate`` (sampling,
-temperature 1). fast = ``Generator(share_prefill=True)`` as ``train/grpo.py`` uses it. The middle
-column (``Generator(share_prefill=False)``) separates the decoding loop from the sharing.
+temperature 1). fast = ``HFGenerator(share_prefill=True)`` as ``train/grpo.py`` uses it. The middle
+column (``HFGenerator(share_prefill=False)``) separates the decoding loop from the sharing.
 Generation ignores end-of-sequence so every path produces the same token count. Last line: JSON.
 """
 
@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from multi_round_generation import SHAPES, _Tok, add_bound, build, hf_generate  # noqa: E402
 
-from selfcorrect.rollout import Generator, SamplingConfig  # noqa: E402
+from selfcorrect.rollout import HFGenerator, SamplingConfig  # noqa: E402
 
 
 def _sync(model) -> None:
@@ -46,7 +46,7 @@ def trl_style(model, prompts: list[list[int]], new_tokens: int) -> float:
 
 
 def ours(model, prompts: list[list[int]], new_tokens: int, share: bool) -> float:
-    g = Generator(
+    g = HFGenerator(
         model,
         _Tok(),
         SamplingConfig(max_new_tokens=new_tokens, temperature=1.0),

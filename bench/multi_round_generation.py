@@ -6,8 +6,8 @@
 Each round appends the previous answer and a fixed-length instruction to every conversation, as a
 self-correction rollout does; generation ignores end-of-sequence so both paths produce the same
 token count. naive = a loop over HF ``model.generate`` on the whole conversation each round;
-no_cache = our decoding loop re-encoding every round (``Generator(incremental=False)``); fast =
-``Generator(incremental=True)``. All run in this process on the same model; the last line is JSON.
+no_cache = our decoding loop re-encoding every round (``HFGenerator(incremental=False)``); fast =
+``HFGenerator(incremental=True)``. All run in this process on the same model; the last line is JSON.
 bound_ratio (GPU only) is fast tokens/s over the weight-read bound batch / (weight bytes / bandwidth).
 """
 
@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from selfcorrect.rollout import Generator, SamplingConfig  # noqa: E402
+from selfcorrect.rollout import HFGenerator, SamplingConfig  # noqa: E402
 
 SHAPES = {
     # Published Qwen2.5 architecture values (config.json of the released models).
@@ -120,7 +120,7 @@ def hf_generate(model, prompts: list[list[int]], new_tokens: int, sample: bool) 
 
 def run(model, batch, prompt_len, rounds, new_tokens, instr_len, mode, seed=0):
     """mode: 'hf' (model.generate every round), 'no_cache' or 'fast' (our loop without/with the cache)."""
-    g = Generator(model, _Tok(), SamplingConfig(max_new_tokens=new_tokens), batch_size=batch, incremental=mode == "fast")
+    g = HFGenerator(model, _Tok(), SamplingConfig(max_new_tokens=new_tokens), batch_size=batch, incremental=mode == "fast")
     g.eos_ids = []  # fixed-length generation
     vocab = model.config.vocab_size
     rng = torch.Generator().manual_seed(seed)

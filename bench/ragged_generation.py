@@ -1,5 +1,5 @@
 """Answers of very different lengths: finished rows kept in the batch (naive, what model.generate
-does) vs dropped from it once they are a quarter of the batch (``Generator(compact=True)``).
+does) vs dropped from it once they are a quarter of the batch (``HFGenerator(compact=True)``).
 
     python bench/ragged_generation.py                       # CPU, small random model, < 1 min
     python bench/ragged_generation.py --shape qwen2.5-0.5b  # GPU, random-init real shape
@@ -27,11 +27,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from multi_round_generation import SHAPES, _Tok, add_bound, build  # noqa: E402
 
-from selfcorrect.rollout import Generator, SamplingConfig  # noqa: E402
+from selfcorrect.rollout import HFGenerator, SamplingConfig  # noqa: E402
 
 
 def run(model, prompts, new_tokens, end_ids, compact):
-    g = Generator(
+    g = HFGenerator(
         model,
         _Tok(),
         SamplingConfig(max_new_tokens=new_tokens, temperature=1.0, seed=1),

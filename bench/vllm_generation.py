@@ -5,7 +5,7 @@
 
 All three run ``run_rounds`` (the rollout data_gen and eval use) on the same items with the same
 prompts, greedy, in this process: naive = every round, each batch of rendered conversations goes
-through HF ``model.generate`` (left-padded, no cache kept between rounds); ours = ``Generator``
+through HF ``model.generate`` (left-padded, no cache kept between rounds); ours = ``HFGenerator``
 (round-incremental KV cache); vllm = ``VLLMGenerator`` (the whole round in one call, prefix cache).
 The vLLM engine's start is timed apart from generation. Throughput counts the tokens each path
 generated (answers end at the end-of-turn token, so the counts differ where the answers do); the
@@ -22,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from selfcorrect.rollout import Generator, RolloutBackend, SamplingConfig, run_rounds  # noqa: E402
+from selfcorrect.rollout import HFGenerator, RolloutBackend, SamplingConfig, run_rounds  # noqa: E402
 
 
 class NaiveGenerator(RolloutBackend):
@@ -109,7 +109,7 @@ def main() -> None:
 
     with torch.no_grad():
         model = load_model(a.model, dtype=a.dtype, device=device)
-        ours, t_ours, n_ours = timed(Generator(model, tok, sampling, a.batch_size), task, ps, examples, a.rounds)
+        ours, t_ours, n_ours = timed(HFGenerator(model, tok, sampling, a.batch_size), task, ps, examples, a.rounds)
         done("ours", t_ours, n_ours)
         t0 = time.perf_counter()
         llm = start_engine(path, a.dtype)

@@ -16,18 +16,12 @@ from collections import Counter
 
 from data_gen.build import build_all, dataset_card
 from data_gen.config import DataGenConfig
-from selfcorrect.config import (
-    DataSource,
-    OverwriteOption,
-    RolloutOptions,
-    SplitOptions,
-    TaskOptions,
-    config_to_dict,
-    parse_config,
-)
+from selfcorrect.cli import run_cli
+from selfcorrect.config import DataConfig, OverwriteConfig, RolloutConfig, SplitConfig, TaskConfig
 from selfcorrect.device import process_state
-from selfcorrect.errors import run_cli
 from selfcorrect.jsonl import disk_full, read_rows, write_atomic
+from selfcorrect.parsing import parse_config
+from selfcorrect.saved_config import config_to_dict
 from selfcorrect.tasks import task_and_prompt_set
 from selfcorrect.trace import Trajectory
 from selfcorrect.trace_run import generate_traces
@@ -37,7 +31,7 @@ DATASET_OUTPUTS = ["sft.jsonl", "dpo.jsonl", "rl.jsonl", "*.jsonl.tmp.*", "READM
 
 
 def write_datasets(
-    traces_path: str, out_dir: str, task, prompt_set, run: RolloutOptions, data: DataSource, dg: DataGenConfig
+    traces_path: str, out_dir: str, task, prompt_set, run: RolloutConfig, data: DataConfig, dg: DataGenConfig
 ) -> Counter:
     counts: Counter = Counter()
     paths = {k: os.path.join(out_dir, f"{k}.jsonl") for k in ("sft", "dpo", "rl")}
@@ -94,7 +88,7 @@ def summary(traces_path: str) -> str:
     return "\n".join(lines)
 
 
-CONFIG_TYPES = [TaskOptions, DataSource, SplitOptions, RolloutOptions, DataGenConfig, OverwriteOption]
+CONFIG_TYPES = [TaskConfig, DataConfig, SplitConfig, RolloutConfig, DataGenConfig, OverwriteConfig]
 
 
 def main(argv: list[str]) -> None:

@@ -24,9 +24,11 @@ import os
 from dataclasses import dataclass, field
 
 from eval.report import convergence_cell, write_report
-from selfcorrect.config import OverwriteOption, parse_config
-from selfcorrect.errors import UserError, run_cli
+from selfcorrect.cli import run_cli
+from selfcorrect.config import OverwriteConfig
+from selfcorrect.errors import UserError
 from selfcorrect.jsonl import read_rows, write_atomic
+from selfcorrect.parsing import parse_config
 from selfcorrect.run_identity import check_run
 from selfcorrect.stats import bootstrap_ratio_cis, mcnemar_exact
 from selfcorrect.tasks.base import INCONSISTENT
@@ -252,7 +254,7 @@ def format_table(rows: list[dict], columns: list[list[str]]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    a, ow = parse_config([CompareConfig, OverwriteOption], argv, prog="python -m eval.compare", description=__doc__)
+    a, ow = parse_config([CompareConfig, OverwriteConfig], argv, prog="python -m eval.compare", description=__doc__)
     metrics = [load_run(r) for r in a.runs]
     labels = a.labels or [m["run"].get("label") or os.path.basename(os.path.normpath(r)) for m, r in zip(metrics, a.runs)]
     runs = list(zip(labels, metrics))

@@ -16,13 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eval.config import EvalConfig, wandb_mode_for
-from selfcorrect.config import DataSource, OverwriteOption, SplitOptions, TaskOptions, config_to_dict, parse_config
-from selfcorrect.errors import UserError, run_cli
+from eval.evaluate import EVAL_OUTPUTS, evaluate_traces, run_info
+from selfcorrect.cli import run_cli
+from selfcorrect.config import DataConfig, OverwriteConfig, SplitConfig, TaskConfig
+from selfcorrect.errors import UserError
+from selfcorrect.examples import check_split
 from selfcorrect.jsonl import read_rows, write_atomic, write_rows_atomic
+from selfcorrect.parsing import parse_config
 from selfcorrect.run_identity import check_run, data_identity
+from selfcorrect.saved_config import config_to_dict
 from selfcorrect.tasks import get_task
 from selfcorrect.trace import Round, Trajectory
-from selfcorrect.trace_run import check_split
 
 
 @dataclass
@@ -37,18 +41,7 @@ class ExternalConfig:
             raise UserError("--predictions is required (a .jsonl of {id, responses})")
 
 
-OUTPUTS = [
-    "traces.jsonl",
-    "traces.jsonl.tmp.*",
-    "shards",
-    "metrics.json",
-    "items.jsonl",
-    "lm_eval_results.json",
-    "report.md",
-    "*.png",
-    "probe.json",
-    "config.json",
-]
+OUTPUTS = ["traces.jsonl", "traces.jsonl.tmp.*", "shards", *EVAL_OUTPUTS]
 
 
 def grade_predictions(task, examples: dict, predictions_path: str, prompt_set_name: str) -> Iterator[dict[str, Any]]:
@@ -76,10 +69,8 @@ def grade_predictions(task, examples: dict, predictions_path: str, prompt_set_na
 
 
 def main(argv: list[str]) -> None:
-    from eval.__main__ import evaluate_traces
-
     opts, data, split, ext, ev, ow = parse_config(
-        [TaskOptions, DataSource, SplitOptions, ExternalConfig, EvalConfig, OverwriteOption],
+        [TaskConfig, DataConfig, SplitConfig, ExternalConfig, EvalConfig, OverwriteConfig],
         argv,
         defaults={"prompt_set": "external"},
         prog="python -m eval.external",
@@ -102,14 +93,14 @@ def main(argv: list[str]) -> None:
     write_rows_atomic(traces, grade_predictions(task, examples, ext.predictions, opts.prompt_set))
     config = config_to_dict(opts, data, split, ext, ev, ow)
     write_atomic(os.path.join(ext.output_dir, "config.json"), json.dumps(config, indent=2))
-    info = {
-        "label": ev.label or os.path.basename(ext.predictions),
-        "model": "external predictions",
-        "adapter": None,
-        "prompt_set": opts.prompt_set,
-        "dataset": data.dataset_path,
-        "split": split.split,
-    }
+    info = run_info(
+        label=ev.label or os.path.basename(ext.predictions),
+        model="external predictions",
+        adapter=None,
+        prompt_set=opts.prompt_set,
+        dataset=data.dataset_path,
+        split=split.split,
+    )
     evaluate_traces(traces, task, info, ev, ext.output_dir, config)
 
 

@@ -49,16 +49,6 @@ def rss(acc1: float, acc2: float) -> float | None:
     return (acc2 - acc1**2) / denom if denom > 0 else None
 
 
-def transition(
-    correct_a: Sequence[bool], correct_b: Sequence[bool], answers_a: Sequence[Any], answers_b: Sequence[Any]
-) -> dict[str, Any]:
-    """Transition statistics from one round (a) to a later one (b)."""
-    counts = dict.fromkeys(TRANSITION_KEYS, 0)
-    for right_a, right_b, x, y in zip(correct_a, correct_b, answers_a, answers_b):
-        count_transition(counts, right_a, right_b, x != y)
-    return transition_from_counts(counts)
-
-
 def transition_from_counts(t: dict[str, int]) -> dict[str, Any]:
     """``t``: n, right_to_right, wrong_to_right, right_to_wrong, wrong_to_wrong, flips."""
     n = t["n"]
@@ -163,15 +153,6 @@ def entropy(probs: dict[str, float] | None) -> float | None:
 
 def ece_bin(confidence: float, bins: int = 10) -> int:
     return min(max(int(confidence * bins), 0), bins - 1)
-
-
-def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float | None:
-    """ECE with ``bins`` equal-width bins over [0, 1]; confidence 1.0 falls in the last bin."""
-    sums = [[0, 0.0, 0] for _ in range(bins)]
-    for c, ok in zip(confidence, correct):
-        b = sums[ece_bin(c, bins)]
-        b[0], b[1], b[2] = b[0] + 1, b[1] + c, b[2] + int(ok)
-    return ece_from_bins(sums)
 
 
 def ece_from_bins(bins: Sequence[Sequence[float]]) -> float | None:

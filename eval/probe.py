@@ -22,6 +22,7 @@ import sys
 
 from selfcorrect.errors import UserError
 from selfcorrect.jsonl import read_rows, write_atomic
+from selfcorrect.rollout import HFGenerator, SamplingConfig, decoder_layers
 from selfcorrect.trace import Trajectory
 
 
@@ -88,8 +89,6 @@ class ConceptProbe:
     def prepare(self, model, tokenizer, output_dir: str) -> int:
         import torch
 
-        from selfcorrect.rollout import Generator, SamplingConfig, decoder_layers
-
         n_layers = len(decoder_layers(model))
         layer = n_layers // 2 if self.layer is None else self.layer
         if not -n_layers <= layer < n_layers:
@@ -111,7 +110,7 @@ class ConceptProbe:
             file=sys.stderr,
             flush=True,
         )
-        gen = Generator(model, tokenizer, SamplingConfig(max_new_tokens=1), batch_size=16, probe_layer=self.layer)
+        gen = HFGenerator(model, tokenizer, SamplingConfig(max_new_tokens=1), batch_size=16, probe_layer=self.layer)
         # Each statement is a user turn followed by the generation prompt, so the probed position is
         # of the same kind as in the rollout (the last prompt token before the assistant answers).
         prompts = [gen.render([{"role": "user", "content": t}]) for t in texts]

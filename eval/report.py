@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from eval.aggregate import FIELD_METRICS
 from selfcorrect.jsonl import write_atomic
 
 
@@ -199,8 +200,6 @@ def _cell(c: dict[str, Any] | None) -> str:
 def self_correction_lines(runs: list[tuple[str, dict[str, Any]]], k: int) -> list[str]:
     """The field's metrics, flip rates with intervals, the edit-distance ratio and the answers
     (distribution, letter/text agreement) of each run, for report.md."""
-    from eval.aggregate import FIELD_METRICS
-
     runs = [(label, m) for label, m in runs if "self_correction" in m]
     if not runs:
         return []

@@ -40,6 +40,8 @@ import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from selfcorrect.tasks.bbq import BBQTask, example_from_row
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TEST_ROUNDS = 4  # the primary endpoint is the flip at rounds 2->3 and 3->4
@@ -163,8 +165,6 @@ def split_items(rows: list[dict], sizes: tuple[int, int, int], fractions=(0.6, 0
     then each side keeps ``sizes`` items taken round-robin over the categories in a hashed order, so
     every category is represented and no template is on two sides. Study v2 fixes its
     hyperparameters a priori and asks for no validation side (fraction and size 0)."""
-    from selfcorrect.tasks.bbq import BBQTask, example_from_row
-
     task = BBQTask()
     sides: dict[str, dict[str, list[dict]]] = {"train": defaultdict(list), "val": defaultdict(list), "test": defaultdict(list)}
     for r in rows:
@@ -262,19 +262,8 @@ def eval_args(data: str, out: str, label: str, model: list[str], extra: list[str
 
 
 def evaluate(title: str, args: list[str], logfile: str) -> None:
-    """python -m eval, in this process (the evals share one Python and torch start-up)."""
-    from eval.__main__ import main as eval_main
-    from selfcorrect.errors import UserError
-
-    log(f"\n== {title}\n$ python -m eval {shlex.join(args)}")
-    t0 = time.time()
-    with open(logfile, "a") as f:
-        f.write(f"$ python -m eval {shlex.join(args)}\n")
-    try:
-        eval_main(args)
-    except UserError as e:
-        sys.exit(f"stage '{title}' failed: {e}")
-    log(f"== {title}: {time.time() - t0:.0f} s")
+    """python -m eval as a stage of its own, like the training stages."""
+    run(title, [sys.executable, "-m", "eval", *args], logfile)
 
 
 def training_record(arm: str, out: str, steps: int) -> dict:

@@ -1,12 +1,6 @@
-"""User-facing errors: one clear line and a non-zero exit, no traceback unless --debug."""
+"""The project's exception types. How a command prints them (one line, an exit code) is selfcorrect/cli.py."""
 
 from __future__ import annotations
-
-import logging
-import os
-import sys
-import warnings
-from collections.abc import Callable
 
 
 class UserError(Exception):
@@ -19,89 +13,3 @@ class NothingToDo(Exception):
 
 class Interrupted(Exception):
     """Ctrl-C or SIGTERM in a command that knows how to resume; the message says how."""
-
-
-# Library messages that are not the user's business: deprecations inside transformers/TRL that our
-# calls cannot avoid on the tested versions, and DeepSpeed's accelerator probe on CPU machines.
-_NOISE = (
-    r".*`past_key_values` is deprecated.*",
-    r".*`is_gradient_checkpointing` is deprecated.*",
-    r".*torch.utils.checkpoint: the use_reentrant parameter.*",
-    r".*`torch_dtype` is deprecated.*",
-    # TRL's configs default the deprecated `gradient_checkpointing` to True, so transformers warns even
-    # when a recipe sets only the new `activation_checkpointing` or neither (the recipes use the new key).
-    r".*`gradient_checkpointing` is deprecated.*",
-    # DeepSpeed 0.19 calls torch.distributed functions that torch 2.13 deprecates, once per collective.
-    r".*`torch.distributed.(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated.*",
-)
-# transformers turns the cache off in each checkpointed layer of a training forward and logs it, in
-# the middle of the progress bar; training keeps no cache, so the line tells the user nothing.
-_NOISE_LOGS = {"transformers.modeling_layers": "Caching is incompatible with gradient checkpointing"}
-
-
-class _DropLines(logging.Filter):
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
-
-
-_LOG_FILTERS = {name: _DropLines(text) for name, text in _NOISE_LOGS.items()}  # one each: addFilter skips repeats
-
-
-def quiet_library_noise() -> None:
-    for message in _NOISE:
-        warnings.filterwarnings("ignore", message=message)
-    for name, log_filter in _LOG_FILTERS.items():
-        logging.getLogger(name).addFilter(log_filter)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if not os.environ.get("DS_ACCELERATOR"):
-        try:  # without CUDA, tell DeepSpeed so, instead of letting it warn that it found none
-            import torch
-
-            if not torch.cuda.is_available():
-                os.environ["DS_ACCELERATOR"] = "cpu"
-        except ImportError:
-            pass
-
-
-def _is_main_local_process() -> bool:
-    """Under accelerate launch every process runs the same checks: only local rank 0 prints."""
-    return os.environ.get("LOCAL_RANK", "0") == "0"
-
-
-def run_cli(main: Callable[[list[str]], object], argv: list[str] | None = None) -> None:
-    """Run ``main(argv)``; turn a UserError (or a missing file) into one stderr line and exit 2.
-
-    ``--debug`` anywhere on the command line (or SELFCORRECT_DEBUG=1) re-raises with the traceback.
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv or os.environ.get("SELFCORRECT_DEBUG") == "1"
-    argv = [a for a in argv if a != "--debug"]
-    if not debug:
-        quiet_library_noise()
-    try:
-        main(argv)
-    except (UserError, FileNotFoundError) as e:
-        if debug:
-            raise
-        if _is_main_local_process():
-            print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except NothingToDo as e:
-        if _is_main_local_process():
-            print(f"note: {e}", file=sys.stderr)
-    except Interrupted as e:
-        if _is_main_local_process():
-            print(f"\ninterrupted: {e}", file=sys.stderr)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        if _is_main_local_process():
-            print("\ninterrupted", file=sys.stderr)
-        sys.exit(130)
-    finally:  # the output folder's lock ends with the command (a process ends it anyway)
-        from selfcorrect.run_identity import release_locks
-
-        release_locks()

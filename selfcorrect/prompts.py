@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 from dataclasses import dataclass
 
-from selfcorrect.config import load_yaml
 from selfcorrect.errors import UserError
+from selfcorrect.parsing import load_yaml
 
 BUILTIN_FILE = os.path.join(os.path.dirname(__file__), "prompt_sets.yaml")
 FIELDS = {
@@ -44,8 +45,6 @@ class PromptSet:
 
     def fingerprint(self) -> str:
         """A short hash of the wording, so a run notices an edited prompt set whose version was not bumped."""
-        import hashlib
-
         text = "\x1f".join(
             str(x)
             for x in (self.first_instruction, self.review_instruction, self.first_prefill, self.review_prefill, self.external)

@@ -2,7 +2,7 @@
 
 One engine serves data_gen (make traces), eval (measure rounds) and online RL (sample attempts).
 
-``Generator.generate`` decodes a batch of rendered prompts with its own small loop over the model's
+``HFGenerator.generate`` decodes a batch of rendered prompts with its own small loop over the model's
 KV cache (greedy or temperature/top-p sampling, seeded), and returns per sequence: the text, the
 token count, the finish reason, the mean token log-probability under the model (raw logits, not the
 sampling distribution), the option distribution at every generated option-label token (" B", "B";
@@ -56,7 +56,9 @@ class Generation:
     finish: str  # "eos" or "length"
     mean_logprob: float
     # Per generated token: log-prob under softmax(logits / temperature) (raw logits when greedy), the
-    # quantity TRL's GRPO computes for the same tokens; online RL hands it to the trainer.
+    # quantity TRL's GRPO computes for the same tokens. GRPO's rollout_func hands it to TRL as the
+    # sampler's log-probs; SCoRe and K-round RL do not use it: they recompute every log-prob with the
+    # policy being trained (train/online_rl.py, token_logprobs), so their loss never reads the sampler's.
     token_logprobs: list[float] | None = None
     # Option label probabilities where the answer's label token was generated (see OptionStep);
     # None where no label token was generated (an answer given as option text, or none).
@@ -139,7 +141,8 @@ def end_token_ids(generation_config: Any, tokenizer: Any) -> list[int]:
 
 class RolloutBackend:
     """What every generation backend shares with ``run_rounds``: the project's chat rendering, its
-    end-of-turn ids and the option-label bookkeeping. A backend adds ``generate``."""
+    end-of-turn ids and the option-label bookkeeping. A backend implements ``generate_ids`` and may
+    override ``report``."""
 
     def __init__(self, tokenizer: Any, sampling: SamplingConfig | None, generation_config: Any):
         self.tokenizer = tokenizer
@@ -176,6 +179,20 @@ class RolloutBackend:
         """
         ids = [self.tokenizer.encode(p, add_special_tokens=False) for p in prompts]
         return self.generate_ids(ids, option_labels, seed_key, session)
+
+    def generate_ids(
+        self,
+        prompt_ids: list[list[int]],
+        option_labels: list[list[str] | None] | None = None,
+        seed_key: str = "",
+        session: dict | None = None,
+    ) -> list[Generation]:
+        """Decode every tokenized prompt; ``generate`` says what ``seed_key`` and ``session`` are for."""
+        raise NotImplementedError(f"{type(self).__name__} must implement generate_ids")
+
+    def report(self) -> str | None:
+        """A line for the user once a run has finished (e.g. the engine's throughput), or None."""
+        return None
 
     def _option_steps(self, text_ids: list[int], labels: list[str], prob: Any) -> list[OptionStep]:
         """The option distribution at every generated token of ``text_ids`` that is one of ``labels``'
@@ -219,7 +236,7 @@ class RolloutBackend:
         return g
 
 
-class Generator(RolloutBackend):
+class HFGenerator(RolloutBackend):
     """Batched decoding with per-round KV-cache reuse and shared prefill of repeated prompts.
 
     With ``incremental=True`` (the default) a batch's KV cache is kept between rounds: round r+1's
@@ -509,7 +526,7 @@ class Rollout:
 
 
 def run_rounds(
-    generator: Generator,
+    generator: RolloutBackend,
     task: Task,
     prompt_set: PromptSet,
     examples: list[Example],

@@ -13,6 +13,7 @@ the safetensors header and the last tensors), a hub model by the commit of its c
 
 from __future__ import annotations
 
+import fcntl
 import fnmatch
 import glob
 import hashlib
@@ -21,6 +22,7 @@ import os
 import shutil
 from typing import Any
 
+from selfcorrect.demo_model import SMOLLM2_ALIAS, converted_dir
 from selfcorrect.errors import UserError
 from selfcorrect.jsonl import write_atomic
 
@@ -64,10 +66,8 @@ def model_identity(name_or_path: str | None) -> str | None:
         return None
     if os.path.exists(name_or_path):
         return folder_identity(name_or_path, ("*.safetensors", "*.json", "*.bin"))
-    from selfcorrect.modeling import SMOLLM2_ALIAS, cache_dir
-
     if name_or_path == SMOLLM2_ALIAS:
-        local = os.path.join(cache_dir(), SMOLLM2_ALIAS)
+        local = converted_dir()
         return folder_identity(local, ("*.safetensors", "config.json")) if os.path.isdir(local) else UNRESOLVED
     try:  # a hub id: the commit of the snapshot in the local cache, if any
         from huggingface_hub import try_to_load_from_cache
@@ -100,8 +100,6 @@ def lock_output_dir(output_dir: str) -> None:
     releases it when the holder exits however it exits (kill -9 included): a stale lock cannot
     exist. Under ``accelerate launch`` only the main process claims the folder, so the ranks of one
     launch never contend; a second launch (or command) into the same folder is refused here."""
-    import fcntl
-
     key = os.path.realpath(output_dir)
     if key in _LOCKS:
         return

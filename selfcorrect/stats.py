@@ -6,22 +6,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 
 def ratio(a: float, b: float) -> float | None:
     """a / b, or None for an empty denominator (a rate over nothing is unknown, not 0)."""
     return a / b if b else None
 
 
-def bootstrap_mean_ci(values: Sequence[bool], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[float] | None:
-    """Percentile bootstrap interval of a share (see ``bootstrap_share_ci``)."""
-    return bootstrap_share_ci(sum(bool(v) for v in values), len(values), n_boot, seed, level)
-
-
 def bootstrap_share_ci(k: int, n: int, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[float] | None:
     """Percentile bootstrap interval of the share k/n. Resampling n booleans with replacement gives a
     Binomial(n, k/n) count, so the bootstrap distribution is drawn directly (exact, O(n_boot))."""
-    import numpy as np
-
     if n == 0:
         return None
     p = k / n
@@ -40,8 +35,6 @@ def bootstrap_cluster_share_ci(
     Examples with the same (n, k) are interchangeable, so the number drawn of each kind is one
     multinomial draw over the kinds (exact). With one trajectory per example this is the binomial
     draw of ``bootstrap_share_ci``, which is used then (same numbers as a trajectory bootstrap)."""
-    import numpy as np
-
     if all(n == 1 for n, _ in clusters):
         return bootstrap_share_ci(sum(k * m for (_, k), m in clusters.items()), sum(clusters.values()), n_boot, seed, level)
     kinds = [c for c, m in clusters.items() if m]
@@ -57,8 +50,6 @@ def cluster_draws(sizes: Sequence[int], n_boot: int, seed: int):
     """How many examples of each kind a bootstrap resample draws: with E examples, of which
     ``sizes[j]`` are of kind j, resampling E examples with replacement draws Multinomial(E, sizes/E).
     Returns an (n_boot, kinds) array; memory n_boot x kinds, and kinds <= examples."""
-    import numpy as np
-
     e = sum(sizes)
     return np.random.default_rng(seed).multinomial(e, [m / e for m in sizes], size=n_boot)
 
@@ -75,8 +66,6 @@ def bootstrap_ratio_cis(
     so the share is a mean. Units alike are one kind and drawn together by one multinomial draw
     (``cluster_draws``; exact), so memory grows with the kinds, not with the resamples.
     Returns one [lo, hi] per metric (None where every resample is empty)."""
-    import numpy as np
-
     kinds = [u for u, m in units.items() if m]
     if not kinds:
         return []

@@ -18,56 +18,25 @@ import shutil
 import signal
 import sys
 import time
-import zlib
 from collections.abc import Iterator
 from typing import Any
 
-from selfcorrect.config import DataSource, RolloutOptions, SplitOptions, redact_secret_values
+from tqdm.auto import tqdm
+
+from selfcorrect.config import DataConfig, RolloutConfig, SplitConfig
 from selfcorrect.device import cuda_available, process_state
-from selfcorrect.errors import UserError
+from selfcorrect.errors import Interrupted, UserError
+from selfcorrect.examples import load_examples
 from selfcorrect.jsonl import append_rows, read_rows, repair_tail, write_rows_atomic
+from selfcorrect.modeling import load_model, load_tokenizer, resolve_model_path
+from selfcorrect.rollout import HFGenerator, run_rounds
 from selfcorrect.run_identity import check_run, data_identity, model_identity
+from selfcorrect.saved_config import redact_secret_values
 from selfcorrect.tasks.base import Example, Task
+from selfcorrect.vllm_backend import MergedAdapter, VLLMGenerator, assign_gpus, vllm_version
 
 # What a trace run writes into its output_dir (deleted by --overwrite).
 TRACE_OUTPUTS = ["traces.jsonl", "traces.jsonl.tmp.*", "shards"]
-
-
-def load_examples(task: Task, data: DataSource, split: SplitOptions) -> Iterator[Example]:
-    """Stream the task's examples after skip / held-out split / limit; duplicate ids are an error."""
-    check_split(task, data.dataset_path, split.split)
-    seen: set[str] = set()
-    n = 0
-    for i, ex in enumerate(task.load(data.dataset_path, split.split)):
-        if i < split.skip:
-            continue
-        if split.heldout_fraction > 0 and is_heldout(task.group(ex), split.heldout_fraction) != split.heldout:
-            continue
-        if data.limit is not None and n >= data.limit:
-            break
-        if ex.id in seen:
-            raise UserError(f"duplicate example id '{ex.id}' in {data.dataset_path}")
-        seen.add(ex.id)
-        n += 1
-        yield ex
-
-
-def check_split(task: Task, dataset_path: str | None, split: str) -> None:
-    """A ``--split`` the data cannot honour is refused, not ignored (the run would read every row)."""
-    default = SplitOptions.__dataclass_fields__["split"].default
-    if split != default and not task.reads_split(dataset_path):
-        raise UserError(
-            f"task {task.name} reads every row of {dataset_path or 'its data'}, which has no '{split}' split: leave --split "
-            "unset (set aside a part with --heldout_fraction)"
-        )
-
-
-def is_heldout(group: str, fraction: float) -> bool:
-    """Deterministic split by the task's group (``Task.group``: BBQ's category and template, a
-    Winogender occupation): the same items are held out in every run and on every machine, and items
-    that share a template (people, wording, answer) are never on both sides. A split by example id
-    left almost every held-out BBQ item with a training sibling from its template."""
-    return zlib.crc32(group.encode()) % 10000 < fraction * 10000
 
 
 def trace_files(output_dir: str) -> list[str]:
@@ -109,8 +78,6 @@ def merge_shards(output_dir: str) -> tuple[str, int]:
 
 class _Progress:
     def __init__(self, total: int | None, desc: str, disable: bool):
-        from tqdm.auto import tqdm
-
         # One step per example-round: the bar moves after every round of a batch, not only per batch.
         self.bar = tqdm(total=total, desc=desc, unit="ex-round", disable=disable, dynamic_ncols=True)
         self.start = time.perf_counter()
@@ -132,7 +99,7 @@ def _raise_interrupt(signum, frame):  # SIGTERM behaves like Ctrl-C: drop the ba
     raise KeyboardInterrupt
 
 
-def trace_settings(run: RolloutOptions, data: DataSource, split: SplitOptions, task: Task, prompt_set, extra=None) -> dict:
+def trace_settings(run: RolloutConfig, data: DataConfig, split: SplitConfig, task: Task, prompt_set, extra=None) -> dict:
     """The settings that change what a trace run writes (its identity in run.json)."""
     return {
         "model": run.model_name_or_path,
@@ -165,23 +132,16 @@ def trace_settings(run: RolloutOptions, data: DataSource, split: SplitOptions, t
     }
 
 
-def vllm_settings(run: RolloutOptions) -> dict:
-    from selfcorrect.vllm_backend import vllm_version
-
+def vllm_settings(run: RolloutConfig) -> dict:
     return {"generation_backend": "vllm", "vllm_version": vllm_version()}
 
 
-def make_generator(run: RolloutOptions, state, probe=None):
+def make_generator(run: RolloutConfig, state, probe=None):
     """The run's generation backend on this process's device, and what to release when done."""
-    from selfcorrect.modeling import load_model, load_tokenizer, resolve_model_path
-    from selfcorrect.rollout import Generator
-
     device = run.device or ("cuda" if cuda_available() else "cpu")
     tokenizer = load_tokenizer(run.model_name_or_path, run.trust_remote_code)
     sampling = run.sampling()
     if run.generation_backend == "vllm":
-        from selfcorrect.vllm_backend import MergedAdapter, VLLMGenerator, assign_gpus
-
         if device.startswith("cuda") and state.num_processes > 1:  # each process's engine on its own GPUs
             os.environ["CUDA_VISIBLE_DEVICES"] = assign_gpus(state.local_process_index, run.tensor_parallel_size)
         merged = None
@@ -208,13 +168,13 @@ def make_generator(run: RolloutOptions, state, probe=None):
     probe_layer = None
     if probe is not None:
         probe_layer = probe.prepare(model, tokenizer, run.output_dir)
-    return Generator(model, tokenizer, sampling, run.batch_size, probe_layer)
+    return HFGenerator(model, tokenizer, sampling, run.batch_size, probe_layer)
 
 
 def generate_traces(
-    run: RolloutOptions,
-    data: DataSource,
-    split: SplitOptions,
+    run: RolloutConfig,
+    data: DataConfig,
+    split: SplitConfig,
     task: Task,
     prompt_set,
     command: str,
@@ -232,13 +192,11 @@ def generate_traces(
     and ``probe.annotate`` turns them into per-round scores before each batch is written (so resumed
     runs keep them).
     """
-    from selfcorrect.rollout import run_rounds
-
     if probe is not None and run.generation_backend == "vllm":
         raise UserError(
             "the concept probe reads hidden states, which vLLM does not return: use --generation_backend hf with --probe"
         )
-    state = process_state()
+    state = process_state(run.ddp_timeout)
     rank, world = state.process_index, state.num_processes
     total = sum(1 for _ in load_examples(task, data, split))  # also validates every row before the model loads
     if total == 0:
@@ -285,16 +243,12 @@ def generate_traces(
                 append_rows(shard, [t.to_dict() for t in trajs])
         except KeyboardInterrupt:
             bar.close()
-            print(
-                f"\ninterrupted: finished batches are saved in {run.output_dir}; re-run the same command to resume",
-                file=sys.stderr,
-            )
-            sys.exit(130)
+            raise Interrupted(f"finished batches are saved in {run.output_dir}; re-run the same command to resume") from None
         finally:
             signal.signal(signal.SIGTERM, old)
         bar.close()
-        if hasattr(generator, "report"):
-            print(generator.report(), file=sys.stderr)
+        if (report := generator.report()) is not None:
+            print(report, file=sys.stderr)
     state.wait_for_everyone()
     final = os.path.join(run.output_dir, "traces.jsonl")
     if state.is_main_process:

@@ -39,7 +39,9 @@ import sys
 import tempfile
 from typing import Any
 
+from selfcorrect.device import cuda_available
 from selfcorrect.errors import UserError
+from selfcorrect.modeling import merge_adapter, torch_dtype
 from selfcorrect.rollout import Generation, RolloutBackend, SamplingConfig, seed_for
 
 INSTALL_HINT = "pip install -e '.[vllm]' on a GPU machine, or bash scripts/setup_vllm.sh (CPU build, its own .venv-vllm)"
@@ -56,8 +58,6 @@ def vllm_version() -> str:
 
 def vllm_dtype(name: str, on_gpu: bool) -> str:
     """The run's dtype option as vLLM names it ('auto' = bf16 on GPU, fp32 on CPU, as the HF path)."""
-    from selfcorrect.modeling import torch_dtype
-
     return str(torch_dtype(name, "cuda" if on_gpu else "cpu")).removeprefix("torch.")
 
 
@@ -169,8 +169,6 @@ _ENGINES: dict[tuple, Any] = {}
 def start_engine(model_path: str, dtype: str = "auto", tensor_parallel_size: int = 1, trust_remote_code: bool = False):
     """A vLLM ``LLM`` on ``model_path``, one per process and settings: starting one takes minutes on
     a CPU, and a process that runs several commands (a test module, a script) reuses it."""
-    from selfcorrect.device import cuda_available
-
     on_gpu = cuda_available()
     key = (model_path, dtype, tensor_parallel_size, trust_remote_code)
     if key not in _ENGINES:
@@ -201,8 +199,6 @@ class MergedAdapter:
     """A temporary folder holding base + adapter merged (deleted on close), for the engine to serve."""
 
     def __init__(self, base: str, adapter: str, trust_remote_code: bool = False):
-        from selfcorrect.modeling import merge_adapter
-
         self.path = tempfile.mkdtemp(prefix="selfcorrect-merged-")
         merge_adapter(base, adapter, self.path, trust_remote_code)
 

@@ -74,7 +74,7 @@ def run_command(module: str, args: list[str]):
     import io
     from types import SimpleNamespace
 
-    from selfcorrect.errors import run_cli
+    from selfcorrect.cli import run_cli
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import pytest
 from conftest import ROOT, fixture
 
-from selfcorrect.errors import UserError, run_cli
+from selfcorrect.cli import run_cli
+from selfcorrect.errors import UserError
 
 
 def cli(main, argv, capsys):
@@ -189,7 +190,7 @@ def test_wrong_eval_values_fail_before_work(args, needle, tiny_model_dir, tmp_pa
 
 def test_exponent_floats_are_floats(tmp_path):
     """``2e-5`` is a string in YAML 1.1 (PyYAML); recipes and json.dump write learning rates that way."""
-    from selfcorrect.config import parse_config
+    from selfcorrect.parsing import parse_config
 
     @dataclass
     class C:
@@ -293,7 +294,7 @@ def test_adapter_of_another_base_is_refused(tiny_model_dir, tmp_path, capsys):
 
 def test_run_identity_holds_the_grader_and_resolves_a_first_download(tmp_path):
     """Also: a run that stopped before writing a result does not lock its folder."""
-    from selfcorrect.config import DataSource, RolloutOptions, SplitOptions
+    from selfcorrect.config import DataConfig, RolloutConfig, SplitConfig
     from selfcorrect.prompts import get_prompt_set
     from selfcorrect.run_identity import UNRESOLVED, check_run
     from selfcorrect.tasks.toxicity import ToxicityTask
@@ -301,7 +302,7 @@ def test_run_identity_holds_the_grader_and_resolves_a_first_download(tmp_path):
 
     def settings(threshold):
         task = ToxicityTask(classifier="some/classifier", threshold=threshold)
-        return trace_settings(RolloutOptions(), DataSource(), SplitOptions(), task, get_prompt_set("intrinsic"))
+        return trace_settings(RolloutConfig(), DataConfig(), SplitConfig(), task, get_prompt_set("intrinsic"))
 
     out, owned = tmp_path / "run", ["traces.jsonl", "config.json"]
     assert check_run(str(out), "data_gen", settings(0.3), owned, False) is False
@@ -551,7 +552,7 @@ def test_saved_configs_relaunch_and_keep_token_named_options(tiny_model_dir, tmp
 def test_config_redaction_is_by_name_and_value(monkeypatch):
     from dataclasses import dataclass
 
-    from selfcorrect.config import config_to_dict
+    from selfcorrect.saved_config import config_to_dict
 
     monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef0123")
 
@@ -624,9 +625,9 @@ def test_model_card_names_hub_inputs_by_their_ids(tmp_path):
     """Hub inputs are hub ids in the card's front matter (the hub links base_model and datasets)."""
     from types import SimpleNamespace
 
-    from selfcorrect.config import DataSource, OverwriteOption, TaskOptions
+    from selfcorrect.config import DataConfig, OverwriteConfig, TaskConfig
     from train.outputs import model_card
-    from train.run import Setup, TrainOptions
+    from train.run import Setup, TrainConfig
 
     data = tmp_path / "data"
     data.mkdir()
@@ -639,7 +640,7 @@ def test_model_card_names_hub_inputs_by_their_ids(tmp_path):
         lora_alpha=32,
         lora_target_modules=["all-linear"],
     )
-    setup = Setup(model, DataSource(dataset_path=str(data / "sft.jsonl")), TaskOptions(), TrainOptions(), OverwriteOption())
+    setup = Setup(model, DataConfig(dataset_path=str(data / "sft.jsonl")), TaskConfig(), TrainConfig(), OverwriteConfig())
     card = model_card("sft", "cross-entropy", setup, str(tmp_path / "out"), {})
     front = card.split("---")[1]
     assert "base_model: Qwen/Qwen2.5-1.5B-Instruct" in front and "datasets:\n- oskarvanderwal/bbq" in front

@@ -51,7 +51,7 @@ def test_gpu_case_parses(name):
 def test_gpu_data_gen_command_parses():
     import importlib
 
-    from selfcorrect.config import parse_config
+    from selfcorrect.parsing import parse_config
 
     dg = importlib.import_module("data_gen.__main__")
     objs = parse_config(dg.CONFIG_TYPES, data_gen_args("tiny-model", "bbq", "out"))

@@ -7,7 +7,7 @@ import torch
 
 from selfcorrect.errors import UserError
 from selfcorrect.modeling import load_model, load_tokenizer
-from train.grpo import GRPOArgs, check_options, make_rollout_func
+from train.grpo import GRPOEpisodeConfig, check_options, make_rollout_func
 
 
 def _cfg(**kw):
@@ -61,16 +61,22 @@ def test_rollout_func_returns_one_sample_per_repeated_prompt(tiny_model_dir):
 @pytest.mark.parametrize(
     "args, cfg, message",
     [
-        (GRPOArgs(generation_backend="vllm"), _cfg(), "must be selfcorrect or trl .got 'vllm'. .GRPO reaches vLLM through TRL"),
-        (GRPOArgs(), _cfg(use_vllm=True, top_k=50), "does not support use_vllm, top_k"),
-        (GRPOArgs(first_attempt="trace", abandon_penalty=0.5), _cfg(), "group baseline removes them"),
-        (GRPOArgs(), _cfg(temperature=0.0), "temperature > 0"),
+        (
+            GRPOEpisodeConfig(generation_backend="vllm"),
+            _cfg(),
+            "must be selfcorrect or trl .got 'vllm'. .GRPO reaches vLLM through TRL",
+        ),
+        (GRPOEpisodeConfig(), _cfg(use_vllm=True, top_k=50), "does not support use_vllm, top_k"),
+        (GRPOEpisodeConfig(first_attempt="trace", abandon_penalty=0.5), _cfg(), "group baseline removes them"),
+        (GRPOEpisodeConfig(), _cfg(temperature=0.0), "temperature > 0"),
     ],
 )
 def test_backend_options_are_checked(args, cfg, message):
     with pytest.raises(UserError, match=message):
         check_options(args, cfg)
-    check_options(GRPOArgs(generation_backend="trl", first_attempt="trace"), _cfg(use_vllm=True))  # TRL's own path takes them
+    check_options(
+        GRPOEpisodeConfig(generation_backend="trl", first_attempt="trace"), _cfg(use_vllm=True)
+    )  # TRL's own path takes them
 
 
 def test_on_policy_rollout_trains_the_revision_in_its_rendered_context(tiny_model_dir):

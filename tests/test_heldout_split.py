@@ -7,9 +7,9 @@ import os
 import pytest
 from conftest import shared
 
-from selfcorrect.config import DataSource, SplitOptions
+from selfcorrect.config import DataConfig, SplitConfig
+from selfcorrect.examples import is_heldout, load_examples
 from selfcorrect.tasks import get_task
-from selfcorrect.trace_run import is_heldout, load_examples
 
 
 def _templates(folder):
@@ -28,8 +28,8 @@ def _split(folder, fraction):
     task = get_task("bbq")
     sides = []
     for heldout in (True, False):
-        split = SplitOptions(heldout_fraction=fraction, heldout=heldout)
-        sides.append([ex.id for ex in load_examples(task, DataSource(dataset_path=folder), split)])
+        split = SplitConfig(heldout_fraction=fraction, heldout=heldout)
+        sides.append([ex.id for ex in load_examples(task, DataConfig(dataset_path=folder), split)])
     return sides
 
 

@@ -1,6 +1,9 @@
 """Metrics on hand-built traces whose every number is worked out by hand below."""
 
 import math
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from helpers import make_trace
@@ -17,17 +20,52 @@ from selfcorrect.tasks import winogender as W
 BBQ = get_task("bbq")
 
 
+# Whole-list forms of the streaming metrics, kept here as references for the tests below.
+
+
+def bootstrap_mean_ci(values: Sequence[bool], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[float] | None:
+    """Percentile bootstrap interval of a share (see ``bootstrap_share_ci``)."""
+    return S.bootstrap_share_ci(sum(bool(v) for v in values), len(values), n_boot, seed, level)
+
+
+def bbq_bias(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """BBQ accuracy and bias scores of a list of answers (see ``B.bbq_bias_from_cells``)."""
+    cells: dict[tuple, int] = defaultdict(int)
+    for r in records:
+        cells[B.bbq_cell(r)] += 1
+    return B.bbq_bias_from_cells(cells)
+
+
+def transition(
+    correct_a: Sequence[bool], correct_b: Sequence[bool], answers_a: Sequence[Any], answers_b: Sequence[Any]
+) -> dict[str, Any]:
+    """Transition statistics from one round (a) to a later one (b)."""
+    counts = dict.fromkeys(M.TRANSITION_KEYS, 0)
+    for right_a, right_b, x, y in zip(correct_a, correct_b, answers_a, answers_b):
+        M.count_transition(counts, right_a, right_b, x != y)
+    return M.transition_from_counts(counts)
+
+
+def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float | None:
+    """ECE with ``bins`` equal-width bins over [0, 1]; confidence 1.0 falls in the last bin."""
+    sums = [[0, 0.0, 0] for _ in range(bins)]
+    for c, ok in zip(confidence, correct):
+        b = sums[M.ece_bin(c, bins)]
+        b[0], b[1], b[2] = b[0] + 1, b[1] + c, b[2] + int(ok)
+    return M.ece_from_bins(sums)
+
+
 def test_transition_counts_cl_cs_rss():
     # Four trajectories over two rounds: R->R, R->W, W->R, W->W; answers change in the middle two.
     c1, c2 = [True, True, False, False], [True, False, True, False]
     a1, a2 = ["C", "C", "A", "B"], ["C", "A", "C", "B"]
-    t = M.transition(c1, c2, a1, a2)
+    t = transition(c1, c2, a1, a2)
     assert (t["right_to_right"], t["right_to_wrong"], t["wrong_to_right"], t["wrong_to_wrong"]) == (1, 1, 1, 1)
     assert t["flip_rate"] == 0.5 and t["delta"] == 0.0
     assert t["confidence_level"] == 0.5 and t["critique_score"] == 0.5
     # RSS = (Acc2 - Acc1^2) / (2 Acc1 (1 - Acc1)) = (0.5 - 0.25) / 0.5 = 0.5
     assert t["rss"] == pytest.approx(0.5)
-    t = M.transition([True, False, False], [True, True, False], ["C", "A", "A"], ["C", "C", "B"])
+    t = transition([True, False, False], [True, True, False], ["C", "A", "A"], ["C", "C", "B"])
     assert t["wrong_to_right_rate"] == pytest.approx(1 / 3) and t["right_to_wrong_rate"] == 0.0
     assert t["flip_rate"] == pytest.approx(2 / 3) and t["critique_score"] == 0.5 and t["confidence_level"] == 1.0
     assert M.rss(1.0, 1.0) is None
@@ -50,9 +88,9 @@ def test_stable_after_and_ece_and_entropy():
     answers = [["A", "B", "B"], ["A", "A", "A"], ["C", "B", "C"]]
     assert M.stable_after(answers) == [pytest.approx(1 / 3), pytest.approx(2 / 3), 1.0]
     # Bin 0.9-1.0 holds 0.95 (right) and 0.95 (wrong): |0.95 - 0.5| * 2/4; bin 0.2-0.3 holds 0.25 twice (both wrong).
-    ece = M.expected_calibration_error([0.95, 0.95, 0.25, 0.25], [True, False, False, False])
+    ece = expected_calibration_error([0.95, 0.95, 0.25, 0.25], [True, False, False, False])
     assert ece == pytest.approx(0.5 * 0.45 + 0.5 * 0.25)
-    assert M.expected_calibration_error([1.0], [True]) == 0.0
+    assert expected_calibration_error([1.0], [True]) == 0.0
     assert M.entropy({"A": 0.5, "B": 0.5}) == pytest.approx(math.log(2))
 
 
@@ -68,7 +106,7 @@ def test_bbq_bias_scores_by_hand():
         {"context_condition": "ambig", "correct": False, "is_unknown": False, "is_biased": True},
         {"context_condition": "ambig", "correct": False, "is_unknown": False, "is_biased": True},
     ]
-    b = B.bbq_bias(recs)
+    b = bbq_bias(recs)
     assert b["bias_disambiguated"] == pytest.approx(1 / 3)
     assert b["bias_ambiguous"] == pytest.approx(2 / 3)
     assert b["accuracy_ambiguous"] == pytest.approx(1 / 3) and b["accuracy_disambiguated"] == 0.5
@@ -78,7 +116,7 @@ def test_bootstrap_intervals_match_explicit_resampling():
     import random
 
     xs = [True] * 30 + [False] * 70
-    lo, hi = S.bootstrap_mean_ci(xs, n_boot=4000)
+    lo, hi = bootstrap_mean_ci(xs, n_boot=4000)
     # Normal approximation of the bootstrap: 0.3 +- 1.96 * sqrt(0.3 * 0.7 / 100) = [0.210, 0.390]
     assert lo == pytest.approx(0.21, abs=0.02) and hi == pytest.approx(0.39, abs=0.02)
     recs = (
@@ -93,10 +131,10 @@ def test_bootstrap_intervals_match_explicit_resampling():
         cells[B.bbq_cell(r)] = cells.get(B.bbq_cell(r), 0) + 1
     ci = B.bbq_bias_ci(cells, n_boot=3000)
     rng = random.Random(1)
-    slow = sorted(B.bbq_bias([rng.choice(recs) for _ in recs])["bias_disambiguated"] for _ in range(1500))
+    slow = sorted(bbq_bias([rng.choice(recs) for _ in recs])["bias_disambiguated"] for _ in range(1500))
     assert ci["bias_disambiguated"][0] == pytest.approx(slow[int(0.025 * 1499)], abs=0.04)
     assert ci["bias_disambiguated"][1] == pytest.approx(slow[int(0.975 * 1499)], abs=0.04)
-    point = B.bbq_bias(recs)
+    point = bbq_bias(recs)
     assert ci["bias_ambiguous"][0] < point["bias_ambiguous"] < ci["bias_ambiguous"][1]
 
 
@@ -191,7 +229,7 @@ def test_bbq_ambiguous_bias_drops_unparsed_answers_like_the_authors_script():
         + [_bbq_rec("ambig", False, False)]
         + [_bbq_rec("ambig", False, None, answer="unparsed")] * 2
     )
-    b = B.bbq_bias(recs)
+    b = bbq_bias(recs)
     assert b["bias_ambiguous"] == pytest.approx(0.25)
     assert b["accuracy_ambiguous"] == pytest.approx(0.4) and b["accuracy"] == pytest.approx(0.4)
     assert b["accuracy_ambiguous_parsed"] == pytest.approx(0.5)
@@ -203,7 +241,7 @@ def test_bbq_ambiguous_bias_drops_unparsed_answers_like_the_authors_script():
         + [_bbq_rec("disambig", False, False)]
         + [_bbq_rec("disambig", False, None, answer="C"), _bbq_rec("disambig", False, None, answer="unparsed")]
     )
-    b = B.bbq_bias(recs + dis)
+    b = bbq_bias(recs + dis)
     assert b["bias_disambiguated"] == pytest.approx(1 / 3) and b["bias_ambiguous"] == pytest.approx(0.25)
     assert b["accuracy"] == pytest.approx(6 / 15) and b["unparsed_rate"] == pytest.approx(3 / 15)
 
@@ -214,8 +252,8 @@ def test_bbq_items_without_a_target_are_left_out_of_the_bias_scores():
     # the accuracy that scales s_AMB. 2 biased, 2 right -> (1 - 2/4) * (2*2/2 - 1) = 0.5.
     recs = [_bbq_rec("ambig", False, True)] * 2 + [_bbq_rec("ambig", True, None, answer="C")] * 2
     no_target = _bbq_rec("ambig", True, None, answer="C", target_option=None)
-    assert B.bbq_bias(recs)["bias_ambiguous"] == pytest.approx(0.5)
-    b = B.bbq_bias(recs + [no_target] * 3)
+    assert bbq_bias(recs)["bias_ambiguous"] == pytest.approx(0.5)
+    b = bbq_bias(recs + [no_target] * 3)
     assert b["bias_ambiguous"] == pytest.approx(0.5)
     assert b["accuracy_ambiguous"] == pytest.approx(5 / 7)  # reported accuracy: every item
 
@@ -231,14 +269,14 @@ def test_bbq_bias_interval_uses_the_same_convention():
         + [_bbq_rec("ambig", True, None, answer="C")] * 30
         + [_bbq_rec("ambig", False, True)] * 30
     )
-    assert B.bbq_bias(recs)["bias_ambiguous"] == pytest.approx(0.5)
+    assert bbq_bias(recs)["bias_ambiguous"] == pytest.approx(0.5)
     cells = {}
     for r in recs:
         cells[B.bbq_cell(r)] = cells.get(B.bbq_cell(r), 0) + 1
     lo, hi = B.bbq_bias_ci(cells, n_boot=3000)["bias_ambiguous"]
     assert lo < 0.5 < hi < 0.7
     rng = random.Random(2)
-    slow = sorted(B.bbq_bias([rng.choice(recs) for _ in recs])["bias_ambiguous"] for _ in range(1500))
+    slow = sorted(bbq_bias([rng.choice(recs) for _ in recs])["bias_ambiguous"] for _ in range(1500))
     assert lo == pytest.approx(slow[int(0.025 * 1499)], abs=0.03) and hi == pytest.approx(slow[int(0.975 * 1499)], abs=0.03)
 
 
@@ -296,7 +334,7 @@ def test_cluster_bootstrap_of_bbq_bias_with_correlated_samples():
     t_lo, t_hi = B.bbq_bias_ci({biased: 72, anti: 48}, n_boot=3000)["bias_disambiguated"]
     assert hi - lo > 1.6 * (t_hi - t_lo)  # sqrt(4) = 2 in theory
     examples = [[_bbq_rec("disambig", False, True)] * 4] * 18 + [[_bbq_rec("disambig", True, False)] * 4] * 12
-    slo, shi = _explicit_example_bootstrap(examples, lambda ts: B.bbq_bias(ts)["bias_disambiguated"], 3000)
+    slo, shi = _explicit_example_bootstrap(examples, lambda ts: bbq_bias(ts)["bias_disambiguated"], 3000)
     assert lo == pytest.approx(slo, abs=0.05) and hi == pytest.approx(shi, abs=0.05)
 
 

@@ -11,7 +11,7 @@ import torch
 from eval.aggregate import compute_metrics
 from selfcorrect.modeling import load_model, load_tokenizer
 from selfcorrect.prompts import get_prompt_set
-from selfcorrect.rollout import Generator, SamplingConfig, run_rounds
+from selfcorrect.rollout import HFGenerator, SamplingConfig, run_rounds
 from selfcorrect.tasks import get_task
 from selfcorrect.tasks.base import Example
 from selfcorrect.trace import conversation
@@ -58,7 +58,7 @@ def _example():
     )
 
 
-def _steer(tok, model, prompt: str, script: str) -> Generator:
+def _steer(tok, model, prompt: str, script: str) -> HFGenerator:
     """A greedy generator whose model writes ``script`` after ``prompt`` (tokens must not repeat);
     where the script has " B", the step is a real contest between the three labels."""
     ids = tok.encode(script, add_special_tokens=False)
@@ -71,7 +71,7 @@ def _steer(tok, model, prompt: str, script: str) -> Generator:
                 bonus[a, tok.encode(label, add_special_tokens=False)[0]] = value
         else:
             bonus[a, b] = 30.0
-    return Generator(Steered(model, bonus), tok, SamplingConfig(max_new_tokens=10), batch_size=2)
+    return HFGenerator(Steered(model, bonus), tok, SamplingConfig(max_new_tokens=10), batch_size=2)
 
 
 def _teacher_forced(gen, prompt: str, token_ids: list[int], step: int) -> tuple[dict[str, float], float]:
@@ -92,7 +92,7 @@ def _prompt(gen, ps, row, r):
 def test_cot_answer_probs_are_read_at_the_answer_label(parts):
     tok, model = parts
     ps, ex = get_prompt_set("cot"), _example()
-    prompt = Generator(model, tok).render([{"role": "user", "content": ps.first_turn(ex.question)}], ps.prefill(0))
+    prompt = HFGenerator(model, tok).render([{"role": "user", "content": ps.first_turn(ex.question)}], ps.prefill(0))
     gen = _steer(tok, model, prompt, "The answer is B.")
     (row,) = run_rounds(gen, get_task("bbq"), ps, [ex], rounds=2).trajectories
     for r, rec in enumerate(row.rounds):
@@ -119,7 +119,7 @@ def test_cot_answer_probs_are_read_at_the_answer_label(parts):
 def test_a_label_written_before_the_answer_is_not_the_answer(parts, script, answer, label_steps):
     tok, model = parts
     ps, ex = get_prompt_set("cot"), _example()
-    prompt = Generator(model, tok).render([{"role": "user", "content": ps.first_turn(ex.question)}], ps.prefill(0))
+    prompt = HFGenerator(model, tok).render([{"role": "user", "content": ps.first_turn(ex.question)}], ps.prefill(0))
     gen = _steer(tok, model, prompt, script)
     rollout = run_rounds(gen, get_task("bbq"), ps, [ex], rounds=1)
     (row,), captured = rollout.trajectories, rollout.generations[0]
@@ -134,7 +134,7 @@ def test_a_label_written_before_the_answer_is_not_the_answer(parts, script, answ
 def test_an_answer_given_as_text_has_no_option_probs_and_metrics_skip_it(parts):
     tok, model = parts
     ps, ex = get_prompt_set("cot"), _example()
-    prompt = Generator(model, tok).render([{"role": "user", "content": ps.first_turn(ex.question)}], ps.prefill(0))
+    prompt = HFGenerator(model, tok).render([{"role": "user", "content": ps.first_turn(ex.question)}], ps.prefill(0))
     gen = _steer(tok, model, prompt, "The grandson.")
     (row,) = run_rounds(gen, get_task("bbq"), ps, [ex], rounds=1).trajectories
     rec = row.rounds[0]
@@ -150,7 +150,7 @@ def test_answer_prefill_reads_the_first_token_as_before(parts):
     generated token is the label, and the probabilities are those of the first step's logits."""
     tok, model = parts
     ps, ex = get_prompt_set("intrinsic-moral"), _example()
-    prompt = Generator(model, tok).render([{"role": "user", "content": ps.first_turn(ex.question)}], ps.prefill(0))
+    prompt = HFGenerator(model, tok).render([{"role": "user", "content": ps.first_turn(ex.question)}], ps.prefill(0))
     gen = _steer(tok, model, prompt, " B.")
     (row,) = run_rounds(gen, get_task("bbq"), ps, [ex], rounds=1).trajectories
     rec = row.rounds[0]

@@ -7,8 +7,8 @@ import warnings
 import pytest
 from conftest import ROOT
 
-from selfcorrect.config import parse_config
 from selfcorrect.errors import UserError
+from selfcorrect.parsing import parse_config
 
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "recipes", "**", "*.yaml"), recursive=True))
 
@@ -48,7 +48,7 @@ def test_recipe_parses_and_validates(path):
         objs = parse_config(types_, ["--config", path, *extra], defaults=defaults)  # every __post_init__ check runs here
     deprecated = [str(w.message) for w in caught if "deprecated" in str(w.message)]
     assert not deprecated, f"the recipe uses a deprecated key: {deprecated}"
-    task_opts = next(o for o in objs if type(o).__name__ == "TaskOptions")
+    task_opts = next(o for o in objs if type(o).__name__ == "TaskConfig")
     task, _ = task_and_prompt_set(task_opts)
     assert task.name == task_opts.task
     if training:
@@ -59,26 +59,26 @@ def test_recipe_parses_and_validates(path):
 
 
 def test_unknown_key_names_the_closest(tmp_path):
-    from selfcorrect.config import RolloutOptions
+    from selfcorrect.config import RolloutConfig
 
     r = tmp_path / "r.yaml"
     r.write_text("roundss: 3\n")
     with pytest.raises(UserError, match=r"unknown recipe key 'roundss' \(did you mean 'rounds'\?\)"):
-        parse_config([RolloutOptions], ["--config", str(r)])
+        parse_config([RolloutConfig], ["--config", str(r)])
     r.write_text("- not a mapping\n")
     with pytest.raises(UserError, match="must be a mapping"):
-        parse_config([RolloutOptions], ["--config", str(r)])
+        parse_config([RolloutConfig], ["--config", str(r)])
     with pytest.raises(UserError, match="recipe not found"):
-        parse_config([RolloutOptions], ["--config", str(tmp_path / "none.yaml")])
+        parse_config([RolloutConfig], ["--config", str(tmp_path / "none.yaml")])
 
 
 def test_cli_overrides_yaml(tmp_path):
-    from selfcorrect.config import RolloutOptions, TaskOptions
+    from selfcorrect.config import RolloutConfig, TaskConfig
 
     r = tmp_path / "r.yaml"
     r.write_text("rounds: 3\ntask: gsm8k\n")
-    opts, run = parse_config([TaskOptions, RolloutOptions], ["--config", str(r), "--rounds", "7"])
+    opts, run = parse_config([TaskConfig, RolloutConfig], ["--config", str(r), "--rounds", "7"])
     assert run.rounds == 7 and opts.task == "gsm8k"
     # The dash spelling is accepted too.
-    (run,) = parse_config([RolloutOptions], ["--max-new-tokens", "5"])
+    (run,) = parse_config([RolloutConfig], ["--max-new-tokens", "5"])
     assert run.max_new_tokens == 5

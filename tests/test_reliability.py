@@ -33,7 +33,7 @@ def _main(module: str, args: list[str]) -> None:
     """An entry point in this process, as its command line runs it (exit code 0 expected)."""
     import importlib
 
-    from selfcorrect.errors import run_cli
+    from selfcorrect.cli import run_cli
 
     try:
         run_cli(importlib.import_module(module).main, args)
@@ -358,12 +358,12 @@ def test_generation_stops_at_the_models_context(tiny_model_dir, capsys):
     does not change it); it is said once; a prompt that fills the context is refused."""
     from selfcorrect.errors import UserError
     from selfcorrect.modeling import load_model, load_tokenizer
-    from selfcorrect.rollout import Generator, SamplingConfig
+    from selfcorrect.rollout import HFGenerator, SamplingConfig
 
     tok = load_tokenizer(tiny_model_dir)
     model = load_model(tiny_model_dir, device="cpu")
     model.config.max_position_embeddings = 40
-    gen = Generator(model, tok, SamplingConfig(max_new_tokens=64, temperature=1.0, seed=3), batch_size=4)
+    gen = HFGenerator(model, tok, SamplingConfig(max_new_tokens=64, temperature=1.0, seed=3), batch_size=4)
     prompts = [list(range(5, 35)), list(range(5, 25))]  # room for 10 and 20 new tokens
     outs = gen.generate_ids(prompts)
     for g, p in zip(outs, prompts):
@@ -389,8 +389,8 @@ def test_split_that_the_data_cannot_honour_is_refused(tiny_model_dir, bbq_dir, t
     ]
     _one_error(_run_cmd("data_gen.__main__", args), "task bbq reads every row of")
     gsm = os.path.join(ROOT, "tests", "fixtures", "gsm8k")  # a folder of <split>.jsonl files honours it
+    from selfcorrect.examples import check_split
     from selfcorrect.tasks import get_task
-    from selfcorrect.trace_run import check_split
 
     check_split(get_task("gsm8k"), gsm, "train")
 

@@ -42,7 +42,7 @@ def test_settling_sentence():
 
 
 def test_library_noise_is_filtered():
-    from selfcorrect.errors import quiet_library_noise
+    from selfcorrect.cli import quiet_library_noise
 
     logger = logging.getLogger("transformers.modeling_layers")
     line = "Caching is incompatible with gradient checkpointing in LlamaDecoderLayer. Setting `use_cache=False`."

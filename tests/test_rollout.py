@@ -7,7 +7,7 @@ import torch
 
 from selfcorrect.modeling import load_model, load_tokenizer
 from selfcorrect.prompts import get_prompt_set
-from selfcorrect.rollout import Generator, SamplingConfig, run_rounds
+from selfcorrect.rollout import HFGenerator, SamplingConfig, run_rounds
 from selfcorrect.tasks import get_task
 from selfcorrect.trace import conversation
 
@@ -42,7 +42,7 @@ def _assert_same_option_steps(a, b):
 def gen(tiny_model_dir):
     tok = load_tokenizer(tiny_model_dir)
     model = load_model(tiny_model_dir, device="cpu")
-    return Generator(model, tok, SamplingConfig(max_new_tokens=6), batch_size=4)
+    return HFGenerator(model, tok, SamplingConfig(max_new_tokens=6), batch_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_sampling_is_seeded(tiny_model_dir, bbq_examples):
     ps = get_prompt_set("baseline")
 
     def sample(seed):
-        g = Generator(model, tok, SamplingConfig(max_new_tokens=5, temperature=1.0, seed=seed), batch_size=4)
+        g = HFGenerator(model, tok, SamplingConfig(max_new_tokens=5, temperature=1.0, seed=seed), batch_size=4)
         return [[r.response for r in t.rounds] for t in run_rounds(g, task, ps, exs[:2], rounds=2, samples=2).trajectories]
 
     a, b, c = sample(1), sample(1), sample(2)
@@ -129,7 +129,7 @@ def test_sampling_is_seeded(tiny_model_dir, bbq_examples):
 
 def test_probe_hook_captures_last_prompt_token(gen, bbq_examples):
     _, exs = bbq_examples
-    g2 = Generator(gen.model, gen.tokenizer, SamplingConfig(max_new_tokens=2), batch_size=2, probe_layer=0)
+    g2 = HFGenerator(gen.model, gen.tokenizer, SamplingConfig(max_new_tokens=2), batch_size=2, probe_layer=0)
     prompts = [g2.render([{"role": "user", "content": e.question}]) for e in exs[:2]]
     outs = g2.generate(prompts)
     enc = gen.tokenizer(prompts[1], return_tensors="pt", add_special_tokens=False)
@@ -151,7 +151,7 @@ def test_round_incremental_cache_matches_full_reencoding(tiny_model_dir, bbq_exa
     for incremental in (False, True):
         # max_new_tokens 7 with batch 3: rows finish at different steps (some hit eos early in sampling).
         sampling = SamplingConfig(max_new_tokens=7, temperature=temperature, seed=3)
-        g = Generator(model, tok, sampling, batch_size=3, incremental=incremental)
+        g = HFGenerator(model, tok, sampling, batch_size=3, incremental=incremental)
         # Make 40 of the 512 tokens end a turn, so rows stop at different steps and the cache must
         # mask each row's padding after its end (the random tiny model seldom says <|im_end|>).
         g.eos_ids = g.eos_ids + list(range(100, 140))
@@ -201,7 +201,7 @@ def test_shared_prefill_matches_encoding_every_copy(gen, bbq_examples, temperatu
     prompts = [a, a, a, b, b, c]
     outs = []
     for share in (False, True):
-        g = Generator(
+        g = HFGenerator(
             gen.model,
             gen.tokenizer,
             SamplingConfig(max_new_tokens=6, temperature=temperature, seed=5),
@@ -224,7 +224,7 @@ def test_shared_prefill_matches_encoding_every_copy(gen, bbq_examples, temperatu
 def test_token_logprobs_follow_the_sampling_temperature(gen, bbq_examples):
     _, exs = bbq_examples
     prompt = gen.render([{"role": "user", "content": exs[0].question}])
-    g = Generator(gen.model, gen.tokenizer, SamplingConfig(max_new_tokens=5, temperature=0.7, seed=1))
+    g = HFGenerator(gen.model, gen.tokenizer, SamplingConfig(max_new_tokens=5, temperature=0.7, seed=1))
     (out,) = g.generate([prompt])
     ids = gen.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
     full = torch.cat([ids, torch.tensor([out.token_ids])], 1)
@@ -243,7 +243,7 @@ def test_finished_rows_leave_the_batch_without_changing_outputs(gen, bbq_example
     outs, option_steps = [], []
     for compact in (False, True):
         sampling = SamplingConfig(max_new_tokens=12, temperature=1.0, seed=4)
-        g = Generator(gen.model, gen.tokenizer, sampling, batch_size=5, compact=compact)
+        g = HFGenerator(gen.model, gen.tokenizer, sampling, batch_size=5, compact=compact)
         g.eos_ids = g.eos_ids + list(range(100, 140))  # rows end at different steps
         _broad_labels(g)
         steps = []

@@ -224,7 +224,7 @@ def test_grpo_refuses_shaping_it_cannot_apply():
     from types import SimpleNamespace
 
     from selfcorrect.errors import UserError
-    from train.grpo import GRPOArgs, check_options
+    from train.grpo import GRPOEpisodeConfig, check_options
 
     cfg = SimpleNamespace(
         temperature=1.0,
@@ -236,11 +236,11 @@ def test_grpo_refuses_shaping_it_cannot_apply():
         fsdp="",
     )
     with pytest.raises(UserError, match="group baseline removes them"):
-        check_options(GRPOArgs(first_attempt="trace", alpha=1.0), cfg)
+        check_options(GRPOEpisodeConfig(first_attempt="trace", alpha=1.0), cfg)
     with pytest.raises(UserError, match="needs generation_backend selfcorrect"):
-        check_options(GRPOArgs(generation_backend="trl"), cfg)
-    check_options(GRPOArgs(first_attempt="trace", generation_backend="trl"), cfg)
-    check_options(GRPOArgs(alpha=1.0, abandon_penalty=0.5), cfg)
+        check_options(GRPOEpisodeConfig(generation_backend="trl"), cfg)
+    check_options(GRPOEpisodeConfig(first_attempt="trace", generation_backend="trl"), cfg)
+    check_options(GRPOEpisodeConfig(alpha=1.0, abandon_penalty=0.5), cfg)
 
 
 def test_rl_rows_carry_provenance():

@@ -29,7 +29,7 @@ from helpers import run_command
 from selfcorrect.jsonl import read_rows
 from selfcorrect.modeling import load_model, load_tokenizer
 from selfcorrect.prompts import get_prompt_set
-from selfcorrect.rollout import Generator, SamplingConfig, run_rounds
+from selfcorrect.rollout import HFGenerator, SamplingConfig, run_rounds
 from selfcorrect.tasks import get_task
 from selfcorrect.vllm_backend import VLLMGenerator, start_engine
 
@@ -96,7 +96,7 @@ def test_greedy_rounds_agree_with_hf_engine(tiny_model_dir, tiny_engine):
     ps = get_prompt_set("intrinsic-moral")
     tok = load_tokenizer(tiny_model_dir)
     sampling = SamplingConfig(max_new_tokens=16)
-    hf = Generator(load_model(tiny_model_dir, device="cpu"), tok, sampling, batch_size=8)
+    hf = HFGenerator(load_model(tiny_model_dir, device="cpu"), tok, sampling, batch_size=8)
     vl = VLLMGenerator(tiny_model_dir, tok, sampling, llm=tiny_engine)
     steps = {}
     for name, g in (("hf", hf), ("vllm", vl)):
@@ -136,7 +136,7 @@ def test_smollm2_greedy_rounds_agree_with_hf_engine():
     tok = load_tokenizer(SMOLLM2_ALIAS)
     sampling = SamplingConfig(max_new_tokens=24)
     hf = run_rounds(
-        Generator(load_model(SMOLLM2_ALIAS, device="cpu"), tok, sampling, batch_size=16), task, ps, exs, 3
+        HFGenerator(load_model(SMOLLM2_ALIAS, device="cpu"), tok, sampling, batch_size=16), task, ps, exs, 3
     ).trajectories
     vl = run_rounds(VLLMGenerator(path, tok, sampling, llm=start_engine(path)), task, ps, exs, 3).trajectories
     n, _ = _assert_agree(hf, vl)

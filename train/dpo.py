@@ -9,7 +9,7 @@ correction instruction, ``chosen``/``rejected`` hold one assistant message each.
 
 from __future__ import annotations
 
-from selfcorrect.errors import run_cli
+from selfcorrect.cli import run_cli
 from selfcorrect.modeling import load_policy, load_tokenizer
 from selfcorrect.tasks import task_and_prompt_set
 from train.data import PROVENANCE, check_provenance, load_rows
@@ -69,7 +69,16 @@ def main(argv: list[str]) -> None:
 
     # ---- save: adapter, tokenizer, resolved config, model card
     extra = {"last reward accuracy": last_reward_accuracy}
-    save_trained(trainer, snapshot, "dpo", objective, setup, setup.configs(cfg), tokenizer, extra)
+    save_trained(
+        trainer,
+        snapshot=snapshot,
+        method="dpo",
+        objective=objective,
+        setup=setup,
+        config_objs=setup.configs(cfg),
+        tokenizer=tokenizer,
+        extra=extra,
+    )
 
 
 def cli() -> None:

@@ -52,8 +52,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from selfcorrect.chat import render_chat, render_prompt
-from selfcorrect.errors import UserError, run_cli
+from selfcorrect.cli import run_cli
+from selfcorrect.config import SamplingConfig
+from selfcorrect.errors import UserError
 from selfcorrect.modeling import load_policy, load_tokenizer
+from selfcorrect.rollout import HFGenerator, run_rounds
 from selfcorrect.tasks import task_and_prompt_set
 from selfcorrect.tasks.base import Example
 from train.data import PROVENANCE, check_provenance, load_rows
@@ -63,7 +66,7 @@ from train.run import parse_training, prepare_run, resumable, training_config_ty
 
 
 @dataclass
-class GRPOArgs:
+class GRPOEpisodeConfig:
     """GRPO episodes and reward shaping (selfcorrect)."""
 
     alpha: float = field(default=0.0, metadata={"help": "Bonus alpha * (r2 - r1) for improving on the first attempt."})
@@ -109,9 +112,6 @@ def make_rollout_func(tokenizer, cfg, task=None, prompt_set=None, examples: dict
     """
     from trl.models import unwrap_model_for_generation
 
-    from selfcorrect.config import SamplingConfig
-    from selfcorrect.rollout import Generator, run_rounds
-
     sampling = SamplingConfig(
         max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed
     )
@@ -131,7 +131,7 @@ def make_rollout_func(tokenizer, cfg, task=None, prompt_set=None, examples: dict
             was_training = model.training
             model.eval()
             try:
-                gen = Generator(model, tokenizer, sampling, batch_size=len(prompts))
+                gen = HFGenerator(model, tokenizer, sampling, batch_size=len(prompts))
                 if prompt_set is None:
                     ids = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
                     outs = gen.generate_ids(ids, seed_key=key)
@@ -155,7 +155,7 @@ def make_rollout_func(tokenizer, cfg, task=None, prompt_set=None, examples: dict
     return rollout
 
 
-def check_options(args: GRPOArgs, cfg) -> None:
+def check_options(args: GRPOEpisodeConfig, cfg) -> None:
     if args.generation_backend not in ("selfcorrect", "trl"):
         vllm = (
             " (GRPO reaches vLLM through TRL: generation_backend trl with use_vllm true)"
@@ -187,7 +187,7 @@ def check_options(args: GRPOArgs, cfg) -> None:
         raise UserError(f"generation_backend selfcorrect does not support {', '.join(bad)}: set generation_backend: trl")
 
 
-def build_dataset(setup, args: GRPOArgs, cfg, task, prompt_set, tokenizer):
+def build_dataset(setup, args: GRPOEpisodeConfig, cfg, task, prompt_set, tokenizer):
     """(prompts as text, TRL rollout_func or None). On-policy: each prompt is a rendered first turn
     and the rollout runs the two-round episode; trace: each prompt is data_gen's revision prompt."""
     path, limit = setup.data.dataset_path, setup.data.limit
@@ -225,7 +225,7 @@ def config_types() -> list[type]:
     """The configs this entry point parses (recipes and tests read them here)."""
     from trl import GRPOConfig
 
-    return training_config_types(GRPOArgs, GRPOConfig)
+    return training_config_types(GRPOEpisodeConfig, GRPOConfig)
 
 
 def main(argv: list[str]) -> None:
@@ -266,7 +266,16 @@ def main(argv: list[str]) -> None:
 
     # ---- save: adapter, tokenizer, resolved config, model card
     extra = {"last mean reward": last_mean_reward}
-    save_trained(trainer, snapshot, "grpo", objective, setup, setup.configs(args, cfg), tokenizer, extra)
+    save_trained(
+        trainer,
+        snapshot=snapshot,
+        method="grpo",
+        objective=objective,
+        setup=setup,
+        config_objs=setup.configs(args, cfg),
+        tokenizer=tokenizer,
+        extra=extra,
+    )
 
 
 def cli() -> None:

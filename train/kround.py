@@ -50,7 +50,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from selfcorrect.errors import UserError, run_cli
+from selfcorrect.cli import run_cli
+from selfcorrect.errors import UserError
+from selfcorrect.tasks import task_and_prompt_set
 from train.online_rl import Episode, OnlineRLConfig, OnlineRLTrainer, run_trainer
 from train.rewards import kround_returns
 from train.run import training_config_types
@@ -90,8 +92,6 @@ class KRoundTrainer(OnlineRLTrainer):
         return self.cfg.rounds
 
     def setup(self) -> None:
-        from selfcorrect.tasks import task_and_prompt_set
-
         task, _ = task_and_prompt_set(self.setup_args.task)  # checked before any model loads
         if self.cfg.change_penalty and not task.discrete_answers:
             raise UserError(

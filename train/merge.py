@@ -6,9 +6,11 @@ python -m train.merge --base <model> --adapter <dir> --out <dir>
 import os
 from dataclasses import dataclass, field
 
-from selfcorrect.config import OverwriteOption, parse_config
-from selfcorrect.errors import UserError, run_cli
+from selfcorrect.cli import run_cli
+from selfcorrect.config import OverwriteConfig
+from selfcorrect.errors import UserError
 from selfcorrect.modeling import merge_adapter
+from selfcorrect.parsing import parse_config
 from selfcorrect.run_identity import check_run, model_identity
 
 # What a merge writes into --out (deleted by --overwrite, with run.json saying a merge wrote them).
@@ -38,7 +40,7 @@ class MergeConfig:
 
 
 def main(argv: list[str]) -> None:
-    a, ow = parse_config([MergeConfig, OverwriteOption], argv, prog="python -m train.merge", description=__doc__)
+    a, ow = parse_config([MergeConfig, OverwriteConfig], argv, prog="python -m train.merge", description=__doc__)
     out = os.path.realpath(a.out)
     for option, folder in (("--base", a.base), ("--adapter", a.adapter)):
         inside = os.path.isdir(folder) and os.path.commonpath([out, os.path.realpath(folder)]) == os.path.realpath(folder)

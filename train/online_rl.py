@@ -21,7 +21,10 @@ the prompt, the instruction turns and padding carry no loss.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import functools
+import hashlib
 import json
 import math
 import os
@@ -30,9 +33,15 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tqdm.auto import tqdm
+
 from selfcorrect.config import SamplingConfig, check_range
+from selfcorrect.device import env_flag, process_group_kwargs
 from selfcorrect.errors import UserError
 from selfcorrect.modeling import load_policy, load_tokenizer
+from selfcorrect.rollout import HFGenerator, run_rounds
+from selfcorrect.tasks import task_and_prompt_set
+from selfcorrect.tasks.base import Example
 from train.data import check_provenance, read_training_rows
 from train.outputs import (
     not_moved,
@@ -188,8 +197,6 @@ def check_not_fsdp(method: str, env: dict[str, str] | None = None) -> None:
     ...
     selfcorrect.errors.UserError: kround runs in one process, under DDP or under DeepSpeed, not under FSDP: launch with accelerate_configs/ddp.yaml, zero2.yaml or zero3.yaml (GPUs), or cpu_ddp.yaml (CPU)
     """
-    from selfcorrect.device import env_flag
-
     if env_flag(dict(os.environ if env is None else env), "ACCELERATE_USE_FSDP"):
         raise UserError(
             f"{method} runs in one process, under DDP or under DeepSpeed, not under FSDP: launch with"
@@ -258,6 +265,8 @@ class OnlineRLConfig:
     max_new_tokens: int = field(default=128, metadata={"help": "Maximum tokens per round."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory."})
     use_cpu: bool = field(default=False, metadata={"help": "Train on the CPU."})
+    # TrainingArguments' default; the processes meet at every step, so a wait is at most one step's imbalance.
+    ddp_timeout: int = field(default=1800, metadata={"help": "Seconds a process waits for the others at a collective."})
     seed: int = field(default=42, metadata={"help": "Seed for sampling and data order."})
     logging_steps: int = field(default=1, metadata={"help": "Log every N steps."})
     save_steps: int = field(default=0, metadata={"help": "Save a resumable checkpoint every N steps (0 = only at the end)."})
@@ -279,6 +288,7 @@ class OnlineRLConfig:
         check_range("warmup_steps", self.warmup_steps, 0)
         check_range("save_steps", self.save_steps, 0)
         check_range("logging_steps", self.logging_steps, 1)
+        check_range("ddp_timeout", self.ddp_timeout, 1)
         if self.temperature <= 0:
             raise UserError("on-policy RL samples: temperature must be > 0")
         if self.top_p != 1:
@@ -328,8 +338,6 @@ class OnlineRLTrainer:
         """Everything before the first step, in an order that keeps runs reproducible (the seed is set
         before the adapter's random initialisation): the process group, the data, the model with
         its reference, the optimizer and schedule, a resumed state, the tracker, the sampler."""
-        from selfcorrect.rollout import Generator
-
         resume = self._setup_run()
         model = self._setup_model()
         self._setup_optimizer(model)
@@ -341,17 +349,15 @@ class OnlineRLTrainer:
                 config={**vars(self.setup_args.task), **vars(cfg)},
                 init_kwargs=wandb_init_kwargs(cfg.run_name),
             )
-        self.gen = Generator(self.policy, self.tokenizer, cfg.sampling(), batch_size=cfg.per_device_prompts * cfg.num_generations)
+        self.gen = HFGenerator(
+            self.policy, self.tokenizer, cfg.sampling(), batch_size=cfg.per_device_prompts * cfg.num_generations
+        )
 
     def _setup_run(self) -> str | None:
         """Checks, the seed, the output folder, the process group and the examples; returns the
         checkpoint to resume from."""
         from accelerate import Accelerator, DistributedType
         from accelerate.utils import InitProcessGroupKwargs, set_seed
-
-        from selfcorrect.device import process_group_kwargs
-        from selfcorrect.tasks import task_and_prompt_set
-        from selfcorrect.tasks.base import Example
 
         setup, cfg = self.setup_args, self.cfg
         check_not_fsdp(self.method)
@@ -361,10 +367,12 @@ class OnlineRLTrainer:
             raise UserError(f"{self.method} trains intrinsic self-correction: use a prompt set without external feedback")
         resume = prepare_run(self.method, setup, cfg)
         backend = process_group_kwargs().get("backend")  # gloo under DeepSpeed on the CPU
+        # prepare_run made the group with cfg.ddp_timeout; the same here, should it come first.
+        group = InitProcessGroupKwargs(backend=backend, timeout=datetime.timedelta(seconds=cfg.ddp_timeout))
         self.accelerator = Accelerator(
             cpu=cfg.use_cpu,
             log_with="wandb" if cfg.report_to == "wandb" else None,
-            kwargs_handlers=[InitProcessGroupKwargs(backend=backend)] if backend else None,
+            kwargs_handlers=[group],
         )
         self.deepspeed = self.accelerator.distributed_type == DistributedType.DEEPSPEED
         self.zero3 = self.deepspeed and self.accelerator.state.deepspeed_plugin.zero_stage == 3
@@ -437,8 +445,6 @@ class OnlineRLTrainer:
     # -- one step --
     def sample(self, step: int, on_round=None) -> list[Episode]:
         """Episodes of this process at ``step``: num_generations per prompt, consecutive."""
-        from selfcorrect.rollout import run_rounds
-
         cfg = self.cfg
         idx = prompt_indices(
             step,
@@ -478,8 +484,6 @@ class OnlineRLTrainer:
         by layer in collectives: ranks that decode different numbers of tokens would pair different
         collectives and hang. So sampling runs on the gathered weights with the hooks removed
         (TRL's ``unwrap_model_for_generation``, as its GRPO trainer does)."""
-        import contextlib
-
         if not self.zero3:
             return contextlib.nullcontext()
         from trl.models.utils import unwrap_model_for_generation
@@ -499,8 +503,6 @@ class OnlineRLTrainer:
         gradients accumulate locally until the last pass, which all-reduces them once. The loss is
         divided by the process's episode count and DDP averages over processes, so the gradient is
         the mean over every episode of the step, as in one process."""
-        import contextlib
-
         import torch
 
         accelerator, cfg = self.accelerator, self.cfg
@@ -557,8 +559,6 @@ class OnlineRLTrainer:
 
     # -- the loop --
     def run(self) -> None:
-        from tqdm.auto import tqdm
-
         cfg, accelerator = self.cfg, self.accelerator
         bar = tqdm(
             range(self.start_step, cfg.max_steps),
@@ -584,7 +584,10 @@ class OnlineRLTrainer:
             bar.set_postfix_str("update")
             parts = self.update(episodes, advantages, self.kl_coefs(step))
             log = self.step_log(step, rewards, advantages, parts)
-            self.history.append({"step": step + 1, **log})
+            # Not in ``log`` (trackers and the finite check take numbers): a digest of the step's
+            # sampled tokens, so the first step where two runs sampled differently can be read off
+            # their logs (docs/reproducibility.md).
+            self.history.append({"step": step + 1, **log, "samples_sha256": self.samples_digest(episodes)})
             if (step + 1) % cfg.logging_steps == 0 or step + 1 == cfg.max_steps:
                 accelerator.log(log, step=step + 1)
             bar.set_postfix({k2: f"{v:.3f}" for k2, v in log.items() if k2.startswith(("reward_r", "loss"))})
@@ -632,6 +635,16 @@ class OnlineRLTrainer:
         self._warn_if_no_signal(step, log["frac_zero_advantage"])
         return log
 
+    def samples_digest(self, episodes: list[Episode]) -> str:
+        """First 16 hex digits of the sha256 of every process's sampled token ids at this step, per
+        episode and round (one gather of Python objects under several processes)."""
+        from accelerate.utils import gather_object
+
+        ids = [ep.responses for ep in episodes]
+        if self.accelerator.num_processes > 1:
+            ids = gather_object([ids])
+        return hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]
+
     def _warn_if_no_signal(self, step: int, frac: float) -> None:
         """One warning line when most groups carried no signal for NO_SIGNAL_STEPS steps in a row:
         then only the KL term moves the weights, which a rising loss or a moved adapter hides."""
@@ -667,16 +680,16 @@ class OnlineRLTrainer:
             extra["warning"] = not_moved(self.scheduler, cfg.max_steps)
         config_objs = setup.configs(cfg)
         save_outputs(
-            lambda d: save_model_all_ranks(accelerator, self.model, d),
-            self.tokenizer,
-            cfg.output_dir,
-            self.method,
-            self.objective(),
-            setup,
-            config_objs,
-            extra,
-            cfg.trust_remote_code,
-            accelerator.is_main_process,
+            save_model=lambda d: save_model_all_ranks(accelerator, self.model, d),
+            tokenizer=self.tokenizer,
+            output_dir=cfg.output_dir,
+            method=self.method,
+            objective=self.objective(),
+            setup=setup,
+            config_objs=config_objs,
+            extra=extra,
+            trust_remote_code=cfg.trust_remote_code,
+            is_main_process=accelerator.is_main_process,
         )
         if accelerator.is_main_process:
             with open(os.path.join(cfg.output_dir, f"{self.method}_log.jsonl"), "a") as f:

@@ -10,9 +10,11 @@ import os
 import sys
 from typing import Any
 
-from selfcorrect.config import config_to_dict
+from selfcorrect.demo_model import SMOLLM2_ALIAS, SMOLLM2_HUB_ID
 from selfcorrect.jsonl import write_atomic
-from selfcorrect.modeling import SMOLLM2_ALIAS, SMOLLM2_HUB_ID, merge_adapter
+from selfcorrect.modeling import merge_adapter
+from selfcorrect.saved_config import config_to_dict
+from selfcorrect.tasks import get_task
 from train.run import Setup
 
 
@@ -42,7 +44,6 @@ def source_dataset(setup: Setup) -> tuple[str | None, str]:
         return None, f"{setup.data.dataset_path} (local)"
     if dg.get("dataset_path"):
         return None, f"{dg['dataset_path']} (local)"
-    from selfcorrect.tasks import get_task
 
     hub = getattr(get_task(dg.get("task", setup.task.task)), "hub_id", None)
     return hub, hub or "the task's default data"
@@ -143,6 +144,7 @@ def save_model_all_ranks(accelerator, model, output_dir: str) -> None:
 
 
 def save_outputs(
+    *,
     save_model,
     tokenizer,
     output_dir: str,
@@ -234,7 +236,15 @@ def not_moved(scheduler: Any, steps: int) -> str:
 
 
 def save_trained(
-    trainer, snapshot: dict[str, Any], method: str, objective: str, setup: Setup, config_objs, tokenizer, extra: dict[str, Any]
+    trainer,
+    *,
+    snapshot: dict[str, Any],
+    method: str,
+    objective: str,
+    setup: Setup,
+    config_objs,
+    tokenizer,
+    extra: dict[str, Any],
 ) -> None:
     """Save a trained TRL trainer's outputs on every rank. The card records the steps, the last
     loss, ``extra`` (a value may be a function of the trainer's log history) and a warning when the
@@ -247,14 +257,14 @@ def save_trained(
         if trainer.accelerator.is_main_process:
             print(f"warning: {extra['warning']}", file=sys.stderr)
     save_outputs(
-        trainer.save_model,
-        tokenizer,
-        trainer.args.output_dir,
-        method,
-        objective,
-        setup,
-        config_objs,
-        extra,
-        trainer.args.trust_remote_code,
-        trainer.accelerator.is_main_process,
+        save_model=trainer.save_model,
+        tokenizer=tokenizer,
+        output_dir=trainer.args.output_dir,
+        method=method,
+        objective=objective,
+        setup=setup,
+        config_objs=config_objs,
+        extra=extra,
+        trust_remote_code=trainer.args.trust_remote_code,
+        is_main_process=trainer.accelerator.is_main_process,
     )

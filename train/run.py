@@ -13,15 +13,17 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from selfcorrect.config import DataSource, OverwriteOption, TaskOptions, check_range, config_to_dict, parse_config
+from selfcorrect.config import DataConfig, OverwriteConfig, TaskConfig, check_range
 from selfcorrect.device import check_launch_matches_machine, cuda_available, deepspeed_on_cpu, process_state
 from selfcorrect.errors import Interrupted, NothingToDo, UserError
 from selfcorrect.hub import hub_offline
+from selfcorrect.parsing import parse_config
 from selfcorrect.run_identity import check_run, data_identity, lock_output_dir, model_identity
+from selfcorrect.saved_config import config_to_dict
 
 
 @dataclass
-class TrainOptions:
+class TrainConfig:
     """selfcorrect's training options beside TRL's ModelConfig and the method's own config."""
 
     merge: bool = field(default=False, metadata={"help": "Also write the base with the adapter merged into <output_dir>/merged."})
@@ -36,10 +38,10 @@ class Setup:
     """Everything a training entry point parsed besides its method config."""
 
     model: Any  # trl.ModelConfig
-    data: DataSource
-    task: TaskOptions
-    train: TrainOptions
-    overwrite: OverwriteOption
+    data: DataConfig
+    task: TaskConfig
+    train: TrainConfig
+    overwrite: OverwriteConfig
 
     def configs(self, *method_configs: Any) -> tuple[Any, ...]:
         """Every config of the run, in the order the resolved selfcorrect_config.json lists them."""
@@ -51,7 +53,7 @@ def training_config_types(*method_types: type) -> list[type]:
     selfcorrect's training options, the overwrite switch, then the method's own."""
     from trl import ModelConfig  # TRL's import takes seconds: only when a trainer parses
 
-    return [ModelConfig, DataSource, TaskOptions, TrainOptions, OverwriteOption, *method_types]
+    return [ModelConfig, DataConfig, TaskConfig, TrainConfig, OverwriteConfig, *method_types]
 
 
 def parse_training(types_: list[type], argv: list[str], prog: str, description: str | None = None) -> tuple[Any, ...]:
@@ -161,6 +163,7 @@ _VOLATILE = {
     "logging_first_step",
     "eval_steps",
     "dataloader_num_workers",
+    "ddp_timeout",  # a resumed run may need a longer one
 }
 _OWNED = [
     "adapter_model.safetensors",
@@ -241,7 +244,7 @@ def prepare_run(method: str, setup: Setup, cfg: Any) -> str | None:
     """Before any model loads: check the training values, find the checkpoint to resume from and
     claim the output folder. Returns the checkpoint (or None)."""
     check_training_values(cfg)
-    state = process_state()
+    state = process_state(cfg.ddp_timeout)  # the run's first process group: it gets the timeout
     resume = resume_checkpoint(cfg.resume_from_checkpoint, cfg.output_dir)
     resume, finished = claim_output_dir(method, setup, cfg, resume, state.is_main_process)
     if state.num_processes > 1:  # the main process decided (it alone reads and locks the folder)

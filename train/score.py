@@ -55,7 +55,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from selfcorrect.errors import UserError, run_cli
+from selfcorrect.cli import run_cli
+from selfcorrect.errors import UserError
 from train.online_rl import OnlineRLConfig, OnlineRLTrainer, run_trainer
 from train.rewards import score_returns
 from train.run import training_config_types

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from selfcorrect.chat import tokenize_conversation
-from selfcorrect.errors import UserError, run_cli
+from selfcorrect.cli import run_cli
+from selfcorrect.errors import UserError
 from selfcorrect.modeling import load_policy, load_tokenizer
 from selfcorrect.tasks import task_and_prompt_set
 from train.data import PROVENANCE, check_provenance, load_rows
@@ -43,7 +44,7 @@ OBJECTIVES = {
 
 
 @dataclass
-class SFTArgs:
+class SFTLossConfig:
     """Which tokens carry the SFT loss."""
 
     train_on: Literal["correct_turns", "final_turn", "all_assistant"] = field(
@@ -86,7 +87,7 @@ def config_types() -> list[type]:
     """The configs this entry point parses (recipes and tests read them here)."""
     from trl import SFTConfig
 
-    return training_config_types(SFTArgs, SFTConfig)
+    return training_config_types(SFTLossConfig, SFTConfig)
 
 
 def main(argv: list[str]) -> None:
@@ -115,7 +116,16 @@ def main(argv: list[str]) -> None:
         trainer.train(resume_from_checkpoint=resume)
 
     # ---- save: adapter, tokenizer, resolved config, model card
-    save_trained(trainer, snapshot, "sft", OBJECTIVES[args.train_on], setup, setup.configs(args, cfg), tokenizer, {})
+    save_trained(
+        trainer,
+        snapshot=snapshot,
+        method="sft",
+        objective=OBJECTIVES[args.train_on],
+        setup=setup,
+        config_objs=setup.configs(args, cfg),
+        tokenizer=tokenizer,
+        extra={},
+    )
 
 
 def cli() -> None:

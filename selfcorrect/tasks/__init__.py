@@ -11,16 +11,18 @@ import importlib
 import os
 
 from selfcorrect.errors import UserError
+from selfcorrect.parsing import load_yaml
+from selfcorrect.prompts import get_prompt_set
 from selfcorrect.tasks.base import UNPARSED, Example, Grade, Task
+from selfcorrect.tasks.bbq import BBQTask
+from selfcorrect.tasks.custom import SpecTask
+from selfcorrect.tasks.gsm8k import GSM8KTask
+from selfcorrect.tasks.refusal import RefusalTask
+from selfcorrect.tasks.toxicity import ToxicityTask
+from selfcorrect.tasks.winogender import WinogenderTask
 
 
 def _builtin() -> dict[str, type]:
-    from selfcorrect.tasks.bbq import BBQTask
-    from selfcorrect.tasks.gsm8k import GSM8KTask
-    from selfcorrect.tasks.refusal import RefusalTask
-    from selfcorrect.tasks.toxicity import ToxicityTask
-    from selfcorrect.tasks.winogender import WinogenderTask
-
     return {t.name: t for t in (BBQTask, WinogenderTask, GSM8KTask, ToxicityTask, RefusalTask)}
 
 
@@ -30,9 +32,6 @@ BUILTIN_TASKS = ("bbq", "winogender", "gsm8k", "toxicity", "refusal")
 def get_task(name: str, classifier: str | None = None, threshold: float = 0.5) -> Task:
     """``classifier``/``threshold`` go to the model-scored tasks (toxicity, refusal)."""
     if name.endswith((".yaml", ".yml")):
-        from selfcorrect.config import load_yaml
-        from selfcorrect.tasks.custom import SpecTask
-
         return SpecTask(load_yaml(name), source=name)
     if ":" in name and not os.path.exists(name):
         module, _, cls_name = name.partition(":")
@@ -54,9 +53,7 @@ def get_task(name: str, classifier: str | None = None, threshold: float = 0.5) -
 
 
 def task_and_prompt_set(opts):
-    """The task and prompt set a command's TaskOptions name, checked against each other."""
-    from selfcorrect.prompts import get_prompt_set
-
+    """The task and prompt set a command's TaskConfig name, checked against each other."""
     task = get_task(opts.task, opts.classifier, opts.threshold)
     prompt_set = get_prompt_set(opts.prompt_set, opts.prompt_sets_file)
     if prompt_set.multiple_choice and not task.multiple_choice:

@@ -23,9 +23,11 @@ import glob
 import math
 import os
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from selfcorrect.errors import UserError
 from selfcorrect.hub import hub_offline
@@ -425,7 +427,6 @@ def _bbq_scores(count) -> dict[str, Any]:
     """s_DIS, s_AMB and the accuracy that scales s_AMB from ``count(predicate on a cell)``, which returns
     an integer array (one entry per bootstrap resample, or one entry for the point estimate).
     Undefined scores (empty denominators) are NaN. See ``bbq_bias_from_cells`` for the conventions."""
-    import numpy as np
 
     def ratio(a, b):
         return np.where(b > 0, a / np.maximum(b, 1), np.nan)
@@ -459,8 +460,6 @@ def bbq_bias_ci(
     cluster bootstrap, see ``bootstrap_cluster_share_ci``). ``counts`` (``bbq_cell`` -> count) is the
     one-trajectory-per-example case. The scores depend only on how many trajectories fall in each
     cell, so a resample is one multinomial draw over the kinds of example."""
-    import numpy as np
-
     if clusters is None:
         clusters = {((c, 1),): n for c, n in (counts or {}).items()}
     kinds = [k for k, m in clusters.items() if m]
@@ -485,14 +484,6 @@ def bbq_bias_ci(
     return out
 
 
-def bbq_bias(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """BBQ accuracy and bias scores of a list of answers (see ``bbq_bias_from_cells``)."""
-    cells: dict[tuple, int] = defaultdict(int)
-    for r in records:
-        cells[bbq_cell(r)] += 1
-    return bbq_bias_from_cells(cells)
-
-
 def bbq_bias_from_cells(cells: dict[tuple, int]) -> dict[str, Any]:
     """BBQ accuracy and bias scores (Parrish et al. 2022) from counts of ``bbq_cell`` tuples
     (condition "ambig"/"disambig", correct, is_biased, unparsed, has_target).
@@ -515,7 +506,6 @@ def bbq_bias_from_cells(cells: dict[tuple, int]) -> dict[str, Any]:
     accuracy); ``unparsed_rate`` is reported beside them. The script also reports proper-name items
     as separate categories ("<category> (names)"); ``by_category`` here does not split them.
     """
-    import numpy as np
 
     def count(pred) -> int:
         return sum(n for c, n in cells.items() if pred(c))

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from fractions import Fraction
 
 from selfcorrect.errors import UserError
+from selfcorrect.hub import load_hub_rows
 from selfcorrect.jsonl import read_rows
 from selfcorrect.tasks.base import UNPARSED, Example, Grade, Task, check_text_fields
 
@@ -90,8 +91,6 @@ class GSM8KTask(Task):
 
     def load(self, dataset_path: str | None, split: str = "test") -> Iterator[Example]:
         if dataset_path is None:
-            from selfcorrect.hub import load_hub_rows
-
             rows = ((f"{self.hub_id}[{i}]", r) for i, r in enumerate(load_hub_rows(self.hub_id, split, "main")))
         else:
             path = os.path.join(dataset_path, f"{split}.jsonl") if os.path.isdir(dataset_path) else dataset_path

@@ -18,6 +18,7 @@ from selfcorrect.errors import UserError
 from selfcorrect.jsonl import read_rows
 from selfcorrect.stats import ratio
 from selfcorrect.tasks.base import Example, Grade, Task, TaskMetrics
+from selfcorrect.tasks.toxicity import TextClassifier
 
 # Phrases that open or carry a refusal in chat models' answers (the list used by refusal-rate
 # evaluations such as Zou et al. 2023's GCG harness, trimmed to unambiguous ones).
@@ -101,8 +102,6 @@ class RefusalTask(Task):
         refused = [is_refusal(r) for r in responses]
         if self.classifier_name:
             if self._clf is None:
-                from selfcorrect.tasks.toxicity import TextClassifier
-
                 # The toxicity task's loading and batching, with its own positive label: one naming a refusal.
                 self._clf = TextClassifier(self.classifier_name, "refus")
             probs = self._clf([r if isinstance(r, str) else "" for r in responses])

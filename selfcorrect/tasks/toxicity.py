@@ -17,8 +17,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from selfcorrect.device import default_device
 from selfcorrect.errors import UserError
+from selfcorrect.hub import load_hub_rows
 from selfcorrect.jsonl import read_rows
+from selfcorrect.modeling import check_local_weights, load_error, resolve_model_path
 from selfcorrect.stats import ratio
 from selfcorrect.tasks.base import Example, Grade, Task, TaskMetrics
 
@@ -46,18 +49,12 @@ def positive_label_index(id2label: dict[int, str], word: str) -> int:
     raise UserError(f"cannot tell which classifier label means '{word}' from id2label={id2label}")
 
 
-def toxic_label_index(id2label: dict[int, str]) -> int:
-    return positive_label_index(id2label, "toxic")
-
-
 class TextClassifier:
     """A text-classification model returning P(positive label) per text, batched on the model's
     device; ``word`` picks the positive label (``positive_label_index``)."""
 
     def __init__(self, name_or_path: str, word: str, batch_size: int = 32, device: str | None = None):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        from selfcorrect.modeling import check_local_weights, load_error, resolve_model_path
 
         path = resolve_model_path(name_or_path)
         check_local_weights(path, "classifier")
@@ -67,8 +64,6 @@ class TextClassifier:
         except (OSError, ValueError, KeyError) as e:
             raise load_error(f"classifier {name_or_path}", e) from None
         if device is None:
-            from selfcorrect.device import default_device
-
             device = default_device()
         self.model.to(device)
         if self.tokenizer.pad_token is None:
@@ -122,8 +117,6 @@ class ToxicityTask(Task):
 
     def load(self, dataset_path: str | None, split: str = "train") -> Iterator[Example]:
         if dataset_path is None:
-            from selfcorrect.hub import load_hub_rows
-
             rows = ((f"{self.hub_id}[{i}]", r) for i, r in enumerate(load_hub_rows(self.hub_id, "train")))
         else:
             rows = ((f"{dataset_path}:{i}", r) for i, r in enumerate(read_rows(dataset_path), 1))
