@@ -40,6 +40,8 @@ import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from eval.aggregate import FIELD_METRICS
+from selfcorrect.jsonl import write_atomic
 from selfcorrect.tasks.bbq import BBQTask, example_from_row
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -135,7 +137,7 @@ class Timings:
 
     def record(self, stage: str, seconds: float) -> None:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
-        json.dump(self.seconds, open(self.path, "w"), indent=2)
+        write_atomic(self.path, json.dumps(self.seconds, indent=2))  # a kill mid-write leaves the old file
 
 
 def log(msg: str) -> None:
@@ -225,7 +227,7 @@ def write_split(source: str, dest: str, sizes: tuple[int, int, int], fractions=(
             "templates": len({(r["category"], str(r["question_index"])) for r in items}),
             "per_category": {c: len(v) for c, v in sorted(by_cat.items())},
         }
-    json.dump(info, open(done, "w"), indent=2)
+    write_atomic(done, json.dumps(info, indent=2))  # written last and whole: its presence means the split is done
     return info
 
 
@@ -285,7 +287,7 @@ def training_record(arm: str, out: str, steps: int) -> dict:
     return rec
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--dataset_path", default=None, help="BBQ release files (a folder of <Category>.jsonl); default: the demo set."
@@ -295,56 +297,74 @@ def main() -> None:
     size.add_argument("--full", action="store_true", help="GPU sizes (Qwen2.5-1.5B-Instruct, 10x data and steps).")
     size.add_argument("--smoke", action="store_true", help="A few items and steps: checks that every stage runs.")
     p.add_argument("--model", default=None, help="Another base model (a hub id or local folder) at the chosen sizes.")
-    a = p.parse_args()
-    if a.dataset_path is not None and source_problem(a.dataset_path):
-        print(f"error: {source_problem(a.dataset_path)}", file=sys.stderr)
-        sys.exit(2)
-    sizes = SIZES["full" if a.full else "smoke" if a.smoke else "cpu"]
-    model_name = a.model or sizes.model
-    run_dir = os.path.abspath(a.run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    logfile = os.path.join(run_dir, "commands.log")
-    py = sys.executable
-    model = ["--model_name_or_path", model_name]
-    timings = Timings(os.path.join(run_dir, "stage_seconds.json"))  # kept across resumed runs
+    return p.parse_args()
 
-    source = a.dataset_path
+
+@dataclass
+class Run:
+    """What every stage needs: where the study writes, the sizes, the base model, the command log
+    and the stage timings."""
+
+    run_dir: str
+    sizes: Sizes
+    model_name: str
+    timings: Timings
+
+    @property
+    def logfile(self) -> str:
+        return os.path.join(self.run_dir, "commands.log")
+
+    @property
+    def model(self) -> list[str]:
+        return ["--model_name_or_path", self.model_name]
+
+
+def stage_split(r: Run, dataset_path: str | None) -> tuple[dict, dict[str, str]]:
+    """1. The template split (the demo set is made first when no release is given)."""
+    source = dataset_path
     if source is None:
-        source = os.path.join(run_dir, "bbq_demo")
+        source = os.path.join(r.run_dir, "bbq_demo")
         if not os.path.isdir(source):
-            run("demo BBQ-format data", [py, "-m", "data_gen.demo_bbq", "--output_dir", source], logfile)
+            run("demo BBQ-format data", [sys.executable, "-m", "data_gen.demo_bbq", "--output_dir", source], r.logfile)
     # No validation side (hyperparameters are fixed a priori): 60% of templates train, 40% test.
-    split = write_split(source, os.path.join(run_dir, "data"), (sizes.train, 0, sizes.test), (0.6, 0.0, 0.4))
+    split = write_split(source, os.path.join(r.run_dir, "data"), (r.sizes.train, 0, r.sizes.test), (0.6, 0.0, 0.4))
     log(f"split: {json.dumps({k: v['items'] for k, v in split.items() if isinstance(v, dict)})} items")
-    data = {side: os.path.join(run_dir, "data", side) for side in ("train", "test")}
+    return split, {side: os.path.join(r.run_dir, "data", side) for side in ("train", "test")}
 
-    gen = os.path.join(run_dir, "data_gen")
+
+def stage_data_gen(r: Run, train_data: str) -> dict[str, int]:
+    """2. Traces of the base model on the train split, and one SFT file per source."""
+    gen = os.path.join(r.run_dir, "data_gen")
     if not os.path.exists(os.path.join(gen, "rl.jsonl")):
         t0 = time.time()
         run(
             "data_gen: 3 rounds of intrinsic-moral self-correction on the train split",
             [
-                py, "-m", "data_gen",
+                sys.executable, "-m", "data_gen",
                 "--config", "recipes/demo/data_gen.yaml",
-                "--dataset_path", data["train"],
+                "--dataset_path", train_data,
                 "--heldout_fraction", "0",
                 "--output_dir", gen,
                 "--rounds", "3",
-                "--batch_size", str(sizes.batch),
+                "--batch_size", str(r.sizes.batch),
                 "--max_new_tokens", str(MAX_NEW_TOKENS),
-                *model,
+                *r.model,
                 "--sft_sources", "gold_stable", "self_consistent",
                 "--dpo_sources", "switched", "improved", "rationalised",
             ],
-            logfile,
+            r.logfile,
         )  # fmt: skip
-        timings.record("data_gen", time.time() - t0)
-    sft_rows = split_by_source(os.path.join(gen, "sft.jsonl"), gen, ("gold_stable", "self_consistent"))
+        r.timings.record("data_gen", time.time() - t0)
+    return split_by_source(os.path.join(gen, "sft.jsonl"), gen, ("gold_stable", "self_consistent"))
 
+
+def stage_train(r: Run) -> dict[str, dict]:
+    """3. Every trained arm, each from its demo recipe with the study's steps and learning rate."""
+    gen = os.path.join(r.run_dir, "data_gen")
     records = {}
     for arm, t in TRAIN.items():
-        out = os.path.join(run_dir, "train", arm)
-        n = steps_for(arm, sizes)
+        out = os.path.join(r.run_dir, "train", arm)
+        n = steps_for(arm, r.sizes)
         t0 = time.time()
         if not os.path.exists(os.path.join(out, "README.md")):
             # TRL trainers write their log history only into checkpoints: one at the last step keeps it.
@@ -353,8 +373,8 @@ def main() -> None:
             run(
                 f"train {arm} ({n} steps, lr {t.learning_rate}, LoRA)",
                 [
-                    py, "-m", "accelerate.commands.launch", "--quiet",
-                    "--config_file", f"accelerate_configs/{sizes.hardware}.yaml",
+                    sys.executable, "-m", "accelerate.commands.launch", "--quiet",
+                    "--config_file", f"accelerate_configs/{r.sizes.hardware}.yaml",
                     f"train/{t.method}.py",
                     "--config", f"recipes/demo/{t.method}.yaml",
                     "--dataset_path", os.path.join(gen, t.data),
@@ -364,40 +384,61 @@ def main() -> None:
                     *save,
                     *stage1,
                     *t.extra,
-                    *model,
+                    *r.model,
                 ],
-                logfile,
+                r.logfile,
             )  # fmt: skip
-            timings.record(f"train_{arm}", time.time() - t0)
+            r.timings.record(f"train_{arm}", time.time() - t0)
         records[arm] = training_record(arm, out, n)
+    return records
 
+
+def stage_test(r: Run, test_data: str) -> None:
+    """4. Every arm evaluated on the test split, then compared item by item with the reference."""
     for arm in ARMS:
-        out = os.path.join(run_dir, "test", arm)
-        extra = list(BASE_ARMS.get(arm, ("--adapter", os.path.join(run_dir, "train", arm))))
+        out = os.path.join(r.run_dir, "test", arm)
+        extra = list(BASE_ARMS.get(arm, ("--adapter", os.path.join(r.run_dir, "train", arm))))
         t0 = time.time()
         if not os.path.exists(os.path.join(out, "metrics.json")):
-            evaluate(f"test: {arm}, {TEST_ROUNDS} rounds", eval_args(data["test"], out, arm, model, extra, sizes.batch), logfile)
-            timings.record(f"test_{arm}", time.time() - t0)
+            evaluate(
+                f"test: {arm}, {TEST_ROUNDS} rounds", eval_args(test_data, out, arm, r.model, extra, r.sizes.batch), r.logfile
+            )
+            r.timings.record(f"test_{arm}", time.time() - t0)
     t0 = time.time()
     run(
         "compare: every arm against base_intrinsic, item by item",
-        [py, "-m", "eval.compare", "--runs", *[os.path.join(run_dir, "test", arm) for arm in ARMS], "--output_dir",
-         os.path.join(run_dir, "compare")],
-        logfile,
+        [sys.executable, "-m", "eval.compare", "--runs", *[os.path.join(r.run_dir, "test", arm) for arm in ARMS],
+         "--output_dir", os.path.join(r.run_dir, "compare")],
+        r.logfile,
     )  # fmt: skip
-    timings.seconds.pop("compare", None)  # the last compare's time, not the sum of every re-run's
-    timings.record("compare", time.time() - t0)
-    seconds = sum(timings.seconds.values())
+    r.timings.seconds.pop("compare", None)  # the last compare's time, not the sum of every re-run's
+    r.timings.record("compare", time.time() - t0)
+
+
+def main() -> None:
+    a = parse_args()
+    if a.dataset_path is not None and source_problem(a.dataset_path):
+        print(f"error: {source_problem(a.dataset_path)}", file=sys.stderr)
+        sys.exit(2)
+    sizes = SIZES["full" if a.full else "smoke" if a.smoke else "cpu"]
+    run_dir = os.path.abspath(a.run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    r = Run(run_dir, sizes, a.model or sizes.model, Timings(os.path.join(run_dir, "stage_seconds.json")))
+    split, data = stage_split(r, a.dataset_path)
+    sft_rows = stage_data_gen(r, data["train"])
+    records = stage_train(r)
+    stage_test(r, data["test"])
+    seconds = sum(r.timings.seconds.values())
     summary = {
-        "model": model_name,
-        "sizes": vars(sizes) if not a.model else {**vars(sizes), "model": model_name},
+        "model": r.model_name,
+        "sizes": vars(sizes) if not a.model else {**vars(sizes), "model": r.model_name},
         "split": split,
         "sft_rows": sft_rows,
         "training": records,
         "seconds": round(seconds),
-        "stage_seconds": {k: round(v) for k, v in timings.seconds.items()},
+        "stage_seconds": {k: round(v) for k, v in r.timings.seconds.items()},
     }
-    json.dump(summary, open(os.path.join(run_dir, "study.json"), "w"), indent=2)
+    write_atomic(os.path.join(run_dir, "study.json"), json.dumps(summary, indent=2))
     write_tables(run_dir, summary)
     log(f"\nstudy done in {seconds / 60:.1f} min; {run_dir}/tables.md, study.json, compare/report.md")
 
@@ -507,7 +548,7 @@ def write_tables(run_dir: str, summary: dict) -> None:
         out.append(f"| {arm} | {agree} | {cut} |")
     out += ["", "Trivial baselines on the test items (constant answers never flip)", ""]
     out += [f"- {b['baseline']}: accuracy {b['accuracy']:.3f}" for b in comparison["baselines"]]
-    names = ("Acc@t1", "Acc@tK", "Delta(t1,tK)", "Delta_i->c(t1,tK)", "Delta_c->i(t1,tK)")
+    names = FIELD_METRICS
     out += ["", "## The field's metrics (Kumar et al. 2024; tK = round K), grader reading", ""]
     out += ["| arm | " + " | ".join(names) + " | edit-distance ratio per pair |", "|---" * (len(names) + 2) + "|"]
     for arm, m in runs.items():
