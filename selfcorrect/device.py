@@ -43,11 +43,20 @@ def process_group_kwargs() -> dict:
     return {"cpu": not cuda_available()}
 
 
-def process_state():
-    """accelerate's process state, with the process group this machine and launch need."""
+def process_state(timeout_s: float | None = None):
+    """accelerate's process state, with the process group this machine and launch need.
+
+    The first call in a process creates the group, so it is the one that must carry the timeout
+    (``--ddp_timeout``): later calls, and TrainingArguments' own ``ddp_timeout``, find the group
+    made and change nothing, and a group made without one waits NCCL's default 10 minutes."""
+    from datetime import timedelta
+
     from accelerate import PartialState
 
-    return PartialState(**process_group_kwargs())
+    kwargs = process_group_kwargs()
+    if timeout_s is not None:
+        kwargs["timeout"] = timedelta(seconds=timeout_s)
+    return PartialState(**kwargs)
 
 
 def check_device(device: str | None) -> None:

@@ -1,0 +1,105 @@
+"""What would break or silently degrade the first run on CUDA (issue 36), checked on the CPU: a
+1-rank gloo group, bf16 tensors, mocks at the library boundary, the tiny model. Each test failed on
+the code before its fix."""
+
+import datetime
+import os
+import socket
+
+import pytest
+from helpers import online_trainer, run_command
+
+from selfcorrect.errors import UserError
+
+# ---- the process group's timeout -------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_process_group_is_created_with_the_timeout(monkeypatch):
+    """A real 1-rank gloo group, made as accelerate makes it under ``accelerate launch`` (its env
+    variables): the timeout reaches ``init_process_group``. Without it NCCL's 10-minute default
+    applies, and TrainingArguments' ``ddp_timeout`` is ignored (the group exists before them)."""
+    import torch.distributed as dist
+    from accelerate import PartialState
+
+    from selfcorrect.device import process_state
+
+    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
+    for key, value in {
+        **env,
+        "MASTER_PORT": str(_free_port()),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
+    }.items():
+        monkeypatch.setenv(key, value)  # restored after the test (accelerate writes some of them itself)
+    seen = {}
+    real = dist.init_process_group
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dist, "init_process_group", spy)
+    assert not dist.is_initialized()
+    PartialState._reset_state()
+    try:
+        state = process_state(timeout_s=4321)
+        assert dist.is_initialized() and state.num_processes == 1
+        assert seen["timeout"] == datetime.timedelta(seconds=4321)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        PartialState._reset_state()
+
+
+class _Stop(UserError):
+    pass
+
+
+@pytest.mark.parametrize(
+    "module, target, extra",
+    [
+        ("data_gen.__main__", "selfcorrect.trace_run.process_state", ["--dataset_path", "BBQ"]),
+        ("eval.__main__", "selfcorrect.trace_run.process_state", ["--dataset_path", "BBQ"]),
+        ("train.sft", "train.run.process_state", ["--dataset_path", "x.jsonl"]),
+    ],
+)
+def test_every_command_creates_its_group_with_ddp_timeout(module, target, extra, bbq_dir, tmp_path, monkeypatch):
+    """The first ``process_state`` of each command gets ``--ddp_timeout`` (the test stops it there).
+    data_gen and eval default to a day: their only collectives are the barriers at the start and
+    the end, and after a resume the ranks' remaining shares differ, so the first to finish waits
+    at the last barrier for the rest."""
+    from unittest import mock
+
+    calls = []
+
+    def spy(timeout_s=None):
+        calls.append(timeout_s)
+        raise _Stop("stopped by the test")
+
+    extra = [bbq_dir if a == "BBQ" else a for a in extra]
+    with mock.patch(target, spy):
+        p = run_command(module, [*extra, "--output_dir", str(tmp_path / "out"), "--ddp_timeout", "1234"])
+        assert "stopped by the test" in p.stderr, p.stderr
+        p = run_command(module, [*extra, "--output_dir", str(tmp_path / "out2")])
+    default = 1800 if module.startswith("train") else 86400  # TrainingArguments' default; a day (above)
+    assert calls == [1234, default]
+
+
+def test_online_loop_creates_its_group_with_ddp_timeout(rl_file, tmp_path):
+    from unittest import mock
+
+    calls = []
+
+    def spy(timeout_s=None):
+        calls.append(timeout_s)
+        raise _Stop("stopped by the test")
+
+    trainer = online_trainer("kround", ["--dataset_path", rl_file, "--output_dir", str(tmp_path), "--ddp_timeout", "99"])
+    with mock.patch("train.run.process_state", spy), pytest.raises(_Stop):
+        trainer._setup_run()
+    assert calls == [99]
