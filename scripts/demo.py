@@ -8,13 +8,17 @@
 Runs the same commands a user runs on a 7B model, driven by recipes/demo/*.yaml:
 BBQ-format data from our templates -> data_gen (K=3, intrinsic-moral) -> SFT, DPO, GRPO, SCoRe and
 K-round RL with LoRA -> eval (K=5, held-out templates) of the base with intrinsic and baseline
-prompts and of every adapter -> eval.compare. Everything lands in one run directory; the table is printed at the end.
+prompts and of every adapter -> eval.compare. Everything lands in one run directory; the table is printed at the end,
+with the machine facts the sampled stages' numbers depend on (CPU, threads, torch's CPU kernels; also in machine.json),
+see docs/reproducibility.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import shlex
 import subprocess
 import sys
@@ -49,6 +53,30 @@ SIZES = {
 }
 
 
+def machine_facts() -> dict:
+    """What the numbers of the sampled stages (GRPO, SCoRe, K-round RL train at temperature 1) depend
+    on besides the code and the seeds: the CPU, the thread count and the kernel set torch chose for
+    it. A last-bit difference in a logit can flip a sampled token, and the runs drift apart from
+    there (docs/reproducibility.md), so the table is only comparable with one made on the same facts."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:  # not Linux: platform's word is all there is
+        pass
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY"),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
 def stage(title: str, cmd: list[str], log: str) -> None:
     print(f"\n== {title}\n$ {shlex.join(cmd)}", flush=True)
     t0 = time.time()
@@ -79,6 +107,11 @@ def main() -> None:
     import torch
 
     hw = "single_gpu" if torch.cuda.is_available() else "cpu"
+    facts = machine_facts()
+    # accelerate launch picks its own CPU thread count (physical cores, unless OMP_NUM_THREADS is
+    # set) while eval runs with torch's default (which may count logical ones); the thread count
+    # changes float sums and so sampled tokens, so every stage gets the one count that is printed.
+    threads = ["--num_cpu_threads_per_process", str(facts["torch_threads"])] if hw == "cpu" else []
     t_start = time.time()
 
     data = a.dataset_path
@@ -118,6 +151,7 @@ def main() -> None:
                 "-m",
                 "accelerate.commands.launch",
                 "--quiet",
+                *threads,
                 "--config_file",
                 f"accelerate_configs/{hw}.yaml",
                 f"train/{method}.py",
@@ -160,7 +194,15 @@ def main() -> None:
         [py, "-m", "eval.compare", "--runs", *[f"{run}/eval/{label}" for label, _ in runs], "--output_dir", f"{run}/compare"],
         log,
     )
-    print(f"\nTotal {time.time() - t_start:.0f} s. Run directory: {run}")
+    with open(os.path.join(run, "machine.json"), "w") as f:
+        json.dump(facts, f, indent=1)
+    print(
+        f"\nMachine: {facts['cpu']} ({facts['logical_cpus']} logical CPUs), {facts['torch_threads']} torch threads,"
+        f" torch {facts['torch']} CPU kernels {facts['torch_cpu_capability']}"
+        + (f", GPU {facts['gpu']}" if facts["gpu"] else "")
+        + ". Sampled training (GRPO, SCoRe, K-round) repeats bitwise only on the same facts (docs/reproducibility.md)."
+    )
+    print(f"Total {time.time() - t_start:.0f} s. Run directory: {run}")
     print(
         f"Report: {run}/compare/report.md (plots beside it: accuracy.png, flip_rate.png, entropy.png, probe.png, task_metrics.png)"
     )
