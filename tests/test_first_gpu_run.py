@@ -103,3 +103,38 @@ def test_online_loop_creates_its_group_with_ddp_timeout(rl_file, tmp_path):
     with mock.patch("train.run.process_state", spy), pytest.raises(_Stop):
         trainer._setup_run()
     assert calls == [99]
+
+
+# ---- online-loop checkpoints -----------------------------------------------------------------
+
+
+def test_online_checkpoint_holds_no_frozen_base_weight(tiny_model_dir, rl_file, tmp_path):
+    """A SCoRe / K-round RL checkpoint holds the adapter, the optimizer, the schedule and the RNG
+    states: ``accelerator.save_state`` on a PeftModel also wrote the whole base (about 15 GB per
+    checkpoint for a 7B model). Resuming from such a checkpoint is tested in test_online_rl.py."""
+    import torch
+    from safetensors.torch import load_file
+
+    from train.kround import main
+
+    out = tmp_path / "run"
+    main(
+        [
+            *("--model_name_or_path", tiny_model_dir, "--dataset_path", rl_file, "--output_dir", str(out)),
+            *("--max_steps", "2", "--save_steps", "1", "--per_device_prompts", "2", "--num_generations", "2"),
+            *("--rounds", "2", "--max_new_tokens", "4"),
+        ]
+    )
+    ckpt = out / "checkpoint-1"
+    files = set(os.listdir(ckpt))
+    weights = {f: load_file(ckpt / f) for f in files if f.endswith((".safetensors", ".bin")) and "model" in f}
+    assert set(weights) == {"adapter_model.safetensors"}, sorted(files)
+    assert weights["adapter_model.safetensors"] and all("lora_" in k for k in weights["adapter_model.safetensors"])
+    assert {
+        "optimizer.bin",
+        "custom_checkpoint_0.pkl",
+        "random_states_0.pkl",
+        "online_rl_state.json",
+    } <= files  # the schedule: custom_checkpoint_0
+    optimizer = torch.load(ckpt / "optimizer.bin", weights_only=False)
+    assert len(optimizer["state"]) == len(weights["adapter_model.safetensors"])  # the trainable weights' state only

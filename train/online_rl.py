@@ -432,13 +432,28 @@ class OnlineRLTrainer:
         # max_steps / N steps. Here max_steps counts optimizer steps whatever N is, as in HF Trainer.
         self.scheduler = get_linear_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.max_steps)
         self.accelerator.register_for_checkpointing(self.scheduler)
+        if self.ref_model is None and not self.deepspeed:
+            # With LoRA, save_state would write (and load_state read) the whole model's state dict, the
+            # frozen base too (about 15 GB for a 7B model): a checkpoint keeps the adapter instead
+            # (save_checkpoint), and accelerate saves the optimizer, the schedule and the RNG states.
+            self.accelerator.register_save_state_pre_hook(lambda models, weights, folder: weights.clear())
+            self.accelerator.register_load_state_pre_hook(lambda models, folder: models.clear())
         if self.ref_model is not None:
             self.ref_model.to(self.accelerator.device)
         self.policy = self.accelerator.unwrap_model(self.model)
 
     def _resume(self, checkpoint: str) -> int:
-        """Load a checkpoint's optimizer, schedule and RNG state; returns the step it was saved at."""
-        self.accelerator.load_state(checkpoint)
+        """Load a checkpoint's trainable weights, optimizer, schedule and RNG state; returns the step it
+        was saved at."""
+        if self.deepspeed:  # the engine's checkpoint holds the trainable weights only (save_checkpoint)
+            self.accelerator.load_state(checkpoint, load_module_strict=False)
+        else:
+            self.accelerator.load_state(checkpoint)
+            if self.ref_model is None:  # LoRA: the adapter file holds the weights (the pre-hooks above)
+                from peft import set_peft_model_state_dict
+                from safetensors.torch import load_file
+
+                set_peft_model_state_dict(self.policy, load_file(os.path.join(checkpoint, "adapter_model.safetensors")))
         with open(os.path.join(checkpoint, "online_rl_state.json")) as f:
             return json.load(f)["step"]
 
@@ -659,9 +674,12 @@ class OnlineRLTrainer:
 
     # -- saving --
     def save_checkpoint(self, step: int) -> None:
+        """The adapter (or the whole model, trained without LoRA), the optimizer, the schedule and the RNG
+        states: what a resume needs, and a checkpoint that eval can load."""
         ckpt = os.path.join(self.cfg.output_dir, f"checkpoint-{step}")
-        self.accelerator.save_state(ckpt)
-        save_model_all_ranks(self.accelerator, self.model, ckpt)  # the adapter too, so a checkpoint can be evaluated
+        # Under DeepSpeed the engine saves its module and optimizer shards: the frozen base is left out.
+        self.accelerator.save_state(ckpt, **({"exclude_frozen_parameters": True} if self.deepspeed else {}))
+        save_model_all_ranks(self.accelerator, self.model, ckpt)
         if self.accelerator.is_main_process:
             with open(os.path.join(ckpt, "online_rl_state.json"), "w") as f:
                 json.dump({"step": step, "method": self.method}, f)

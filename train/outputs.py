@@ -132,7 +132,19 @@ def push_folder_to_hub(output_dir: str, hub_model_id: str | None) -> str:
 
 def save_model_all_ranks(accelerator, model, output_dir: str) -> None:
     """Save the weights from an accelerate loop. Call on every process: under ZeRO-3 or FSDP each
-    rank holds a shard, and ``get_state_dict`` gathers them (the main process writes the file)."""
+    rank holds a shard, and ``get_state_dict`` gathers them (the main process writes the file).
+    A LoRA adapter is saved from its trainable weights alone: ``get_state_dict`` would gather
+    every weight of the base to rank 0 under ZeRO-3 to save an adapter of a few MB."""
+    from peft import PeftModel
+
+    unwrapped = accelerator.unwrap_model(model)
+    if isinstance(unwrapped, PeftModel):
+        named = [(n, p) for n, p in unwrapped.named_parameters() if p.requires_grad]
+        with gathered([p for _, p in named]):
+            state_dict = {n: p.detach().cpu().clone() for n, p in named}
+        if accelerator.is_main_process:  # PEFT keeps the adapter's own keys of this state dict
+            unwrapped.save_pretrained(output_dir, state_dict=state_dict, safe_serialization=True)
+        return
     state_dict = accelerator.get_state_dict(model)
     accelerator.unwrap_model(model).save_pretrained(
         output_dir,
