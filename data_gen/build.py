@@ -52,6 +52,9 @@ def answer_after(response: str, own_prefill: str | None, prefill: str | None) ->
 
 
 def review_user(trace: Trajectory, prompt_set: PromptSet, r: int = 1) -> str:
+    # A trace of one round has no review turn of its own; rows that continue its first answer (the
+    # rationalised revision, the RL revision prompt) then take the prompt set's review turn, without
+    # feedback.
     return (trace.rounds[r].user or "") if len(trace.rounds) > r else prompt_set.review_turn("")
 
 
@@ -66,10 +69,14 @@ def sft_rows(trace: Trajectory, task: Task, prompt_set: PromptSet, sources: Iter
     prefill it starts with (``prefills``: given to the model at eval, so never trained on)."""
     rounds, out = trace.rounds, []
     base = {"id": trace.id, "sample": trace.sample, **provenance(trace, prompt_set)}
+    # Wrong turns stay in a conversation as context (the revision is only meaningful after them) but
+    # carry no loss: the model learns the correction, not the mistake.
 
     def row(source: str, upto: int, extra: tuple[tuple[str, str | None, str], ...] = ()) -> dict[str, Any]:
         """rounds[:upto] plus ``extra`` (user turn, prefill, answer) turns, which are trained (the gold
         answer, or for ``self_consistent`` the model's own first answer kept, right or wrong)."""
+        # Assistant turns hold prefill + response, as the conversation of the next round holds them;
+        # ``prefills`` lets the trainer mask the prefill, which the model is given, never writes.
         msgs = conversation(rounds, upto)
         flags = [r.correct for r in rounds[:upto]]
         prefills = [r.prefill for r in rounds[:upto]]
@@ -81,11 +88,15 @@ def sft_rows(trace: Trajectory, task: Task, prompt_set: PromptSet, sources: Iter
 
     if "final_correct" in sources and rounds and rounds[-1].correct:
         out.append(row("final_correct", len(rounds)))
+    # Cut at the first wrong -> right revision, so the row ends in a correct revision (later rounds
+    # may undo it).
     if "improving" in sources:
         for r in range(1, len(rounds)):
             if rounds[r].correct and not rounds[r - 1].correct:
                 out.append(row("improving", r + 1))
                 break
+    # A wrong first answer the model never corrected itself still yields a correction: the gold answer
+    # written as the revision (a correction the model's own traces lack when it rarely self-corrects).
     if "rationalised" in sources and rounds and not rounds[0].correct:
         gold = task.gold_response(trace.example)
         out.append(row("rationalised", 1, ((review_user(trace, prompt_set), prompt_set.review_prefill, gold),)))
@@ -94,6 +105,8 @@ def sft_rows(trace: Trajectory, task: Task, prompt_set: PromptSet, sources: Iter
         out.append(row("gold_stable", 0, tuple((r.user or "", r.prefill, gold) for r in rounds)))
     if rounds and "self_consistent" in sources:
         first = rounds[0]
+        # The round-1 answer shown after each round's own prefill (answer_after), so a kept answer
+        # reads as a whole turn whatever prefill the round starts with.
         out.append(
             row(
                 "self_consistent",
@@ -111,8 +124,12 @@ def dpo_rows_in_trace(trace: Trajectory, task: Task, prompt_set: PromptSet, sour
     rounds, out = trace.rounds, []
     for r in range(1, len(rounds)):
         prev, cur = rounds[r - 1], rounds[r]
+        # The prompt ends at round r's instruction; chosen and rejected are whole assistant turns, each
+        # starting with round r's prefill, the turn the model continues at eval. The shared prefill adds
+        # the same log-ratio to both sides, so it cancels in DPO's margin (Rafailov et al. 2023).
         prompt = conversation(rounds, r) + [{"role": "user", "content": cur.user or ""}]
         prefill = cur.prefill or ""
+        # "Keep the earlier answer" is the previous round's response given again as this round's turn.
         kept = prefill + answer_after(prev.response, prev.prefill, cur.prefill)
         pair = None
         if prev.correct and not cur.correct and "switched" in sources:
@@ -121,6 +138,7 @@ def dpo_rows_in_trace(trace: Trajectory, task: Task, prompt_set: PromptSet, sour
             pair = ("improved", cur.assistant_text(), kept)
         elif not cur.correct and not prev.correct and "rationalised" in sources:
             pair = ("rationalised", prefill + task.gold_response(trace.example), cur.assistant_text())
+        # Identical chosen and rejected have a zero margin and no gradient: no signal, so no row.
         if pair and pair[1] != pair[2]:
             out.append(
                 {
@@ -138,6 +156,9 @@ def dpo_rows_in_trace(trace: Trajectory, task: Task, prompt_set: PromptSet, sour
 
 def dpo_rows_across_samples(traces: list[Trajectory], prompt_set: PromptSet) -> list[dict[str, Any]]:
     """Best-vs-worst pairs among responses to identical conversations (same example, same history)."""
+    # Only responses to the same conversation compare: a reward difference after different histories
+    # may come from the history. Round 1 always matches across samples; later rounds only where the
+    # earlier answers were identical.
     groups: dict[str, list[tuple[list, Round]]] = {}
     for t in traces:
         for r, rnd in enumerate(t.rounds):
@@ -147,6 +168,7 @@ def dpo_rows_across_samples(traces: list[Trajectory], prompt_set: PromptSet) -> 
     for items in groups.values():
         if len(items) < 2:
             continue
+        # Best over worst: the widest reward gap of the group, one pair per conversation.
         best = max(items, key=lambda x: x[1].reward)
         worst = min(items, key=lambda x: x[1].reward)
         if best[1].reward > worst[1].reward and best[1].assistant_text() != worst[1].assistant_text():
@@ -154,7 +176,7 @@ def dpo_rows_across_samples(traces: list[Trajectory], prompt_set: PromptSet) -> 
                 {
                     "id": traces[0].id,
                     **provenance(traces[0], prompt_set),
-                    "round": len(best[0]) // 2 + 1,
+                    "round": len(best[0]) // 2 + 1,  # two messages per earlier round, then this round's user turn
                     "source": "samples",
                     "prompt": best[0],
                     "chosen": _assistant(best[1].assistant_text()),
@@ -169,6 +191,7 @@ def rl_row(trace: Trajectory, prompt_set: PromptSet) -> dict[str, Any]:
     revision_prompt = conversation(trace.rounds, 1) + [{"role": "user", "content": review_user(trace, prompt_set)}]
     if prompt_set.review_prefill:  # TRL continues a trailing assistant message
         revision_prompt += _assistant(prompt_set.review_prefill)
+    # The first-turn prompt alone: SCoRe samples both attempts itself (Kumar et al. 2024).
     prompt = [{"role": "user", "content": first.user or ""}]
     if prompt_set.first_prefill:
         prompt += _assistant(prompt_set.first_prefill)
@@ -192,10 +215,14 @@ def build_all(
     dpo_sources: Iterable[str] = ("switched", "improved", "samples"),
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Stream ("sft" | "dpo" | "rl", row) for every trace (a Trajectory or its dict), grouped by id."""
+    # Traces of one example are consecutive (run_rounds writes them so): groupby then sees all of an
+    # example's samples at once without holding the file in memory.
     sft_sources, dpo_sources = set(sft_sources), set(dpo_sources)
     typed = (t if isinstance(t, Trajectory) else Trajectory.from_dict(t) for t in traces)
     for _, grp in itertools.groupby(typed, key=lambda t: t.id):
         group = list(grp)
+        # Samples of one example can give the same SFT conversation (gold_stable does without external
+        # feedback): one copy each, so an example does not weigh more for having more samples.
         seen_sft: set[str] = set()
         for t in group:
             for row in sft_rows(t, task, prompt_set, sft_sources):
@@ -208,6 +235,7 @@ def build_all(
         if "samples" in dpo_sources and len(group) > 1:
             for row in dpo_rows_across_samples(group, prompt_set):
                 yield "dpo", row
+        # One RL prompt per example: the trainer samples its own completions for it.
         yield "rl", rl_row(group[0], prompt_set)
 
 

@@ -33,19 +33,26 @@ class _RoundStats:
     """What the task-agnostic metrics of one round need: sums of uncertainty and probe values."""
 
     def __init__(self) -> None:
+        # [sum, count] pairs rather than lists of values: the pass streams, so memory stays the same
+        # however many trajectories go through, and each count is the denominator of its own mean.
         self.n = 0
         self.entropy, self.nll = [0.0, 0], [0.0, 0]
+        # ECE's 10 equal-width bins of the chosen option's probability (Guo et al. 2017, arXiv
+        # 1706.04599), each [count, sum of confidence, number correct]: all ECE needs at the end.
         self.bins = [[0, 0.0, 0] for _ in range(10)]
         self.probe, self.cosine = [0.0, 0], [0.0, 0]
 
     def add(self, rnd: Round) -> None:
         self.n += 1
+        # None for an answer whose label token was never generated (option text, unparsed): such a
+        # round is left out of entropy and ECE rather than counted as zero, and self.n - count says
+        # how many were left out.
         ent, conf = M.option_summary(rnd.option_probs, rnd.answer)
         for value, acc in ((ent, self.entropy), (rnd.probe_score, self.probe), (rnd.probe_cosine, self.cosine)):
             if value is not None:
                 acc[0] += value
                 acc[1] += 1
-        if rnd.mean_logprob is not None:
+        if rnd.mean_logprob is not None:  # under the model's raw logits, not the sampling distribution
             self.nll[0] -= rnd.mean_logprob
             self.nll[1] += 1
         if conf is not None:
@@ -68,9 +75,12 @@ class _Readings:
         self.n += 1
         if readings is not None:  # options only: a maths or toxicity "answer" takes too many values to list
             self.answers[answer] = self.answers.get(answer, 0) + 1
+        # The unknown option's share is over the items that have one (BBQ), not over every answer.
         if unknown is not None:
             self.has_unknown += 1
             self.unknown += answer == unknown
+        # The grader takes whichever of letter and option text comes first; counting both shows
+        # whether a changed letter is a changed answer (docs/metrics.md, "Two readings").
         if readings is not None:
             self.multiple_choice += 1
             letter, text = readings
@@ -81,6 +91,8 @@ class _Readings:
     def result(self) -> dict[str, Any]:
         out: dict[str, Any] = {"unknown": ratio(self.unknown, self.has_unknown)}
         if self.multiple_choice:
+            # Options in order, unparsed last. Agreement is over the answers that give both readings;
+            # inconsistent is over all, so it is the share the strict reading marks wrong.
             order = sorted(self.answers, key=lambda a: (a == UNPARSED, a))
             out["distribution"] = {a: self.answers[a] / self.multiple_choice for a in order}
             lt = self.letter_text
@@ -101,6 +113,8 @@ FIELD_METRICS = ("Acc@t1", "Acc@tK", "Delta(t1,tK)", "Delta_i->c(t1,tK)", "Delta
 def _item_values(answers: list[str], correct: list[bool]) -> list[int]:
     """Per trajectory: correct at each round, a flip at each consecutive pair, then the field's
     first-to-last values (``FIELD_METRICS``); a metric is the mean of these over trajectories."""
+    # Integers, so every metric is a sum over a count: one bootstrap draw (bootstrap_ratio_cis) then
+    # gives every metric its interval at once. last - first is -1, 0 or 1, so Delta is a mean.
     k = len(answers)
     flips = [int(answers[t] != answers[t + 1]) for t in range(k - 1)]
     first, last = int(correct[0]), int(correct[-1])
@@ -137,26 +151,37 @@ class _SelfCorrection:
 
     def add(self, traj: Trajectory, task: Task, strict: list[str]) -> None:
         answers = [r.answer for r in traj.rounds]
+        # One vector: the grader's reading, then the strict one (an inconsistent answer is never right
+        # and is an answer of its own in flips); result() reads the two back by offset.
         values = _item_values(answers, [r.correct for r in traj.rounds])
         values += _item_values(strict, [r.correct and s != INCONSISTENT for r, s in zip(traj.rounds, strict)])
+        # Cluster bootstrap over groups: items of one template share wording, people and answer, so
+        # they are not independent evidence; resampling whole templates keeps that in the interval
+        # (docs/metrics.md, "Intervals over groups").
         g = self.groups.setdefault(task.group(traj.example), [[0] * len(values), 0])
         g[0] = [a + b for a, b in zip(g[0], values)]
         g[1] += 1
+        # The item unit is an example with all its samples: samples of one example are correlated,
+        # and resampling them one by one made the intervals too narrow (docs/metrics.md, "Intervals").
         if self.open is None:
             self.open = (values, 1)
         else:
             self.open = ([a + b for a, b in zip(self.open[0], values)], self.open[1] + 1)
+        # Kumar et al.'s check for collapse to "no edit" between attempts: a mean, with no interval.
         for t in range(self.k - 1):
             self.edit[t][0] += M.edit_distance_ratio(traj.rounds[t].response, traj.rounds[t + 1].response)
             self.edit[t][1] += 1
 
     def close_example(self) -> None:
         if self.open is not None:
+            # Examples with equal sums and sample count are one kind with a count: the bootstrap draws
+            # kinds by one multinomial, so memory grows with the kinds, not with the items.
             key = (tuple(self.open[0]), self.open[1])
             self.items[key] = self.items.get(key, 0) + 1
             self.open = None
 
     def result(self, n_boot: int, seed: int) -> dict[str, Any]:
+        # Groups collapse into kinds the same way, for the same exact draw.
         by_group: dict[tuple[tuple[int, ...], int], int] = {}
         for sums, n in self.groups.values():
             key = (tuple(sums), n)
@@ -165,6 +190,7 @@ class _SelfCorrection:
         totals = [sum(v[j] * m for (v, _), m in self.items.items()) for j in range(len(next(iter(self.items))[0]))]
         ci_item = bootstrap_ratio_cis(self.items, n_boot, seed)
         ci_group = bootstrap_ratio_cis(by_group, n_boot, seed)
+        # One reading's block: K accuracies, K-1 flip rates, the field's five; the strict block follows.
         k, width = self.k, 2 * self.k - 1 + len(FIELD_METRICS)
 
         def cell(j: int) -> dict[str, Any]:
@@ -212,6 +238,8 @@ def compute_metrics(
     open_id: str | None = None
     open_records: list[list[dict[str, Any]]] = []
 
+    # The task's metrics take an example's records together (samples of one example are one unit of
+    # its intervals), so records wait in open_records until the next example's first row arrives.
     def close_example() -> None:
         for t, records in enumerate(open_records):
             task_stats[t].add(records)
@@ -219,6 +247,7 @@ def compute_metrics(
 
     for row in rows:
         traj = row if isinstance(row, Trajectory) else Trajectory.from_dict(row)
+        # K is known only once the first trajectory is read: every per-round accumulator is sized then.
         if not k:
             k = len(traj.rounds)
             task_stats = [task.metrics() for _ in range(k)]
@@ -242,9 +271,11 @@ def compute_metrics(
                 )
             open_id, open_records = traj.id, [[] for _ in range(k)]
             n_examples += 1
+        # Both readings of each round: the strict answer marks a letter and a text that disagree.
         letter_text = [task.readings(traj.example, rnd.response) for rnd in traj.rounds]
         strict = [strict_answer(rnd.answer, lt) for rnd, lt in zip(traj.rounds, letter_text)]
         sc.add(traj, task, strict)
+        # One outcome per example (sample 0): eval.compare pairs two runs item by item.
         if on_item is not None and traj.sample == 0:
             on_item(item_outcome(traj, task, strict))
         unknown = task.unknown_answer(traj.example)
@@ -254,6 +285,8 @@ def compute_metrics(
             open_records[t].append(task.record(traj.example, rnd))
             if t:
                 _add_transition(trans[t - 1], traj.rounds[t - 1], rnd)
+        # Consecutive pairs give CL, CS and RSS per step (Yang et al. 2024, arXiv 2412.19513); round 1
+        # -> K is the field's t1 -> tK comparison.
         _add_transition(first_last, traj.rounds[0], traj.rounds[-1])
         for t, flag in enumerate(M.stable_flags([rnd.answer for rnd in traj.rounds])):
             stable[t] += flag
@@ -263,7 +296,7 @@ def compute_metrics(
             chance_n += 1
     if not n_traj:
         raise ValueError("no traces to measure")
-    close_example()
+    close_example()  # the last example has no next id to close it
     acc = [ts.n_correct / ts.n for ts in task_stats]
     per_round, cis = [], []
     for t, (ts, s) in enumerate(zip(task_stats, stats)):
@@ -279,8 +312,11 @@ def compute_metrics(
             entry["probe"] = {"mean_score": s.probe[0] / s.probe[1], "mean_cosine": ratio(s.cosine[0], s.cosine[1])}
         cis.append(intervals["accuracy"])
         per_round.append(entry)
+    # The convergence round needs both: accuracy within epsilon of its final value and every later flip
+    # rate at most delta; it measures stability, not improvement (docs/metrics.md, "Transitions").
     consecutive = {f"{t}->{t + 1}": M.transition_from_counts(c) for t, c in enumerate(trans, start=1)}
     flips = [c["flip_rate"] for c in consecutive.values()]
+    # The task gives its breakdown per round; turned into subgroup -> [per round] so a row reads across rounds.
     breakdown: dict[str, dict[str, list]] = {}
     for t, ts in enumerate(task_stats):
         for name, groups in ts.breakdown().items():
@@ -294,6 +330,8 @@ def compute_metrics(
             "n_trajectories": n_traj,
             "n_examples": n_examples,
             "report_columns": [list(c) for c in task.report_columns],
+            # Only when every trajectory has options: a mean of 1/options over part of the rows is no
+            # baseline for the whole run.
             "chance_accuracy": chance_sum / chance_n if chance_n == n_traj else None,
         },
         "headline": {"metric": "accuracy", "values": acc, "ci95": cis},

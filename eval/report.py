@@ -50,6 +50,9 @@ def settling(m: dict[str, Any]) -> str:
 
 
 def verdict(label: str, m: dict[str, Any], base: tuple[str, dict[str, Any]] | None = None) -> str:
+    # The final round with its interval, and how the run got there: a final value alone cannot tell a
+    # run that improved from one that fell and settled. Against the baseline (the first run), both
+    # sides are in one line so neither is read without the other; the baseline gets no comparison.
     h = m["headline"]
     final, final_ci = h["values"][-1], h["ci95"][-1]
     if base is None or base[1] is m:
@@ -63,6 +66,8 @@ def verdict(label: str, m: dict[str, Any], base: tuple[str, dict[str, Any]] | No
 
 
 def _series(m: dict[str, Any], path: list[str]) -> list[float | None]:
+    # None where a round lacks the value (free-form answers have no option entropy, a run without a
+    # probe no probe score) rather than a KeyError: runs of different kinds share one plot.
     out = []
     for entry in m["per_round"]:
         v: Any = entry
@@ -81,15 +86,20 @@ def _labels_with_twins(runs: list[tuple[str, list]]) -> list[str]:
     return labels
 
 
+# A line style and a marker per run, so curves that overlap stay apart; cycled past eight runs.
 _STYLES = ["-o", "--s", ":^", "-.D", "-v", "--P", ":X", "-.*"]
 
 
 def _probe_at_chance(m: dict[str, Any]) -> bool:
+    # The probe has two classes (chance 0.5): below 0.6 held out, or untested, its score per round says
+    # nothing about the concept, and the report says so instead of plotting it as a finding.
     p = m.get("probe")
     return p is not None and (p.get("heldout_accuracy") is None or p["heldout_accuracy"] < 0.6)
 
 
 def plot_runs(runs: list[tuple[str, dict[str, Any]]], out_dir: str) -> list[str]:
+    # matplotlib is heavy and only plotting needs it: imported here, so the commands that score and
+    # compare runs stay light. Agg renders to files, with no display (a training server has none).
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,6 +111,8 @@ def plot_runs(runs: list[tuple[str, dict[str, Any]]], out_dir: str) -> list[str]
     about = f"K={k}, n={'/'.join(map(str, sizes))} examples"
     paths = []
 
+    # Saved under a temporary name and renamed: a run killed mid-save leaves no truncated PNG that
+    # report.md links to; the temporary name keeps the .png suffix matplotlib reads the format from.
     def save(fig, name):
         path = os.path.join(out_dir, name)
         fig.tight_layout()
@@ -111,10 +123,11 @@ def plot_runs(runs: list[tuple[str, dict[str, Any]]], out_dir: str) -> list[str]
 
     def lines(ax, series: list[tuple[str, list]], band: dict[str, list] | None = None):
         for (label, ys), shown, style in zip(series, _labels_with_twins(series), _STYLES * 4):
+            # A round without a value (no flip rate at round 1) is left out, never drawn as 0.
             xs = [r + 1 for r, y in enumerate(ys) if y is not None]
             ax.plot(xs, [y for y in ys if y is not None], style, label=shown, alpha=0.85)
             cis = (band or {}).get(label)
-            if cis and all(cis):
+            if cis and all(cis):  # a band only where every round has an interval: none can bridge a gap
                 ax.fill_between(range(1, len(cis) + 1), [c[0] for c in cis], [c[1] for c in cis], alpha=0.12)
         ax.set_xticks(range(1, k + 1))
         ax.grid(alpha=0.3)
@@ -122,6 +135,7 @@ def plot_runs(runs: list[tuple[str, dict[str, Any]]], out_dir: str) -> list[str]
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     lines(ax, [(label, m["headline"]["values"]) for label, m in runs], {label: m["headline"]["ci95"] for label, m in runs})
+    # Chance (mean 1/options) is the floor a multiple-choice accuracy is read against.
     chance = info.get("chance_accuracy")
     if chance is not None:
         ax.axhline(chance, color="grey", lw=0.8, ls="--")
@@ -133,11 +147,15 @@ def plot_runs(runs: list[tuple[str, dict[str, Any]]], out_dir: str) -> list[str]
     series = []
     for label, m in runs:
         cons = m["transitions"]["consecutive"]
+        # A leading None puts the flip rate r -> r+1 at round r+1, the round whose answer changed.
         series.append((label, [None] + [cons[f"{r}->{r + 1}"]["flip_rate"] for r in range(1, len(cons) + 1)]))
     lines(ax, series)
     ax.set(title=f"Answers changed from the previous round ({about})", xlabel="round", ylabel="flip rate", ylim=(0, 1))
     save(fig, "flip_rate.png")
 
+    # Stacked answer shares per round: a run can gain or lose accuracy by collapsing onto one option
+    # (always answering BBQ's unknown option scored above every arm of the first study), which only
+    # the distribution shows.
     with_answers = [(label, m) for label, m in runs if "distribution" in m["per_round"][0].get("answers", {})]
     if with_answers:
         fig, axes = plt.subplots(1, len(with_answers), figsize=(3.2 * len(with_answers) + 1, 3.6), squeeze=False, sharey=True)
@@ -181,7 +199,7 @@ def plot_runs(runs: list[tuple[str, dict[str, Any]]], out_dir: str) -> list[str]
                 [(label, _series(m, ["task", key])) for label, m in runs],
                 {label: _series(m, ["intervals", key]) for label, m in runs},
             )
-            ax.axhline(0, color="grey", lw=0.8)
+            ax.axhline(0, color="grey", lw=0.8)  # the task's columns are signed (bias, correlation): 0 is none
             ax.set(title=f"{task}: {title} per round", xlabel="round", ylabel=title)
         save(fig, "task_metrics.png")
     return paths
@@ -191,6 +209,8 @@ def _cell(c: dict[str, Any] | None) -> str:
     """A value with its template-cluster interval and, where it differs, the item interval."""
     if c is None:
         return "n/a"
+    # The template-cluster interval first: items of one template are not independent, so it is the one
+    # to read; the item interval beside it shows how much the clustering widens it.
     out = f"{c['value']:.3f} {_ci(c['ci95_group'])}"
     if c["ci95_item"] != c["ci95_group"]:
         out += f" (items {_ci(c['ci95_item'])})"
@@ -214,6 +234,8 @@ def self_correction_lines(runs: list[tuple[str, dict[str, Any]]], k: int) -> lis
         "| run | reading | " + " | ".join(FIELD_METRICS) + " |",
         "|---|---|" + "---|" * len(FIELD_METRICS),
     ]
+    # Both readings in every table: the grader's keeps numbers comparable with published ones, the
+    # strict one shows where letters drift while the option text stays (docs/metrics.md).
     for label, m in runs:
         for reading in ("grader", "strict"):
             sc = m["self_correction"][reading]
@@ -225,6 +247,8 @@ def self_correction_lines(runs: list[tuple[str, dict[str, Any]]], k: int) -> lis
         for reading in ("grader", "strict"):
             flips = m["self_correction"][reading]["flip_rate"]
             lines.append(f"| {label} | {reading} | " + " | ".join(_cell(flips.get(p)) for p in pairs) + " |")
+    # Kumar et al. check for collapse to "no edit" with this ratio: a model that learned to repeat
+    # itself has flip rate 0 and edit ratio near 0.
     lines += ["", "Edit-distance ratio between consecutive responses (words; 0 = unchanged):", ""]
     lines += ["| run | " + " | ".join(pairs) + " |", "|---|" + "---|" * len(pairs)]
     for label, m in runs:
@@ -261,6 +285,8 @@ def _accuracy_lines(runs: list[tuple[str, dict[str, Any]]], k: int) -> list[str]
         cells = [f"{v:.3f} {_ci(c)}" for v, c in zip(m["headline"]["values"], m["headline"]["ci95"])]
         lines.append(f"| {label} | {m['run']['n_examples']} | " + " | ".join(cells) + " |")
     lines.append("")
+    # Unparsed answers count as wrong, so accuracy can rise only because the format improves: the rate
+    # stands under the accuracy table for every task that reports it.
     if any("unparsed_rate" in m["per_round"][0]["task"] for _, m in runs):
         lines += [
             "Unparsed answers per round (they count as wrong in accuracy; a fall here is a format gain,",
@@ -286,6 +312,8 @@ def _task_metric_lines(runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
         "| run | " + " | ".join(t for _, t in columns) + " |",
         "|---|" + "---|" * len(columns),
     ]
+    # Start and end of each column, with the last round's interval: the question is where the run
+    # ends up from where it started.
     for label, m in runs:
         first, last = m["per_round"][0], m["per_round"][-1]
         cells = [
@@ -297,6 +325,9 @@ def _task_metric_lines(runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
 
 
 def _convergence_lines(runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    # Whether the run settled (convergence round, spread after it) beside where the answers moved from
+    # round 1 to K: settling says nothing about direction. CL = P(right at K | right at 1), CS = P(right
+    # at K | wrong at 1) and RSS follow Yang et al. 2024 (arXiv 2412.19513).
     lines = [
         "## Convergence and transitions (round 1 -> K)",
         "",
@@ -325,6 +356,8 @@ def _uncertainty_lines(runs: list[tuple[str, dict[str, Any]]], k: int) -> list[s
         for e in m["per_round"]:
             u = e["uncertainty"]
             cell = f"H={_fmt(u['option_entropy'])}, NLL={_fmt(u['token_nll'])}, ECE={_fmt(u['ece'])}"
+            # H and ECE skip answers without option probabilities: saying how many were read keeps a
+            # mean over a few answers from passing for the whole round.
             skipped = u.get("n_without_option_probs")
             if skipped:
                 cell += f" ({u['n_with_option_probs']} of {u['n_with_option_probs'] + skipped})"
@@ -339,6 +372,7 @@ def _uncertainty_lines(runs: list[tuple[str, dict[str, Any]]], k: int) -> list[s
         "use the answers whose label token was generated; (m of n) says how many had one.",
         "",
     ]
+    # The probe's own accuracy comes with it: a probe near chance reads nothing in the activations.
     probes = [(label, m["probe"]) for label, m in runs if "probe" in m]
     if probes:
         lines += ["Concept probe (P(non-stereotyped) at the last prompt token; chance accuracy is 0.5):", ""]
@@ -371,6 +405,7 @@ def write_report(runs: list[tuple[str, dict[str, Any]]], out_dir: str, title: st
     os.makedirs(out_dir, exist_ok=True)
     pngs = plot_runs(runs, out_dir)
     base = runs[0] if len(runs) > 1 else None
+    # Tables get a column for every round of the longest run; a shorter run's cells stay empty or n/a.
     k = max(len(m["headline"]["values"]) for _, m in runs)
     lines = [f"# {title}", ""]
     lines += ["## Verdict", ""] + [f"- {verdict(label, m, base)}" for label, m in runs] + [""]

@@ -94,6 +94,8 @@ class Generation:
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     """The transformer block list of a causal LM (also under a PEFT wrapper)."""
+    # Found by name, not by a fixed path: architectures and PEFT nest it differently
+    # (model.layers, base_model.model.model.layers); the shortest name is the outermost list.
     best = None
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.ModuleList) and name.endswith("layers") and len(module) > 0:
@@ -105,6 +107,8 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
 
 
 def seed_for(seed: int, key: str) -> int:
+    # crc32, not hash(): Python salts str hashes per process, and a rerun (or another rank) must draw
+    # the same samples for the same seed and key.
     return zlib.crc32(f"{seed}:{key}".encode())
 
 
@@ -132,6 +136,8 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 def end_token_ids(generation_config: Any, tokenizer: Any) -> list[int]:
     """The ids that end a turn: the generation config's end-of-sequence ids and the tokenizer's."""
+    # Both: chat models often end a turn with a token the generation config lists (<|im_end|>) while
+    # the tokenizer's end-of-sequence is another (<|endoftext|>); stopping at either ends the turn.
     eos = set()
     for source in (generation_config, tokenizer):
         ids = getattr(source, "eos_token_id", None)
@@ -148,6 +154,7 @@ class RolloutBackend:
         self.tokenizer = tokenizer
         self.sampling = sampling or SamplingConfig()
         self.eos_ids = end_token_ids(generation_config, tokenizer)
+        # Many causal LM tokenizers have no pad token; padding is always masked out, so any id serves.
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
         self._label_ids: dict[str, list[int]] = {}
 
@@ -157,6 +164,8 @@ class RolloutBackend:
     def label_token_ids(self, label: str) -> list[int]:
         """First-token ids that start answering with ``label`` (" A" and "A" variants)."""
         if label not in self._label_ids:
+            # Both variants: after "is" the label comes as " B", at the start of a line as "B". Only the
+            # first token counts: it is the step where the model chooses the label.
             ids = set()
             for variant in (f" {label}", label):
                 toks = self.tokenizer.encode(variant, add_special_tokens=False)
@@ -177,6 +186,8 @@ class RolloutBackend:
         Pass the same ``session`` dict on every round of a multi-round rollout (same trajectories in
         the same order): the HF engine keeps each batch's KV cache in it from one round to the next.
         """
+        # No special tokens added: the chat template already wrote them, and a second BOS would make
+        # the ids differ from the rendered prompt.
         ids = [self.tokenizer.encode(p, add_special_tokens=False) for p in prompts]
         return self.generate_ids(ids, option_labels, seed_key, session)
 
@@ -206,9 +217,14 @@ class RolloutBackend:
                 per_token = {lab: [prob(step, i) for i in self.label_token_ids(lab)] for lab in labels}
                 probs, mass = None, None
                 if all(p is not None for ps in per_token.values() for p in ps):
+                    # Renormalised over the labels: the option distribution given that the model names
+                    # an option; ``mass`` keeps how much probability the labels had, so a step where
+                    # the model was not answering with a label can be told apart.
                     raw = {lab: sum(ps) for lab, ps in per_token.items()}
                     mass = sum(raw.values())
                     probs = {k: (v / mass if mass > 0 else 1.0 / len(raw)) for k, v in raw.items()}
+                # The token's characters in the decoded text, to match it with where the parser found
+                # the answer's letter (read_options_at_span).
                 start = len(self.tokenizer.decode(text_ids[:step], skip_special_tokens=True))
                 end = len(self.tokenizer.decode(text_ids[: step + 1], skip_special_tokens=True))
                 out.append(OptionStep(step=step, label=label_of[tid], probs=probs, mass=mass, chars=(start, end)))
@@ -230,6 +246,8 @@ class RolloutBackend:
             finish=finish,
             mean_logprob=mean_logprob(n) if n else 0.0,
         )
+        # Read at the first label token for now: the answer is parsed later, by the task, and run_rounds
+        # then moves the reading to the parsed answer's label.
         if labels and prob is not None:
             g.option_steps = self._option_steps(text_ids, labels, prob)
             g.read_options_at_first_label()
@@ -308,6 +326,9 @@ class HFGenerator(RolloutBackend):
         out: list[Generation] = []
         labels = option_labels or [None] * len(prompt_ids)
         for i in range(0, len(prompt_ids), self.batch_size):
+            # A batch's cache is keyed by its offset: run_rounds sends the same trajectories in the same
+            # order every round, so batch i of round r+1 continues batch i of round r. The batch offset
+            # is part of the seed key, so batches do not draw the same random numbers.
             prev = session.get(i) if (session is not None and self.incremental) else None
             gens, cache = self._generate_batch(
                 prompt_ids[i : i + self.batch_size], labels[i : i + self.batch_size], f"{seed_key}/{i}", prev
@@ -315,7 +336,7 @@ class HFGenerator(RolloutBackend):
             if session is not None and self.incremental:
                 session[i] = cache
             for g, p in zip(gens, prompt_ids[i : i + self.batch_size]):
-                g.prompt_ids = p
+                g.prompt_ids = p  # online RL trains on exactly these ids, not on a re-tokenised text
             out += gens
         return out
 
@@ -340,21 +361,31 @@ class HFGenerator(RolloutBackend):
             # Reuse each row's longest shared prefix (at least one prompt token must be new, for logits).
             kv = prev.kv
             shared = [min(common_prefix(c, p), len(p) - 1) for c, p in zip(prev.tokens, prompt_ids)]
+            # Keep a row's first ``shared`` real cache positions (rank counts real tokens, skipping
+            # padding and positions already masked out); the rest (the end of the last turn as the
+            # template re-renders it, tokens after an end-of-sequence) is masked, not cut, so every
+            # row keeps the same cache length.
             rank = prev.mask.long().cumsum(-1)
             keep_mask = prev.mask.bool() & (rank <= torch.tensor(shared, device=dev)[:, None])
             kept = [c[:n] for c, n in zip(prev.tokens, shared)]
             new_parts = [p[n:] for p, n in zip(prompt_ids, shared)]
         width = max(len(p) for p in new_parts)
+        # Left padding: every row's last prompt token is in the last column, so one logits column
+        # serves every row and each generated token is appended at the same column for all.
         ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in new_parts], device=dev)
         block_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in new_parts], device=dev)
         mask = block_mask if keep_mask is None else torch.cat([keep_mask.long(), block_mask], dim=-1)
         s = self.sampling
         gen = None
         if s.temperature > 0:
+            # A generator of its own, seeded per batch: the samples do not depend on what else used the
+            # global random state, so a run can be repeated.
             gen = torch.Generator(device=dev).manual_seed(seed_for(s.seed, seed_key))
 
         hidden: list[torch.Tensor] = []
         hook = None
+        # The probe reads the last prompt token's hidden state (what the model holds before it answers);
+        # a hook on the layer captures it during the prefill, without a second forward pass.
         if self.probe_layer is not None:
             layer = decoder_layers(self.model)[self.probe_layer]
 
@@ -374,6 +405,7 @@ class HFGenerator(RolloutBackend):
         finally:
             if hook is not None:
                 hook.remove()
+        # The prefill ran once per distinct prompt: spread its rows back over the batch.
         if expand is not None:
             mask = mask[expand]
             new_parts = [new_parts[r] for r in expand.tolist()]
@@ -387,7 +419,7 @@ class HFGenerator(RolloutBackend):
             room = new_ids.shape[1] if self.context is None else min(new_ids.shape[1], self.context - len(prompt_ids[b]))
             prob = None if label_p is None else (lambda step, tid, p=label_p[b]: float(p[step, col[tid]]))
             g = self._generation(new_ids[b, :room].tolist(), lambda n, b=b: float(logprobs[b, :n].mean()), labels[b], prob)
-            g.token_logprobs = sample_logprobs[b, : g.new_tokens].tolist()
+            g.token_logprobs = sample_logprobs[b, : g.new_tokens].tolist()  # what TRL's GRPO computes (see Generation)
             counts.append(g.new_tokens)
             if hidden:
                 g.hidden = hidden[0][b].tolist()
@@ -423,6 +455,8 @@ class HFGenerator(RolloutBackend):
 
         s = self.sampling
         cache = DynamicCache() if cache is None else cache
+        # Positions count real tokens only (padding and masked cache entries skipped): each token gets
+        # the position it has in a full re-encoding of the row's conversation.
         position = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
         # logits_to_keep=1: the prefill needs only the last position's logits (the LM head over every
         # prompt position would cost as much as a layer stack on small models).
@@ -431,7 +465,7 @@ class HFGenerator(RolloutBackend):
         )
         logits = out.logits[:, -1, :]
         next_pos = position[:, -1:] + 1
-        if expand is not None:
+        if expand is not None:  # copy each distinct prompt's cache to every row that shares it
             cache.batch_select_indices(expand)
             logits, mask, next_pos = logits[expand], mask[expand], next_pos[expand]
         batch = logits.shape[0]
@@ -440,16 +474,22 @@ class HFGenerator(RolloutBackend):
         eos = torch.tensor(self.eos_ids, device=dev)
         rows = torch.arange(batch, device=dev)  # batch row of each row still decoding
         parked: list[tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]] = []
+        # Compaction slices each layer's keys and values; only the plain dynamic layer stores them as
+        # whole tensors (sliding-window and other cache layers do not).
         can_compact = self.compact and all(type(layer) is DynamicLayer for layer in cache.layers)
         new_ids, logprobs, sample_logprobs, label_logp = [], [], [], []
         fed = 0
         for step in range(s.max_new_tokens):
+            # Two log-probs per token: under the raw logits (mean_logprob, the model's own NLL) and under
+            # the sampling temperature (token_logprobs, GRPO's quantity).
             logp = torch.log_softmax(logits.float(), dim=-1)
             logp_sample = logp
             if s.temperature > 0:
                 logp_sample = torch.log_softmax(logits.float() / s.temperature, dim=-1)
                 probs = torch.softmax(logits.float() / s.temperature, dim=-1)
                 if s.top_p < 1.0:
+                    # Nucleus: keep a token while the mass before it is under top_p, so the most likely
+                    # token always stays; the rest is zeroed, and the draw below scales by what is left.
                     sorted_p, idx = probs.sort(dim=-1, descending=True)
                     keep = sorted_p.cumsum(-1) - sorted_p < s.top_p
                     sorted_p = sorted_p * keep
@@ -461,6 +501,7 @@ class HFGenerator(RolloutBackend):
                 nxt = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0].clamp(max=probs.shape[-1] - 1)
             else:
                 nxt = logits.argmax(-1)
+            # A finished row still in the batch must be fed something each step: padding, log-prob 0.
             nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
             zero = torch.zeros_like(nxt, dtype=logp.dtype)
             step_lp = torch.where(done, zero, logp.gather(-1, nxt[:, None])[:, 0])
@@ -469,12 +510,14 @@ class HFGenerator(RolloutBackend):
             new_ids.append(torch.full((batch,), self.pad_id, device=dev, dtype=nxt.dtype).index_copy(0, rows, nxt))
             logprobs.append(torch.zeros(batch, device=dev, dtype=logp.dtype).index_copy(0, rows, step_lp))
             sample_logprobs.append(torch.zeros(batch, device=dev, dtype=logp.dtype).index_copy(0, rows, step_slp))
-            if label_ids is not None:
+            if label_ids is not None:  # the label tokens' columns only: a few per row, not the vocabulary
                 label_logp.append(logp.new_zeros(batch, len(label_ids)).index_copy(0, rows, logp[:, label_ids]))
             done = done | torch.isin(nxt, eos)
             if self.context is not None:  # this token's position is next_pos: the next one would be past the context
                 done = done | (next_pos[:, 0] + 1 >= self.context)
             n_done = int(done.sum())  # one device sync per step serves both checks below
+            # Stop before feeding the last token: no next step needs its cache entry, so the cache
+            # ends one token short (``fed`` counts what it holds).
             if n_done == done.numel() or step == s.max_new_tokens - 1:
                 break
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)
@@ -489,6 +532,7 @@ class HFGenerator(RolloutBackend):
             # entries are parked and put back at the end for the next round.
             if can_compact and n_done * 4 >= done.numel():
                 live, gone = (~done).nonzero()[:, 0], done.nonzero()[:, 0]
+                # Only a cache the next round reuses is parked; otherwise finished rows are just dropped.
                 if keep_cache:
                     parked.append((rows[gone], [(layer.keys[gone], layer.values[gone]) for layer in cache.layers]))
                 cache.batch_select_indices(live)
@@ -503,6 +547,7 @@ class HFGenerator(RolloutBackend):
 def _unpark(cache: Any, batch: int, rows: torch.Tensor, parked: list) -> None:
     """Reassemble the full batch's cache after compaction: rows that finished early have shorter
     entries, zero-padded at the end (those positions are masked out by the round cache's mask)."""
+    # Each parked row goes back to its own batch row: the next round finds its cache by row order.
     for li, layer in enumerate(cache.layers):
         k, v = layer.keys, layer.values
         full_k = k.new_zeros(batch, *k.shape[1:])
@@ -519,7 +564,8 @@ def _unpark(cache: Any, batch: int, rows: torch.Tensor, parked: list) -> None:
 class Rollout:
     """What ``run_rounds`` returns: the graded trajectories, and each round's generations in the same
     order (``generations[round][i]`` made ``trajectories[i].rounds[round]``), with the exact prompt
-    and sampled token ids and their log-probs, which online RL trains on."""
+    and sampled token ids, which online RL trains on, and the sampler's log-probs (GRPO hands them to
+    TRL; SCoRe and K-round RL recompute every log-prob with the policy)."""
 
     trajectories: list[Trajectory]
     generations: list[list[Generation]]
@@ -542,6 +588,8 @@ def run_rounds(
     ``on_round(round_index, generations)`` is called after each round (progress bars). ``seed_key``
     prefixes the sampling seed, so online RL draws fresh samples when it meets an example again.
     """
+    # Samples of an example consecutive, sample 0 first: eval.aggregate and data_gen.build read an
+    # example's rows together from a stream.
     trajs = [
         Trajectory(
             id=ex.id,
@@ -565,14 +613,22 @@ def run_rounds(
             if r == 0:
                 user = prompt_set.first_turn(t.example.question)
             else:
+                # The task's feedback only with an external prompt set; otherwise the bare review
+                # instruction: intrinsic self-correction, with no feedback (Kumar et al. 2024).
                 user = prompt_set.review_turn(task.feedback(t.example, t.rounds[-1]) if prompt_set.external else "")
             users.append(user)
+            # Rendered from the conversation so far, as a trainer renders the same trace: the text the
+            # model continues here is the text it is trained on (selfcorrect.chat).
             prompts.append(generator.render(t.conversation() + [{"role": "user", "content": user}], prefill))
         labels = [task.option_labels(t.example) for t in trajs]
+        # The key names the round and the first example: each round draws fresh numbers, and another
+        # set of examples (a shard, the next RL batch) does not repeat this one's draws.
         key = f"{seed_key}{trajs[0].id}/r{r}" if trajs else ""
         gens = generator.generate(prompts, labels, seed_key=key, session=session)
         grades = task.grade_batch([t.example for t in trajs], [g.text for g in gens])
         for t, user, g, grade in zip(trajs, users, gens, grades):
+            # Option probabilities at the token where the parsed answer's letter was written: the first
+            # label token can be another word (docs/metrics.md, "Option probabilities").
             g.read_options_at_span(grade.answer, task.answer_label_span(t.example, g.text))
             t.rounds.append(
                 Round.graded(
@@ -593,7 +649,7 @@ def run_rounds(
         by_round.append(gens)
         if on_round is not None:
             on_round(r, gens)
-    for t in trajs:
+    for t in trajs:  # without a probe a trace records no hidden states, not a list of Nones
         if all(h is None for h in t.hidden):
             t.hidden = None
     return Rollout(trajs, by_round)
