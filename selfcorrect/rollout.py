@@ -191,14 +191,8 @@ class RolloutBackend:
         ids = [self.tokenizer.encode(p, add_special_tokens=False) for p in prompts]
         return self.generate_ids(ids, option_labels, seed_key, session)
 
-    def generate_ids(
-        self,
-        prompt_ids: list[list[int]],
-        option_labels: list[list[str] | None] | None = None,
-        seed_key: str = "",
-        session: dict | None = None,
-    ) -> list[Generation]:
-        """Decode every tokenized prompt; ``generate`` says what ``seed_key`` and ``session`` are for."""
+    def generate_ids(self, prompt_ids, option_labels=None, seed_key="", session=None) -> list[Generation]:
+        """Decode every tokenized prompt (``list[list[int]]``), with the arguments of ``generate``."""
         raise NotImplementedError(f"{type(self).__name__} must implement generate_ids")
 
     def report(self) -> str | None:
