@@ -138,3 +138,26 @@ def test_online_checkpoint_holds_no_frozen_base_weight(tiny_model_dir, rl_file, 
     } <= files  # the schedule: custom_checkpoint_0
     optimizer = torch.load(ckpt / "optimizer.bin", weights_only=False)
     assert len(optimizer["state"]) == len(weights["adapter_model.safetensors"])  # the trainable weights' state only
+
+
+# ---- "the weights never moved" ---------------------------------------------------------------
+
+
+def test_weights_moved_compares_in_the_training_dtype():
+    """Under DeepSpeed bf16 the engine casts the LoRA weights to bf16, so they always differed from
+    the fp32 snapshot taken before training, and a run that learnt nothing was never reported."""
+    import torch
+
+    from train.outputs import trainable_snapshot, weights_moved
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
+    model[0].requires_grad_(False)  # frozen, like a LoRA base
+    snapshot = trainable_snapshot(model)
+    model.to(torch.bfloat16)  # what the engine does, with no update
+    assert weights_moved(model, snapshot) is False
+    with torch.no_grad():
+        model[1].weight[0, 0] += 0.5  # one update bf16 can represent
+    assert weights_moved(model, snapshot) is True
+    model.float()
+    assert weights_moved(model, snapshot) is True

@@ -227,9 +227,21 @@ def weights_moved(model, initial: dict[str, Any]) -> bool | None:
     with torch.no_grad(), gathered([p for _, p in named if p.requires_grad]):
         for name, p in named:
             key = name if name in initial else name.replace("module.", "", 1)
-            if key in initial and not torch.equal(p.detach().float().cpu(), initial[key]):
+            if key in initial and not same_in_narrower_dtype(p.detach().cpu(), initial[key]):
                 return True
     return False
+
+
+def same_in_narrower_dtype(current, initial) -> bool:
+    """Whether two tensors are equal once both are in the narrower of their dtypes. The snapshot is
+    fp32; DeepSpeed bf16 casts the trainable weights to bf16 before the first step, so an exact fp32
+    comparison always differed. The tolerance is the cast's rounding: an unmoved weight casts to
+    exactly the engine's copy (round to nearest is deterministic), and an update too small to change
+    a bf16 weight did not move it."""
+    import torch
+
+    narrow = min((current.dtype, initial.dtype), key=lambda d: torch.finfo(d).bits)
+    return torch.equal(current.to(narrow), initial.to(narrow))
 
 
 NOT_MOVED = "the trainable weights never moved (every advantage or loss gradient was 0: nothing was learnt)"
