@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -192,7 +193,15 @@ def load_policy(model_args: Any, trust_remote_code: bool = False):
     from transformers import AutoModelForCausalLM
     from trl import get_peft_config, get_quantization_config
 
-    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
+    name = model_args.dtype
+    if model_args.load_in_4bit and name in ("auto", None):
+        # TRL hands the dtype's name to bitsandbytes as the compute dtype: "auto" has no torch dtype
+        # (a traceback), and TRL's float32 doubles the memory of the 16-bit matmuls QLoRA is for.
+        name = "bfloat16" if cuda_available() and torch.cuda.is_bf16_supported() else "float32"
+        print(f"QLoRA computes in {name} (no dtype was set; --dtype float32 or float16 chooses another)", file=sys.stderr)
+        model_args = copy.copy(model_args)  # the caller's config (and its saved copy) keeps what was asked
+        model_args.dtype = name
+    dtype = {None: torch.float32, "auto": "auto"}.get(name) or getattr(torch, name)  # unset: TRL's float32
     quantization_config = get_quantization_config(model_args)
     path = resolve_model_path(model_args.model_name_or_path)
     check_local_weights(path)

@@ -161,3 +161,58 @@ def test_weights_moved_compares_in_the_training_dtype():
     assert weights_moved(model, snapshot) is True
     model.float()
     assert weights_moved(model, snapshot) is True
+
+
+# ---- QLoRA -------------------------------------------------------------------------------------
+
+
+def _qlora_load(argv, cuda_bf16: bool):
+    """parse_training and load_policy as on a CUDA machine (bf16 or not), with transformers'
+    from_pretrained replaced: returns the keyword arguments the model would load with."""
+    from unittest import mock
+
+    import train.sft
+    from selfcorrect.modeling import load_policy
+    from train.run import parse_training
+
+    with (
+        mock.patch("train.run.cuda_available", return_value=True),
+        mock.patch("selfcorrect.modeling.cuda_available", return_value=True),
+        mock.patch("torch.cuda.is_bf16_supported", return_value=cuda_bf16),
+        mock.patch("transformers.training_args.is_torch_bf16_gpu_available", return_value=True),
+        mock.patch("transformers.AutoModelForCausalLM.from_pretrained", return_value="model") as load,
+    ):
+        setup, _, _ = parse_training(train.sft.config_types(), [*argv, "--dataset_path", "x.jsonl"], prog="test")
+        load_policy(setup.model)
+    return load.call_args.kwargs
+
+
+@pytest.mark.parametrize("dtype", [[], ["--dtype", "auto"]])
+def test_qlora_without_a_dtype_computes_in_bf16_where_cuda_has_it(dtype, tiny_model_dir, capsys):
+    """``--dtype auto`` ended in a traceback (TRL passes the name to bitsandbytes: getattr(torch,
+    "auto")), and no dtype computed in fp32 (TRL's default), twice the memory of bf16."""
+    import torch
+
+    argv = ["--model_name_or_path", tiny_model_dir, "--load_in_4bit", "true", *dtype]
+    kwargs = _qlora_load(argv, cuda_bf16=True)
+    assert kwargs["quantization_config"].bnb_4bit_compute_dtype == torch.bfloat16
+    assert kwargs["dtype"] == torch.bfloat16
+    assert "QLoRA computes in bfloat16" in capsys.readouterr().err
+    kwargs = _qlora_load(argv, cuda_bf16=False)  # a GPU without bf16 (before Ampere): fp32, as before
+    assert kwargs["quantization_config"].bnb_4bit_compute_dtype == torch.float32
+    kwargs = _qlora_load([*argv, "--dtype", "float16"], cuda_bf16=True)  # a dtype set is kept
+    assert kwargs["quantization_config"].bnb_4bit_compute_dtype == torch.float16
+
+
+def test_qlora_under_zero3_is_refused_by_name():
+    """It failed only by accident, deep in transformers, with an error about device_map.
+    (parse_training runs this check; under a real DeepSpeed launch it parses, which an in-process
+    test without the launcher's process group cannot.)"""
+    from train.run import check_quantized_launch
+
+    zero = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}
+    with pytest.raises(UserError, match="QLoRA .* ZeRO-3.*zero2.yaml"):
+        check_quantized_launch(True, zero)
+    check_quantized_launch(False, zero)  # LoRA under ZeRO-3 is fine
+    check_quantized_launch(True, {**zero, "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"})  # whole 4-bit weights per rank
+    check_quantized_launch(True, {})

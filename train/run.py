@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from selfcorrect.config import DataConfig, OverwriteConfig, TaskConfig, check_range
-from selfcorrect.device import check_launch_matches_machine, cuda_available, deepspeed_on_cpu, process_state
+from selfcorrect.device import check_launch_matches_machine, cuda_available, deepspeed_on_cpu, env_flag, process_state
 from selfcorrect.errors import Interrupted, NothingToDo, UserError
 from selfcorrect.hub import hub_offline
 from selfcorrect.parsing import parse_config
@@ -29,8 +29,15 @@ class TrainConfig:
     merge: bool = field(default=False, metadata={"help": "Also write the base with the adapter merged into <output_dir>/merged."})
 
 
-# Defaults that differ from TRL's ModelConfig: LoRA on every linear layer, the embedded model.
-TRAIN_DEFAULTS = {"model_name_or_path": "smollm2-135m-instruct", "use_peft": True, "lora_target_modules": ["all-linear"]}
+# Defaults that differ from TRL's ModelConfig: LoRA on every linear layer, the embedded model, and
+# dtype unset (None), so that load_policy can tell "not set" from float32: it loads unset as TRL's
+# float32, except that QLoRA then computes in bf16 where CUDA supports it.
+TRAIN_DEFAULTS = {
+    "model_name_or_path": "smollm2-135m-instruct",
+    "use_peft": True,
+    "lora_target_modules": ["all-linear"],
+    "dtype": None,
+}
 
 
 @dataclass
@@ -69,11 +76,25 @@ def parse_training(types_: list[type], argv: list[str], prog: str, description: 
     check_range("lora_dropout", model.lora_dropout, 0.0, 1.0)
     if model.load_in_4bit and not model.use_peft:
         raise UserError("load_in_4bit needs use_peft (QLoRA trains an adapter on a frozen 4-bit base)")
+    check_quantized_launch(model.load_in_4bit or model.load_in_8bit)
     if not data.dataset_path:
         raise UserError("dataset_path is not set (point it at a data_gen output such as outputs/<run>/sft.jsonl)")
     for cfg in method:
         keep_token_out_of_arguments(cfg)
     return (Setup(model, data, task, train, ow), *method)
+
+
+def check_quantized_launch(quantized: bool, env: dict[str, str] | None = None) -> None:
+    """QLoRA under DeepSpeed ZeRO-3 is refused by name. load_policy pins each rank's 4-bit base to its
+    own GPU (a device_map), which ZeRO-3's sharded loading forbids, so transformers stopped with an
+    error about device_map; sharding the quantized weights would also need bnb_4bit_quant_storage
+    set to the training dtype, which is untested here."""
+    env = dict(os.environ if env is None else env)
+    if quantized and env_flag(env, "ACCELERATE_USE_DEEPSPEED") and env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
+        raise UserError(
+            "QLoRA (load_in_4bit / load_in_8bit) does not run under DeepSpeed ZeRO-3 here: launch with"
+            " accelerate_configs/zero2.yaml or ddp.yaml (each GPU holds the whole 4-bit base), or train LoRA without it"
+        )
 
 
 def keep_token_out_of_arguments(cfg: Any) -> None:
