@@ -3,6 +3,7 @@
 the code before its fix."""
 
 import datetime
+import glob
 import os
 import socket
 
@@ -216,3 +217,27 @@ def test_qlora_under_zero3_is_refused_by_name():
     check_quantized_launch(False, zero)  # LoRA under ZeRO-3 is fine
     check_quantized_launch(True, {**zero, "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"})  # whole 4-bit weights per rank
     check_quantized_launch(True, {})
+
+
+# ---- the 7-8B recipes ---------------------------------------------------------------------------
+
+LARGE_RL_RECIPES = sorted(
+    p
+    for model in ("qwen2.5-7b-instruct", "llama-3.1-8b-instruct", "mistral-7b-instruct-v0.3")
+    for p in glob.glob(os.path.join(os.path.dirname(os.path.dirname(__file__)), "recipes", model, "*", "*.yaml"))
+    if os.path.basename(p) in ("grpo.yaml", "score.yaml", "kround.yaml")
+)
+
+
+@pytest.mark.parametrize("path", LARGE_RL_RECIPES, ids=[p.split("recipes/")[1] for p in LARGE_RL_RECIPES])
+def test_large_rl_recipes_use_a_lora_learning_rate_and_state_their_memory(path):
+    """LoRA at 5e-6 barely moves an adapter whose B starts at zero: TRL's LoRA Without Regret guide
+    trains GRPO with LoRA (all-linear, alpha 32) at 1e-5, ten times its full fine-tuning rate. Each
+    recipe says the memory it needs, so a user picks the GPU before the run, not after an OOM."""
+    import yaml
+
+    with open(path) as f:
+        text = f.read()
+    recipe = yaml.safe_load(text)
+    assert recipe["use_peft"] and 1e-5 <= float(recipe["learning_rate"]) <= 1e-4
+    assert any(line.startswith("# memory") for line in text.splitlines()), "no '# memory' note"
