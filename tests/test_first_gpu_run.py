@@ -241,3 +241,33 @@ def test_large_rl_recipes_use_a_lora_learning_rate_and_state_their_memory(path):
     recipe = yaml.safe_load(text)
     assert recipe["use_peft"] and 1e-5 <= float(recipe["learning_rate"]) <= 1e-4
     assert any(line.startswith("# memory") for line in text.splitlines()), "no '# memory' note"
+
+
+# ---- full fine-tuning in bf16 ------------------------------------------------------------------
+
+
+def test_full_fine_tuning_with_16bit_weights_is_refused_naming_memory():
+    """AdamW on bf16 weights has no fp32 master copy: an update smaller than a bf16 step (lr 1e-5
+    on a weight near 1: the step there is 2^-7) rounds away, and nothing warns."""
+    from train.run import check_full_fine_tuning
+
+    with pytest.raises(UserError, match=r"fp32 master.*16 bytes per parameter.*use_peft true"):
+        check_full_fine_tuning(False, "bfloat16", {})
+    check_full_fine_tuning(False, "float32", {})  # master weights in fp32 (bf16 autocast computes)
+    check_full_fine_tuning(True, "bfloat16", {})  # LoRA: the adapter is fp32 (PEFT casts it)
+    check_full_fine_tuning(False, "bfloat16", {"ACCELERATE_USE_DEEPSPEED": "true"})  # DeepSpeed keeps fp32 masters
+
+
+def test_the_trainers_run_the_full_fine_tuning_check(tiny_model_dir):
+    import train.sft
+    from train.run import parse_training
+
+    argv = ["--model_name_or_path", tiny_model_dir, "--use_peft", "false", "--dtype", "bfloat16", "--dataset_path", "x"]
+    from unittest import mock
+
+    with (
+        mock.patch("train.run.cuda_available", return_value=True),
+        mock.patch("transformers.training_args.is_torch_bf16_gpu_available", return_value=True),
+        pytest.raises(UserError, match="fp32 master"),
+    ):
+        parse_training(train.sft.config_types(), argv, prog="test")

@@ -77,6 +77,7 @@ def parse_training(types_: list[type], argv: list[str], prog: str, description: 
     if model.load_in_4bit and not model.use_peft:
         raise UserError("load_in_4bit needs use_peft (QLoRA trains an adapter on a frozen 4-bit base)")
     check_quantized_launch(model.load_in_4bit or model.load_in_8bit)
+    check_full_fine_tuning(model.use_peft, model.dtype)
     if not data.dataset_path:
         raise UserError("dataset_path is not set (point it at a data_gen output such as outputs/<run>/sft.jsonl)")
     for cfg in method:
@@ -95,6 +96,21 @@ def check_quantized_launch(quantized: bool, env: dict[str, str] | None = None) -
             "QLoRA (load_in_4bit / load_in_8bit) does not run under DeepSpeed ZeRO-3 here: launch with"
             " accelerate_configs/zero2.yaml or ddp.yaml (each GPU holds the whole 4-bit base), or train LoRA without it"
         )
+
+
+def check_full_fine_tuning(use_peft: bool, dtype: str | None, env: dict[str, str] | None = None) -> None:
+    """Full fine-tuning with 16-bit weights is refused outside DeepSpeed (whose bf16 mode keeps fp32
+    master weights in the optimizer): AdamW would update the bf16 weights themselves, and an update
+    smaller than a bf16 step (2^-7 at 1.0) rounds away without a warning. In fp32 the weights are the
+    master copy and bf16 autocast still computes in bf16."""
+    env = dict(os.environ if env is None else env)
+    if use_peft or dtype not in ("bfloat16", "float16") or env_flag(env, "ACCELERATE_USE_DEEPSPEED"):
+        return
+    raise UserError(
+        f"full fine-tuning (use_peft false) with {dtype} weights has no fp32 master copy, so small AdamW updates round"
+        " away: set --dtype float32 (about 16 bytes per parameter with AdamW: 112 GB for a 7B model before activations,"
+        " and SCoRe/K-round RL add a full copy as reference), shard it with DeepSpeed, or train LoRA (--use_peft true)"
+    )
 
 
 def keep_token_out_of_arguments(cfg: Any) -> None:
