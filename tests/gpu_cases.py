@@ -52,6 +52,8 @@ def trainer_case(method: str, config: str, model_dir: str, data_dir: str, output
         args += ["--bf16", "true", "--per_device_train_batch_size", "2", "--logging_steps", "1", "--save_strategy", "no"]
     if method == "grpo":
         args += ["--num_generations", "2", "--max_completion_length", "8"]
+        if config == "fsdp":  # GRPO's own rollout refuses FSDP (train/grpo.py): TRL's generation syncs the ranks
+            args += ["--generation_backend", "trl", "--first_attempt", "trace"]
     if method in ONLINE_METHODS:
         args += ["--per_device_prompts", "2", "--num_generations", "2", "--max_new_tokens", "8"]
     if method == "score":
