@@ -111,17 +111,25 @@ class RolloutConfig:
     batch_size: int = field(default=8, metadata={"help": "Trajectories decoded together."})
     generation_backend: Literal["hf", "vllm"] = field(
         default="hf",
-        metadata={
-            "help": "hf: the project's loop over transformers | vllm: a vLLM engine, same rounds and rows; for "
-            "many examples on GPUs (README: Generation with vLLM)."
-        },
+        metadata={"help": "hf: the project's loop over transformers | vllm: a vLLM engine, same rounds and rows (docs/vllm.md)."},
     )
     tensor_parallel_size: int = field(default=1, metadata={"help": "vllm backend: GPUs one engine spans (per process)."})
+    # The model's own context length by default, as on the HF path (a conversation never cut short);
+    # a 128k-context model on a small GPU may not fit one such sequence in the KV cache: vLLM then
+    # refuses to start and names this option.
+    max_model_len: int | None = field(
+        default=None,
+        metadata={"help": "vllm backend: max tokens per conversation (unset: model's)."},
+    )
+    gpu_memory_utilization: float = field(
+        default=0.9,  # vLLM's default; each process's engine has its own GPU(s) (assign_gpus)
+        metadata={"help": "vllm backend: GPU memory share per engine."},
+    )
     # Long by default: the only collectives are the barriers at the start and the end, and after a
     # resume the processes have unequal shares left, so the first to finish waits there for the rest.
     ddp_timeout: int = field(
         default=86400,
-        metadata={"help": "Seconds a process waits for the others at a barrier (several processes; default a day)."},
+        metadata={"help": "Seconds a process waits for the others at a barrier."},
     )
     output_dir: str = field(default="outputs/run", metadata={"help": "Where traces and results go."})
 
@@ -139,6 +147,10 @@ class RolloutConfig:
         if self.samples > 1 and self.temperature == 0:
             raise UserError("samples > 1 with temperature 0 gives identical copies: set temperature > 0")
         check_range("tensor_parallel_size", self.tensor_parallel_size, 1)
+        if self.max_model_len is not None:
+            check_range("max_model_len", self.max_model_len, 1)
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise UserError(f"gpu_memory_utilization must be in (0, 1] (got {self.gpu_memory_utilization})")
         check_range("ddp_timeout", self.ddp_timeout, 1)
 
         check_device(self.device)

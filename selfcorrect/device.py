@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import timedelta
 
 from selfcorrect.errors import UserError
 
@@ -49,8 +50,6 @@ def process_state(timeout_s: float | None = None):
     The first call in a process creates the group, so it is the one that must carry the timeout
     (``--ddp_timeout``): later calls, and TrainingArguments' own ``ddp_timeout``, find the group
     made and change nothing, and a group made without one waits NCCL's default 10 minutes."""
-    from datetime import timedelta
-
     from accelerate import PartialState
 
     kwargs = process_group_kwargs()

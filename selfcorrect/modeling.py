@@ -226,11 +226,17 @@ def load_policy(model_args: Any, trust_remote_code: bool = False):
 
 
 def merge_adapter(
-    base: str, adapter_dir: str, out_dir: str, trust_remote_code: bool = False, base_option: str = "--model_name_or_path"
+    base: str,
+    adapter_dir: str,
+    out_dir: str,
+    trust_remote_code: bool = False,
+    base_option: str = "--model_name_or_path",
+    dtype: str = "fp32",
 ) -> str:
-    """Write base + adapter merged into plain weights (full precision, safetensors). ``base_option``
-    is how the calling command names the base model in its advice."""
-    merged = load_model(base, adapter_dir, "fp32", "cpu", trust_remote_code, base_option=base_option).merge_and_unload()
+    """Write base + adapter merged into plain weights (safetensors), in ``dtype`` (full precision by
+    default; the vLLM backend merges in the engine's dtype, half the memory and disk in bf16).
+    ``base_option`` is how the calling command names the base model in its advice."""
+    merged = load_model(base, adapter_dir, dtype, "cpu", trust_remote_code, base_option=base_option).merge_and_unload()
     try:
         merged.save_pretrained(out_dir, safe_serialization=True)
         load_tokenizer(base, trust_remote_code).save_pretrained(out_dir)

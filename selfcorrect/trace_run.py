@@ -33,10 +33,11 @@ from selfcorrect.rollout import HFGenerator, run_rounds
 from selfcorrect.run_identity import check_run, data_identity, model_identity
 from selfcorrect.saved_config import redact_secret_values
 from selfcorrect.tasks.base import Example, Task
-from selfcorrect.vllm_backend import MergedAdapter, VLLMGenerator, assign_gpus, vllm_version
+from selfcorrect.vllm_backend import MergedAdapter, VLLMGenerator, assign_gpus, vllm_dtype, vllm_version
 
 # What a trace run writes into its output_dir (deleted by --overwrite).
-TRACE_OUTPUTS = ["traces.jsonl", "traces.jsonl.tmp.*", "shards"]
+MERGED_FOR_VLLM = "vllm-merged-model"  # base + adapter, while a vLLM run lasts (vllm_backend.MergedAdapter)
+TRACE_OUTPUTS = ["traces.jsonl", "traces.jsonl.tmp.*", "shards", MERGED_FOR_VLLM]
 
 
 def trace_files(output_dir: str) -> list[str]:
@@ -136,32 +137,25 @@ def vllm_settings(run: RolloutConfig) -> dict:
     return {"generation_backend": "vllm", "vllm_version": vllm_version()}
 
 
-def make_generator(run: RolloutConfig, state, probe=None):
-    """The run's generation backend on this process's device, and what to release when done."""
+def make_generator(run: RolloutConfig, state, probe=None, merged: MergedAdapter | None = None):
+    """The run's generation backend on this process's device. ``merged``: under vLLM, the adapter
+    merged into the base (``merge_for_vllm``), which the engine serves."""
     device = run.device or ("cuda" if cuda_available() else "cpu")
     tokenizer = load_tokenizer(run.model_name_or_path, run.trust_remote_code)
     sampling = run.sampling()
     if run.generation_backend == "vllm":
         if device.startswith("cuda") and state.num_processes > 1:  # each process's engine on its own GPUs
             os.environ["CUDA_VISIBLE_DEVICES"] = assign_gpus(state.local_process_index, run.tensor_parallel_size)
-        merged = None
-        path = resolve_model_path(run.model_name_or_path)
-        if run.adapter:
-            merged = MergedAdapter(run.model_name_or_path, run.adapter, run.trust_remote_code)
-            path = merged.path
-        try:
-            generator = VLLMGenerator(
-                path,
-                tokenizer,
-                sampling,
-                dtype=run.dtype,
-                tensor_parallel_size=run.tensor_parallel_size,
-                trust_remote_code=run.trust_remote_code,
-            )
-        finally:
-            if merged is not None:  # the engine has loaded the weights
-                merged.close()
-        return generator
+        return VLLMGenerator(
+            merged.path if merged is not None else resolve_model_path(run.model_name_or_path),
+            tokenizer,
+            sampling,
+            dtype=run.dtype,
+            tensor_parallel_size=run.tensor_parallel_size,
+            trust_remote_code=run.trust_remote_code,
+            max_model_len=run.max_model_len,
+            gpu_memory_utilization=run.gpu_memory_utilization,
+        )
     if device.startswith("cuda") and state.num_processes > 1:
         device = f"cuda:{state.local_process_index}"
     model = load_model(run.model_name_or_path, run.adapter, run.dtype, device, run.trust_remote_code)
@@ -169,6 +163,23 @@ def make_generator(run: RolloutConfig, state, probe=None):
     if probe is not None:
         probe_layer = probe.prepare(model, tokenizer, run.output_dir)
     return HFGenerator(model, tokenizer, sampling, run.batch_size, probe_layer)
+
+
+def merge_for_vllm(run: RolloutConfig, state) -> MergedAdapter | None:
+    """Under vLLM with an adapter: the base + adapter merged once, by the main process, in the
+    engine's dtype, into the output folder (every process reads it, as every process writes its
+    shard there). Every process calls it, including one with no work left after a resume."""
+    if run.generation_backend != "vllm" or not run.adapter:
+        return None
+    device = run.device or ("cuda" if cuda_available() else "cpu")
+    return MergedAdapter(
+        run.model_name_or_path,
+        run.adapter,
+        run.trust_remote_code,
+        dtype=vllm_dtype(run.dtype, device.startswith("cuda")),
+        folder=os.path.join(run.output_dir, MERGED_FOR_VLLM),
+        state=state,
+    )
 
 
 def generate_traces(
@@ -218,8 +229,9 @@ def generate_traces(
     if done and state.is_main_process:
         print(f"resuming: {len(done)} trajectories already in {run.output_dir}", file=sys.stderr)
 
+    merged = merge_for_vllm(run, state)
     if n_todo:
-        generator = make_generator(run, state, probe)
+        generator = make_generator(run, state, probe, merged)
         bar = _Progress(n_todo * run.rounds, f"{task.name} x{run.rounds} rounds", disable=not state.is_local_main_process)
         old = signal.signal(signal.SIGTERM, _raise_interrupt)
         examples = pending()
@@ -250,6 +262,8 @@ def generate_traces(
         if (report := generator.report()) is not None:
             print(report, file=sys.stderr)
     state.wait_for_everyone()
+    if merged is not None:  # every engine has loaded it (an interrupted run leaves it; the next merges again)
+        merged.close()
     final = os.path.join(run.output_dir, "traces.jsonl")
     if state.is_main_process:
         final, _ = merge_shards(run.output_dir)

@@ -20,10 +20,12 @@ It keeps the rollout protocol of selfcorrect/rollout.py and changes only who dec
   its option probabilities recorded as absent (None, counted as skipped by the metrics, and the run
   reports how many label tokens lacked them), never zeros. Rows without labels ask for the sampled
   token's log-probability only (``logprobs=0``), for the mean log-probability.
-- A LoRA adapter is merged into a temporary copy of the base (the project's ``merge_adapter``), and
-  the engine serves that copy: the weights are the HF path's base + B·A exactly, on every vLLM build
-  (vLLM's LoRA kernels restrict ranks and target modules per build, and were not tested on the CPU
-  build here).
+- A LoRA adapter is merged into a copy of the base (the project's ``merge_adapter``), and the engine
+  serves that copy: the weights are the HF path's base + B·A, on every vLLM build (vLLM's LoRA
+  kernels restrict ranks and target modules per build, and were not tested on the CPU build here).
+  Under ``accelerate launch`` the main process merges once, in the engine's dtype, into a folder
+  inside the run's output folder (shared by every process, as the shards are), and removes it when
+  the run ends.
 
 vLLM is imported only here and only when the backend is chosen, so the default environment never
 needs it. Its engine core runs in a spawned process: a script that uses it needs an
@@ -90,6 +92,8 @@ class VLLMGenerator(RolloutBackend):
         dtype: str = "auto",
         tensor_parallel_size: int = 1,
         trust_remote_code: bool = False,
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float = 0.9,
         llm: Any = None,
     ):
         """``model_path``: a local folder (resolved) or hub id. ``llm``: an engine already started on
@@ -103,7 +107,15 @@ class VLLMGenerator(RolloutBackend):
         super().__init__(tokenizer, sampling, generation_config)
         # Generated label tokens, and those whose option distribution vLLM could not return.
         self.label_steps = self.label_steps_absent = 0
-        self.llm = llm or start_engine(model_path, dtype, tensor_parallel_size, trust_remote_code)
+        self.max_model_len = max_model_len
+        self.llm = llm or start_engine(
+            model_path,
+            dtype,
+            tensor_parallel_size,
+            trust_remote_code,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+        )
 
     def generate_ids(
         self,
@@ -119,6 +131,13 @@ class VLLMGenerator(RolloutBackend):
         from vllm.sampling_params import MAX_LOGPROB_TOKEN_IDS
 
         s = self.sampling
+        longest = max(map(len, prompt_ids), default=0) + s.max_new_tokens
+        if self.max_model_len is not None and longest > self.max_model_len:
+            # vLLM would refuse the prompt, or stop its answer at the limit where the HF path does not.
+            raise UserError(
+                f"a conversation reaches {longest} tokens (prompt + max_new_tokens), over max_model_len {self.max_model_len}:"
+                " raise --max_model_len (or leave it unset: the model's context length)"
+            )
         labels = option_labels or [None] * len(prompt_ids)
         label_ids = [sorted({i for lab in labs or [] for i in self.label_token_ids(lab)}) for labs in labels]
         params = []
@@ -166,20 +185,30 @@ class VLLMGenerator(RolloutBackend):
 _ENGINES: dict[tuple, Any] = {}
 
 
-def start_engine(model_path: str, dtype: str = "auto", tensor_parallel_size: int = 1, trust_remote_code: bool = False):
+def start_engine(
+    model_path: str,
+    dtype: str = "auto",
+    tensor_parallel_size: int = 1,
+    trust_remote_code: bool = False,
+    *,
+    max_model_len: int | None = None,
+    gpu_memory_utilization: float = 0.9,
+):
     """A vLLM ``LLM`` on ``model_path``, one per process and settings: starting one takes minutes on
     a CPU, and a process that runs several commands (a test module, a script) reuses it."""
     on_gpu = cuda_available()
-    key = (model_path, dtype, tensor_parallel_size, trust_remote_code)
+    key = (model_path, dtype, tensor_parallel_size, trust_remote_code, max_model_len, gpu_memory_utilization)
     if key not in _ENGINES:
         from vllm import LLM
 
+        memory = {"gpu_memory_utilization": gpu_memory_utilization}
         if not on_gpu:
             # Otherwise the CPU build reserves gpu_memory_utilization (0.92) of the machine's memory
             # for its KV cache and refuses to start when other processes hold more than the rest
             # (measured 2026-12-02: "Available memory on node 0 (13.24/19.84 GiB) on startup is less
             # than desired CPU memory utilization"). A fixed size starts beside other jobs.
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")  # GiB
+            memory = {}
         print(f"starting a vLLM engine on {model_path} ...", file=sys.stderr, flush=True)
         _ENGINES[key] = LLM(
             model=model_path,
@@ -191,16 +220,50 @@ def start_engine(model_path: str, dtype: str = "auto", tensor_parallel_size: int
             # CUDA graphs are a GPU feature; the CPU build was measured working in eager mode.
             enforce_eager=not on_gpu,
             seed=0,
+            max_model_len=max_model_len,  # None: the model's context length
+            **memory,
         )
     return _ENGINES[key]
 
 
 class MergedAdapter:
-    """A temporary folder holding base + adapter merged (deleted on close), for the engine to serve."""
+    """Base + adapter merged into a folder for the engines to serve.
 
-    def __init__(self, base: str, adapter: str, trust_remote_code: bool = False):
-        self.path = tempfile.mkdtemp(prefix="selfcorrect-merged-")
-        merge_adapter(base, adapter, self.path, trust_remote_code)
+    With ``state`` (every process calls this, as a collective) the main process alone merges, into
+    ``folder``, and the others wait for it and read the same folder: one merge per run instead of
+    one per process (8 GPUs x a 7B model was 8 fp32 copies in RAM and on disk). Without it, a
+    temporary folder of this process. ``dtype``: the engine's (it would cast fp32 weights anyway).
+    ``close`` removes the folder (from the main process): call it once every engine has loaded it."""
+
+    def __init__(
+        self,
+        base: str,
+        adapter: str,
+        trust_remote_code: bool = False,
+        *,
+        dtype: str = "fp32",
+        folder: str | None = None,
+        state: Any = None,
+    ):
+        self.path = folder or tempfile.mkdtemp(prefix="selfcorrect-merged-")
+        self.is_main = state is None or state.is_main_process
+        failed = None
+        if self.is_main:
+            try:
+                shutil.rmtree(self.path, ignore_errors=True)  # an interrupted run's partial merge
+                merge_adapter(base, adapter, self.path, trust_remote_code, dtype=dtype)
+            except BaseException as e:
+                failed = e
+        if state is not None and state.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            # The others wait here; a failed merge stops them too, instead of leaving them at a barrier.
+            message = broadcast_object_list([f"{type(failed).__name__}: {failed}" if failed else None])[0]
+            if message and not self.is_main:
+                raise UserError(f"the main process could not merge the adapter for vLLM ({message})")
+        if failed is not None:
+            raise failed
 
     def close(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        if self.is_main:
+            shutil.rmtree(self.path, ignore_errors=True)

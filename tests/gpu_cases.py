@@ -52,6 +52,8 @@ def trainer_case(method: str, config: str, model_dir: str, data_dir: str, output
         args += ["--bf16", "true", "--per_device_train_batch_size", "2", "--logging_steps", "1", "--save_strategy", "no"]
     if method == "grpo":
         args += ["--num_generations", "2", "--max_completion_length", "8"]
+        if config == "fsdp":  # GRPO's own rollout refuses FSDP (train/grpo.py): TRL's generation syncs the ranks
+            args += ["--generation_backend", "trl", "--first_attempt", "trace"]
     if method in ONLINE_METHODS:
         args += ["--per_device_prompts", "2", "--num_generations", "2", "--max_new_tokens", "8"]
     if method == "score":
@@ -62,3 +64,27 @@ def trainer_case(method: str, config: str, model_dir: str, data_dir: str, output
 def matrix_cases(model_dir: str, data_dir: str, output_dir: str) -> dict[str, Case]:
     """test_gpu.py's trainer x config matrix, by test id (``<method>-<config>``)."""
     return {f"{m}-{c}": trainer_case(m, c, model_dir, data_dir, f"{output_dir}/{m}-{c}") for c in CONFIGS for m in METHODS}
+
+
+# What the matrix above misses (issue 36, item 10): NCCL between two GPUs, with DDP (the online
+# loop, whose gathers and barriers are its own) and with ZeRO-3 really sharding a TRL trainer
+# (GRPO also gathers the sharded weights for its rollout); QLoRA; the online loop with gradient
+# checkpointing. Two steps each, on the tiny model, like the matrix.
+TWO_GPU = {"ddp": "kround", "zero3": "grpo"}
+
+
+def extra_cases(model_dir: str, data_dir: str, output_dir: str) -> dict[str, Case]:
+    """test_gpu.py's cases beyond the matrix, by test id. ``-2gpu`` cases start two processes."""
+    cases = {}
+    for config, method in TWO_GPU.items():
+        name = f"{method}-{config}-2gpu"
+        case = trainer_case(method, config, model_dir, data_dir, f"{output_dir}/{name}")
+        case.launcher_args = ("--quiet", "--num_processes", "2")
+        cases[name] = case
+    cases["sft-qlora"] = trainer_case(
+        "sft", "single_gpu", model_dir, data_dir, f"{output_dir}/sft-qlora", ["--load_in_4bit", "true"]
+    )
+    cases["kround-gradient_checkpointing"] = trainer_case(
+        "kround", "single_gpu", model_dir, data_dir, f"{output_dir}/kround-gc", ["--gradient_checkpointing", "true"]
+    )
+    return cases

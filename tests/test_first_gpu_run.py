@@ -271,3 +271,166 @@ def test_the_trainers_run_the_full_fine_tuning_check(tiny_model_dir):
         pytest.raises(UserError, match="fp32 master"),
     ):
         parse_training(train.sft.config_types(), argv, prog="test")
+
+
+# ---- FSDP through the TRL trainers ---------------------------------------------------------------
+
+
+def test_a_run_is_never_marked_finished_without_its_adapter(tmp_path):
+    """Under FSDP with SHARDED_STATE_DICT, transformers' Trainer.save_model writes no weights (it
+    saves only under FULL_STATE_DICT), and save_outputs still wrote selfcorrect_config.json, the
+    marker of a finished run (a re-run then said "nothing to do")."""
+    from types import SimpleNamespace
+    from unittest import mock
+
+    import torch
+    from safetensors.torch import save_file
+
+    from train.outputs import check_saved_weights, save_outputs
+    from train.run import FINISHED
+
+    setup = SimpleNamespace(model=SimpleNamespace(use_peft=True), train=SimpleNamespace(merge=False))
+    tokenizer = mock.Mock()
+
+    def save(writes):
+        out = tmp_path / str(len(os.listdir(tmp_path)))
+        kwargs = dict(tokenizer=tokenizer, output_dir=str(out), method="sft", objective="o", setup=setup, config_objs=())
+        with pytest.raises(UserError, match="no adapter.*not marked finished.*FULL_STATE_DICT"):
+            save_outputs(save_model=writes, **kwargs)
+        assert not (out / FINISHED).exists() and not (out / "README.md").exists()
+
+    save(lambda d: None)  # what Trainer.save_model does under SHARDED_STATE_DICT
+    save(lambda d: (os.makedirs(d), save_file({}, os.path.join(d, "adapter_model.safetensors"))))
+    save(lambda d: (os.makedirs(d), save_file({"a": torch.zeros(0)}, os.path.join(d, "adapter_model.safetensors"))))
+    tokenizer.save_pretrained.assert_not_called()
+    good = tmp_path / "good"
+    good.mkdir()
+    save_file({"a": torch.ones(2)}, str(good / "adapter_model.safetensors"))
+    check_saved_weights(str(good), use_peft=True)
+    with pytest.raises(UserError, match="no model weights"):
+        check_saved_weights(str(good), use_peft=False)  # a full fine-tune writes model*.safetensors
+
+
+def _fsdp_env(yaml_path):
+    """The variables ``accelerate launch`` sets from an FSDP config file (accelerate/utils/launch.py)."""
+    import yaml
+
+    with open(yaml_path) as f:
+        fsdp = yaml.safe_load(f)["fsdp_config"]
+    env = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": str(fsdp.get("fsdp_version", 1))}
+    if "fsdp_state_dict_type" in fsdp:
+        env["FSDP_STATE_DICT_TYPE"] = str(fsdp["fsdp_state_dict_type"])
+    return env
+
+
+def test_fsdp_sharded_state_dict_is_refused_by_name(tmp_path, capsys, monkeypatch):
+    """The TRL trainers under FSDP with SHARDED_STATE_DICT (fsdp.yaml's setting, and accelerate's
+    default for FSDP2) would train and save no adapter: refused before anything loads, naming the
+    setting to change. accelerate_configs/fsdp.yaml itself passes."""
+    from test_cli_contract import cli, one_error_line
+
+    from train.run import check_fsdp_state_dict
+    from train.sft import main
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    check_fsdp_state_dict(_fsdp_env(os.path.join(root, "accelerate_configs", "fsdp.yaml")))
+    fsdp = {"ACCELERATE_USE_FSDP": "true"}
+    check_fsdp_state_dict({**fsdp, "FSDP_STATE_DICT_TYPE": "FULL_STATE_DICT", "FSDP_VERSION": "2"})
+    check_fsdp_state_dict({**fsdp, "FSDP_VERSION": "1"})  # FSDP1's default is the full state dict
+    check_fsdp_state_dict({"FSDP_STATE_DICT_TYPE": "SHARDED_STATE_DICT"})  # not an FSDP launch
+    for env in ({**fsdp, "FSDP_STATE_DICT_TYPE": "SHARDED_STATE_DICT"}, {**fsdp, "FSDP_VERSION": "2"}):
+        with pytest.raises(UserError, match="fsdp_state_dict_type: FULL_STATE_DICT"):
+            check_fsdp_state_dict(env)
+    # Through the command, on a "GPU machine" (the launch check passes), before the output folder exists.
+    monkeypatch.setattr("selfcorrect.device.gpu_count", lambda: 1)
+    for key, value in {**fsdp, "FSDP_VERSION": "2", "FSDP_STATE_DICT_TYPE": "SHARDED_STATE_DICT"}.items():
+        monkeypatch.setenv(key, value)
+    rows = tmp_path / "sft.jsonl"
+    rows.write_text("{}\n")
+    argv = ["--dataset_path", str(rows), "--output_dir", str(tmp_path / "o"), "--max_steps", "1"]
+    one_error_line(*cli(main, argv, capsys), "fsdp_state_dict_type: FULL_STATE_DICT")
+    assert not (tmp_path / "o").exists()
+
+
+def test_snapshot_of_meta_weights_is_skipped():
+    """With fsdp_cpu_ram_efficient_loading, ranks >= 1 load the model on the meta device (rank 0's
+    weights reach them when FSDP wraps the model): copying them for the snapshot raised "Cannot
+    copy out of meta tensor". Rank 0, which writes the card, has the real snapshot."""
+    import torch
+
+    from train.outputs import trainable_snapshot, weights_moved
+
+    with torch.device("meta"):
+        model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
+    model[0].requires_grad_(False)
+    assert trainable_snapshot(model) == {}
+    assert weights_moved(model, {}) is None
+
+
+@pytest.fixture
+def one_rank_group(monkeypatch):
+    """A real 1-rank gloo process group (FSDP2's fully_shard runs on it on the CPU)."""
+    import torch.distributed as dist
+
+    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    dist.init_process_group("gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def test_weights_moved_gathers_fsdp_shards(one_rank_group):
+    """After FSDP2 wraps the model its parameters are DTensor shards: comparing them with the plain
+    snapshot raised "got mixed torch.Tensor and DTensor". Every rank gathers the trainable weights,
+    in the same order, even with no snapshot (a rank >= 1 under cpu-RAM-efficient loading): the
+    gather is a collective, and a rank that skipped it would hang the others."""
+    from unittest import mock
+
+    import torch
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+
+    from train.outputs import trainable_snapshot, weights_moved
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
+    model[0].requires_grad_(False)
+    snapshot = trainable_snapshot(model)  # taken before the trainer wraps the model
+    fully_shard(model, mesh=init_device_mesh("cpu", (1,)))
+    assert isinstance(model[1].weight, DTensor)
+    assert weights_moved(model, snapshot) is False
+    with mock.patch.object(DTensor, "full_tensor", autospec=True, side_effect=DTensor.full_tensor) as gather:
+        assert weights_moved(model, {}) is None
+    assert gather.call_count == 2  # the two trainable weights, gathered although there is no snapshot
+    with torch.no_grad():
+        model[1].weight.to_local()[0, 0] += 0.5
+    assert weights_moved(model, snapshot) is True
+
+
+def test_grpo_own_rollout_is_refused_under_an_fsdp_launch(monkeypatch):
+    """``accelerate launch`` with an FSDP config sets ACCELERATE_USE_FSDP, not TrainingArguments'
+    ``fsdp``, so the refusal never fired: GRPO's own rollout would decode from sharded weights
+    (unwrap_model_for_generation gathers ZeRO-3 only) and every forward under FSDP is a collective,
+    so ranks decoding different lengths would hang. TRL's generation syncs the ranks."""
+    from types import SimpleNamespace
+
+    from train.grpo import GRPOEpisodeConfig, check_options
+
+    cfg = SimpleNamespace(
+        temperature=1.0,
+        use_vllm=False,
+        use_transformers_continuous_batching=False,
+        top_k=0,
+        min_p=None,
+        repetition_penalty=1.0,
+        fsdp="",
+    )
+    check_options(GRPOEpisodeConfig(), cfg)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(UserError, match="does not support fsdp.*generation_backend: trl"):
+        check_options(GRPOEpisodeConfig(), cfg)
+    check_options(GRPOEpisodeConfig(first_attempt="trace", generation_backend="trl"), cfg)

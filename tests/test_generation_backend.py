@@ -81,3 +81,80 @@ def test_merged_adapter_is_base_plus_adapter(tiny_model_dir, tmp_path):
     assert not torch.allclose(base, want, atol=1e-3)  # the adapter matters
     assert torch.allclose(got, want, atol=1e-5)
     assert not os.path.exists(merged.path)
+
+
+def _adapter(tiny_model_dir, out: str) -> str:
+    """A LoRA adapter on the tiny model whose B is not zero (so it changes the model)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from selfcorrect.modeling import load_model
+
+    torch.manual_seed(0)
+    peft_model = get_peft_model(load_model(tiny_model_dir, device="cpu"), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    peft_model.save_pretrained(out)
+    return out
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+def test_vllm_under_accelerate_launch_merges_the_adapter_once(tiny_model_dir, tmp_path):
+    """Two processes of ``accelerate launch`` (gloo), vLLM replaced at its boundary: the adapter is
+    merged once, by the main process, in the engine's dtype, into one folder inside the run's
+    output folder that both engines read; it is gone when the run ends. Every process merged its
+    own fp32 copy in a temporary folder (8 GPUs x a 7B model: hundreds of GB of RAM and disk)."""
+    import json
+
+    from helpers import launch
+
+    adapter = _adapter(tiny_model_dir, str(tmp_path / "adapter"))
+    log, out = tmp_path / "log.jsonl", tmp_path / "eval"
+    args = [
+        *("--model_name_or_path", tiny_model_dir, "--adapter", adapter, "--dataset_path", fixture("bbq")),
+        *("--limit", "2", "--rounds", "1", "--max_new_tokens", "2", "--n_boot", "10", "--output_dir", str(out)),
+        *("--generation_backend", "vllm", "--max_model_len", "512", "--gpu_memory_utilization", "0.5"),
+    ]
+    p = launch("cpu_ddp", "tests/vllm_merge_worker.py", [str(log), *args], timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    merges = [r for r in rows if r["event"] == "merge"]
+    engines = [r for r in rows if r["event"] == "engine"]
+    assert merges == [{"rank": 0, "event": "merge", "dtype": "float32"}]  # auto on the CPU: the engine's fp32
+    assert sorted(r["rank"] for r in engines) == [0, 1]
+    assert len({r["path"] for r in engines}) == 1 and engines[0]["path"].startswith(str(out))
+    assert not os.path.exists(engines[0]["path"])  # removed once the run ended
+    for r in engines:
+        assert r["options"]["max_model_len"] == 512 and r["options"]["gpu_memory_utilization"] == 0.5
+    assert (out / "traces.jsonl").exists()
+
+
+def test_vllm_engine_options(monkeypatch):
+    """``max_model_len`` and ``gpu_memory_utilization`` reach vLLM's LLM on a GPU; on the CPU build
+    the KV cache is sized by VLLM_CPU_KVCACHE_SPACE instead (selfcorrect/vllm_backend.py says why)."""
+    import types
+    from unittest import mock
+
+    from selfcorrect.config import RolloutConfig
+    from selfcorrect.vllm_backend import _ENGINES, start_engine
+
+    fake = types.ModuleType("vllm")
+    fake.LLM = mock.Mock()
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setattr("selfcorrect.vllm_backend.cuda_available", lambda: True)
+    monkeypatch.setattr("selfcorrect.vllm_backend._ENGINES", {})
+    start_engine("m", "auto", 1, False, max_model_len=2048, gpu_memory_utilization=0.8)
+    kwargs = fake.LLM.call_args.kwargs
+    assert kwargs["max_model_len"] == 2048 and kwargs["gpu_memory_utilization"] == 0.8 and kwargs["dtype"] == "bfloat16"
+    monkeypatch.setattr("selfcorrect.vllm_backend.cuda_available", lambda: False)
+    start_engine("m", "auto", 1, False, max_model_len=None, gpu_memory_utilization=0.8)
+    assert "gpu_memory_utilization" not in fake.LLM.call_args.kwargs and fake.LLM.call_args.kwargs["max_model_len"] is None
+    assert not _ENGINES  # the module's own cache untouched
+    defaults = RolloutConfig()
+    assert defaults.max_model_len is None and defaults.gpu_memory_utilization == 0.9
+    for bad in ({"gpu_memory_utilization": 1.5}, {"gpu_memory_utilization": 0.0}, {"max_model_len": 0}):
+        with pytest.raises(UserError, match=next(iter(bad))):
+            RolloutConfig(**bad)

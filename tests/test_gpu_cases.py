@@ -7,9 +7,9 @@ from unittest import mock
 
 import pytest
 from conftest import ROOT
-from gpu_cases import Case, data_gen_args, matrix_cases
+from gpu_cases import Case, data_gen_args, extra_cases, matrix_cases
 
-CASES = matrix_cases("tiny-model", "gpu-data", "out")
+CASES = {**matrix_cases("tiny-model", "gpu-data", "out"), **extra_cases("tiny-model", "gpu-data", "out")}
 
 
 def parse_launch(case: Case):
@@ -46,6 +46,18 @@ def test_gpu_case_parses(name):
     setup, *method_cfgs = parse_entry_point(case)
     assert setup.model.dtype == "bfloat16"
     assert method_cfgs[-1].max_steps == 2
+    if name.endswith("-2gpu"):
+        assert parse_launch(case).num_processes == 2
+    if name == "sft-qlora":
+        assert setup.model.load_in_4bit
+    if name == "kround-gradient_checkpointing":
+        assert method_cfgs[-1].gradient_checkpointing
+
+
+def test_the_extra_gpu_cases_are_there():
+    """Issue 36, item 10: two processes (DDP and ZeRO-3), QLoRA, the online loop with gradient
+    checkpointing; the matrix alone had none of them."""
+    assert {"kround-ddp-2gpu", "grpo-zero3-2gpu", "sft-qlora", "kround-gradient_checkpointing"} <= set(CASES)
 
 
 def test_gpu_data_gen_command_parses():

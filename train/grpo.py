@@ -54,6 +54,7 @@ from typing import Literal
 from selfcorrect.chat import render_chat, render_prompt
 from selfcorrect.cli import run_cli
 from selfcorrect.config import SamplingConfig
+from selfcorrect.device import env_flag
 from selfcorrect.errors import UserError
 from selfcorrect.modeling import load_policy, load_tokenizer
 from selfcorrect.rollout import HFGenerator, run_rounds
@@ -180,7 +181,11 @@ def check_options(args: GRPOEpisodeConfig, cfg) -> None:
         "top_k": cfg.top_k not in (None, 0),
         "min_p": cfg.min_p is not None,
         "repetition_penalty": cfg.repetition_penalty != 1.0,
-        "fsdp": bool(cfg.fsdp),
+        # TrainingArguments' fsdp, or an FSDP config given to accelerate launch (which sets only the
+        # env): every forward under FSDP is a collective, so ranks decoding different lengths would
+        # hang, and unwrap_model_for_generation gathers ZeRO-3 weights only. TRL's generation syncs
+        # the ranks (transformers' synced_gpus).
+        "fsdp": bool(cfg.fsdp) or env_flag(dict(os.environ), "ACCELERATE_USE_FSDP"),
     }
     bad = [k for k, on in unsupported.items() if on]
     if bad:

@@ -5,12 +5,15 @@ push, and whether training moved the weights at all."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
+import math
 import os
 import sys
 from typing import Any
 
 from selfcorrect.demo_model import SMOLLM2_ALIAS, SMOLLM2_HUB_ID
+from selfcorrect.errors import UserError
 from selfcorrect.jsonl import write_atomic
 from selfcorrect.modeling import merge_adapter
 from selfcorrect.saved_config import config_to_dict
@@ -177,12 +180,38 @@ def save_outputs(
     save_model(output_dir)
     if not is_main_process:
         return
+    check_saved_weights(output_dir, use_peft=setup.model.use_peft)  # before the marker of a finished run
     os.makedirs(output_dir, exist_ok=True)
     tokenizer.save_pretrained(output_dir)
     write_atomic(os.path.join(output_dir, "selfcorrect_config.json"), json.dumps(config_to_dict(*config_objs), indent=2))
     write_atomic(os.path.join(output_dir, "README.md"), model_card(method, objective, setup, output_dir, extra or {}))
     if setup.train.merge:
         merge_adapter(setup.model.model_name_or_path, output_dir, os.path.join(output_dir, "merged"), trust_remote_code)
+
+
+def check_saved_weights(output_dir: str, *, use_peft: bool) -> None:
+    """Refuse to mark a run finished when ``save_model`` left no weights: the adapter file (LoRA) or
+    model*.safetensors (full fine-tuning) must exist and hold tensors, none of them empty. Under FSDP
+    with SHARDED_STATE_DICT, transformers' Trainer.save_model writes nothing and says nothing, and an
+    empty shard is what a save outside ZeRO-3's or FSDP's gather writes."""
+    from safetensors import safe_open
+
+    if use_peft:
+        what, files = "no adapter", [os.path.join(output_dir, "adapter_model.safetensors")]
+    else:
+        what, files = "no model weights", sorted(glob.glob(os.path.join(output_dir, "model*.safetensors")))
+    shapes = []
+    for path in files:
+        if os.path.exists(path):
+            with safe_open(path, framework="pt") as f:
+                shapes += [f.get_slice(key).get_shape() for key in f.keys()]
+    if not shapes or any(math.prod(shape) == 0 for shape in shapes):
+        found = "empty tensors" if shapes else "no tensors" if any(map(os.path.exists, files)) else "no file"
+        raise UserError(
+            f"the trainer saved {what} in {output_dir} ({os.path.basename(files[0]) if files else 'model*.safetensors'}:"
+            f" {found}), so the run is not marked finished: under FSDP set fsdp_state_dict_type: FULL_STATE_DICT"
+            " in the accelerate config (accelerate_configs/fsdp.yaml has it)"
+        )
 
 
 def final_loss(log_history: list[dict], key: str = "loss") -> str:
@@ -195,14 +224,34 @@ def final_loss(log_history: list[dict], key: str = "loss") -> str:
     return f"{avg[-1]:.4f} (average over the run)" if avg else "n/a"
 
 
-def trainable_snapshot(model, max_elements: int = 50_000_000) -> dict[str, Any]:
+SNAPSHOT_MAX_ELEMENTS = 50_000_000  # a full fine-tune's weights beyond this are not copied
+
+
+def trainable_snapshot(model, max_elements: int = SNAPSHOT_MAX_ELEMENTS) -> dict[str, Any]:
     """A CPU copy of the trainable weights (LoRA: a few MB), to tell at the end whether training
-    moved them; empty for a full fine-tune of a large model (too big to copy)."""
+    moved them; empty for a full fine-tune of a large model (too big to copy), and on a rank whose
+    weights are on the meta device: with fsdp_cpu_ram_efficient_loading, ranks >= 1 load the model
+    there and receive rank 0's weights when FSDP wraps it, and rank 0 (which writes the card) has
+    the snapshot."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if sum(getattr(p, "ds_numel", p.numel()) for _, p in params) > max_elements:
+    if too_big_to_copy(params, max_elements) or any(p.is_meta for _, p in params):
         return {}
     with gathered([p for _, p in params]):
-        return {n: p.detach().float().cpu().clone() for n, p in params}
+        return {n: whole(p).detach().float().cpu().clone() for n, p in params}
+
+
+def too_big_to_copy(params: list[tuple[str, Any]], max_elements: int) -> bool:
+    """The same answer on every rank (ZeRO-3's ds_numel and a DTensor's numel are the whole
+    weight's), so that every rank takes the same collectives in weights_moved."""
+    return sum(getattr(p, "ds_numel", p.numel()) for _, p in params) > max_elements
+
+
+def whole(p):
+    """A parameter as a whole tensor: FSDP2's parameters are DTensor shards, gathered here (a
+    collective: every rank calls it, for the same parameters in the same order)."""
+    from torch.distributed.tensor import DTensor
+
+    return p.full_tensor() if isinstance(p, DTensor) else p
 
 
 def gathered(params: list[Any]):
@@ -216,18 +265,23 @@ def gathered(params: list[Any]):
     return deepspeed.zero.GatheredParameters(params)
 
 
-def weights_moved(model, initial: dict[str, Any]) -> bool | None:
+def weights_moved(model, initial: dict[str, Any], max_elements: int = SNAPSHOT_MAX_ELEMENTS) -> bool | None:
     """Whether any trainable tensor differs from ``initial`` (``trainable_snapshot``); None when
-    there was no snapshot. A run whose weights never moved learnt nothing (say, every reward was 0)."""
+    there was no snapshot. A run whose weights never moved learnt nothing (say, every reward was 0).
+    Call on every rank: the sharded weights (ZeRO-3, FSDP) are gathered first, by every rank,
+    including one with no snapshot (FSDP's ranks >= 1 under cpu-RAM-efficient loading)."""
     import torch
 
-    if not initial:
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if too_big_to_copy(named, max_elements):
         return None
-    named = list(model.named_parameters())
-    with torch.no_grad(), gathered([p for _, p in named if p.requires_grad]):
-        for name, p in named:
+    with torch.no_grad(), gathered([p for _, p in named]):
+        current = {name: whole(p) for name, p in named}
+        if not initial:
+            return None
+        for name, tensor in current.items():
             key = name if name in initial else name.replace("module.", "", 1)
-            if key in initial and not same_in_narrower_dtype(p.detach().cpu(), initial[key]):
+            if key in initial and not same_in_narrower_dtype(tensor.detach().cpu(), initial[key]):
                 return True
     return False
 

@@ -113,6 +113,23 @@ def check_full_fine_tuning(use_peft: bool, dtype: str | None, env: dict[str, str
     )
 
 
+def check_fsdp_state_dict(env: dict[str, str] | None = None) -> None:
+    """The TRL trainers under FSDP need FULL_STATE_DICT: transformers' Trainer.save_model writes the
+    model (here the adapter, gathered by accelerate's get_state_dict) only then, and under
+    SHARDED_STATE_DICT (accelerate's default for FSDP2) it writes nothing and says nothing.
+    ``accelerate launch`` passes the config's choice as FSDP_STATE_DICT_TYPE (accelerate/utils/launch.py)."""
+    env = dict(os.environ if env is None else env)
+    if not env_flag(env, "ACCELERATE_USE_FSDP"):
+        return
+    default = "FULL_STATE_DICT" if env.get("FSDP_VERSION", "1") == "1" else "SHARDED_STATE_DICT"  # FullyShardedDataParallelPlugin
+    if env.get("FSDP_STATE_DICT_TYPE", default).upper() not in ("FULL_STATE_DICT", "1"):
+        raise UserError(
+            "under FSDP the TRL trainers save the adapter only from a full state dict (with SHARDED_STATE_DICT, the"
+            " default of fsdp_version 2, they save none): set fsdp_state_dict_type: FULL_STATE_DICT in the accelerate"
+            " config, as accelerate_configs/fsdp.yaml does"
+        )
+
+
 def keep_token_out_of_arguments(cfg: Any) -> None:
     """transformers pickles TrainingArguments into training_args.bin (and every checkpoint's copy),
     so a ``--hub_token`` left there would be written in plain text. The hub client reads the token
@@ -281,6 +298,7 @@ def prepare_run(method: str, setup: Setup, cfg: Any) -> str | None:
     """Before any model loads: check the training values, find the checkpoint to resume from and
     claim the output folder. Returns the checkpoint (or None)."""
     check_training_values(cfg)
+    check_fsdp_state_dict()
     state = process_state(cfg.ddp_timeout)  # the run's first process group: it gets the timeout
     resume = resume_checkpoint(cfg.resume_from_checkpoint, cfg.output_dir)
     resume, finished = claim_output_dir(method, setup, cfg, resume, state.is_main_process)
