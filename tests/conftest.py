@@ -1,3 +1,4 @@
+import json
 import os
 import sys
 
@@ -56,4 +57,24 @@ def rl_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("rl") / "rl.jsonl"
     answers = [["A", "C"], ["C", "C"], ["B", "A"], ["C", "B"]]
     path.write_text("".join(json.dumps(rl_row(make_trace(f"Age/{i}", a), PS)) + "\n" for i, a in enumerate(answers)))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def toy_rl_file(tmp_path_factory):
+    """RL rows of the test-only task whose reward (even response length) varies between samples, so
+    the policy gradient is not zero and the sampled tokens decide the update."""
+    from selfcorrect.tasks.base import Example
+
+    path = tmp_path_factory.mktemp("toy-rl") / "rl.jsonl"
+    rows = [
+        {
+            "id": str(i),
+            "task": "even_length",
+            "prompt_set": "intrinsic",
+            "example": json.dumps(Example(id=str(i), question=f"Say something number {i}.", gold="even").to_dict()),
+        }
+        for i in range(4)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)

@@ -122,3 +122,24 @@ def launch(
         env={**os.environ, **LAUNCH_ENV},
         timeout=timeout,
     )
+
+
+def grpo_trl_args(**kw):
+    """A stand-in for TRL's GRPOConfig with the fields train/grpo.py reads, ``kw`` overriding them."""
+    from types import SimpleNamespace
+
+    base = dict(
+        max_completion_length=6,
+        temperature=1.0,
+        top_p=1.0,
+        seed=0,
+        ds3_gather_for_generation=True,
+        gradient_checkpointing_kwargs=None,
+        use_vllm=False,
+        use_transformers_continuous_batching=False,
+        top_k=0,
+        min_p=None,
+        repetition_penalty=1.0,
+        fsdp="",
+    )
+    return SimpleNamespace(**{**base, **kw})

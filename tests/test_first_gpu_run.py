@@ -416,19 +416,11 @@ def test_grpo_own_rollout_is_refused_under_an_fsdp_launch(monkeypatch):
     ``fsdp``, so the refusal never fired: GRPO's own rollout would decode from sharded weights
     (unwrap_model_for_generation gathers ZeRO-3 only) and every forward under FSDP is a collective,
     so ranks decoding different lengths would hang. TRL's generation syncs the ranks."""
-    from types import SimpleNamespace
+    from helpers import grpo_trl_args
 
     from train.grpo import GRPOEpisodeConfig, check_options
 
-    cfg = SimpleNamespace(
-        temperature=1.0,
-        use_vllm=False,
-        use_transformers_continuous_batching=False,
-        top_k=0,
-        min_p=None,
-        repetition_penalty=1.0,
-        fsdp="",
-    )
+    cfg = grpo_trl_args()
     check_options(GRPOEpisodeConfig(), cfg)
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     with pytest.raises(UserError, match="does not support fsdp.*generation_backend: trl"):

@@ -4,28 +4,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import grpo_trl_args
 
 from selfcorrect.errors import UserError
 from selfcorrect.modeling import load_model, load_tokenizer
 from train.grpo import GRPOEpisodeConfig, check_options, make_rollout_func
 
-
-def _cfg(**kw):
-    base = dict(
-        max_completion_length=6,
-        temperature=1.0,
-        top_p=1.0,
-        seed=0,
-        ds3_gather_for_generation=True,
-        gradient_checkpointing_kwargs=None,
-        use_vllm=False,
-        use_transformers_continuous_batching=False,
-        top_k=0,
-        min_p=None,
-        repetition_penalty=1.0,
-        fsdp="",
-    )
-    return SimpleNamespace(**{**base, **kw})
+_cfg = grpo_trl_args
 
 
 def test_rollout_func_returns_one_sample_per_repeated_prompt(tiny_model_dir):

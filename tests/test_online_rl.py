@@ -16,23 +16,6 @@ from selfcorrect.tasks.base import Example
 STYLE_RECIPE = {"chatml": "qwen2.5-1.5b-instruct", "llama3": "llama-3.1-8b-instruct", "mistral": "mistral-7b-instruct-v0.3"}
 
 
-@pytest.fixture(scope="module")
-def toy_rl_file(tmp_path_factory):
-    """RL rows of the test-only task whose reward (even response length) varies between samples."""
-    path = tmp_path_factory.mktemp("toy-rl") / "rl.jsonl"
-    rows = [
-        {
-            "id": str(i),
-            "task": "even_length",
-            "prompt_set": "intrinsic",
-            "example": json.dumps(Example(id=str(i), question=f"Say something number {i}.", gold="even").to_dict()),
-        }
-        for i in range(4)
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
 @pytest.fixture(scope="module", params=list(STYLE_RECIPE))
 def styled_model(request, tmp_path_factory):
     from tiny_model import build

@@ -12,8 +12,6 @@ import pytest
 from conftest import ROOT
 from helpers import launch
 
-from selfcorrect.tasks.base import Example
-
 # Log fields that are wall-clock measurements, not results: they differ between any two runs. The
 # on-policy trainers' logs hold none; TRL's GRPO logs step_time at every step, and train_runtime and
 # the two rates in its final entry (after the checkpoint this test reads, named in case that moves).
@@ -37,24 +35,6 @@ TRAINERS = {
         "checkpoint-2/trainer_state.json",
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def toy_rl_file(tmp_path_factory):
-    """RL rows of the test-only task whose reward (even response length) varies between samples, so
-    the policy gradient is not zero and the sampled tokens decide the update."""
-    path = tmp_path_factory.mktemp("repeat-rl") / "rl.jsonl"
-    rows = [
-        {
-            "id": str(i),
-            "task": "even_length",
-            "prompt_set": "intrinsic",
-            "example": json.dumps(Example(id=str(i), question=f"Say something number {i}.", gold="even").to_dict()),
-        }
-        for i in range(4)
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
 
 
 def train(method: str, model_dir: str, data: str, out: str, seed: int = 42):

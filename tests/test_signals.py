@@ -221,20 +221,12 @@ def test_grpo_shaping_changes_advantages_with_on_policy_first_attempts():
 
 
 def test_grpo_refuses_shaping_it_cannot_apply():
-    from types import SimpleNamespace
+    from helpers import grpo_trl_args
 
     from selfcorrect.errors import UserError
     from train.grpo import GRPOEpisodeConfig, check_options
 
-    cfg = SimpleNamespace(
-        temperature=1.0,
-        use_vllm=False,
-        use_transformers_continuous_batching=False,
-        top_k=0,
-        min_p=None,
-        repetition_penalty=1.0,
-        fsdp="",
-    )
+    cfg = grpo_trl_args()
     with pytest.raises(UserError, match="group baseline removes them"):
         check_options(GRPOEpisodeConfig(first_attempt="trace", alpha=1.0), cfg)
     with pytest.raises(UserError, match="needs generation_backend selfcorrect"):
