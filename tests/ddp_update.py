@@ -22,8 +22,8 @@ def run_job(job: dict) -> None:
     from helpers import online_trainer
     from safetensors.torch import save_file
 
-    from train.online_rl import Episode, round_advantages
     from train.outputs import gathered
+    from train.rl_functions import Episode, round_advantages
 
     trainer = online_trainer(job["method"], job["argv"])
     trainer.setup()

@@ -31,7 +31,7 @@ def update_jobs(tmp_path_factory, rl_file):
     the model (so each family's re-rendering shapes the packed sequences), with hand-made rewards."""
     from tiny_model import build
 
-    from train.online_rl import pack_episode
+    from train.rl_functions import pack_episode
 
     root = tmp_path_factory.mktemp("ddp-update")
     jobs, uneven = [], {}

@@ -197,7 +197,7 @@ def test_trainer_logprobs_are_the_samplers_at_temperature(tiny_model_dir, rl_fil
     import torch
 
     from selfcorrect.rollout import run_rounds
-    from train.online_rl import Episode, pack_episode, token_logprobs
+    from train.rl_functions import Episode, pack_episode, token_logprobs
 
     trainer = online_trainer(
         "kround", _argv("kround", "chatml", tiny_model_dir, rl_file, str(tmp_path)) + ["--temperature", "0.7"]
@@ -233,7 +233,7 @@ def test_step_log_counts_groups_without_signal_and_warns_once(tmp_path, capsys):
     from accelerate import Accelerator
 
     from train.kround import KRoundConfig, KRoundTrainer
-    from train.online_rl import Episode, round_advantages
+    from train.rl_functions import Episode, round_advantages
 
     trainer = KRoundTrainer(None, KRoundConfig(output_dir=str(tmp_path), num_generations=2, rounds=2))
     trainer.accelerator = Accelerator(cpu=True)

@@ -13,8 +13,8 @@ from helpers import PS, make_trace
 
 from data_gen.build import build_all, dpo_rows_in_trace, rl_row, sft_rows
 from selfcorrect.tasks import get_task
-from train.online_rl import Episode, episode_loss, leave_one_out, pack_episode, prompt_indices, round_advantages
 from train.rewards import RevisionReward, score_returns
+from train.rl_functions import Episode, episode_loss, leave_one_out, pack_episode, prompt_indices, round_advantages
 
 BBQ = get_task("bbq")
 
@@ -346,7 +346,7 @@ def test_kround_refuses_change_penalty_on_a_task_whose_answer_is_a_score(tmp_pat
 def test_kround_trainer_credits_episodes_with_their_verdicts_and_answers():
     """The trainer hands each sampled episode's grader verdicts and parsed answers to the credit."""
     from train.kround import KRoundConfig, KRoundTrainer
-    from train.online_rl import Episode
+    from train.rl_functions import Episode
 
     trainer = KRoundTrainer(None, KRoundConfig(change_penalty=1.0))
     ep = Episode([[1], [1], [1]], [[2], [2], [2]], [0.9, 0.95, 0.97], [True, True, True], ["A", "B", "B"])

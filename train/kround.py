@@ -53,8 +53,10 @@ from typing import Literal
 from selfcorrect.cli import run_cli
 from selfcorrect.errors import UserError
 from selfcorrect.tasks import task_and_prompt_set
-from train.online_rl import Episode, OnlineRLConfig, OnlineRLTrainer, run_trainer
+from train.online_rl import OnlineRLTrainer, run_trainer
+from train.online_rl_config import OnlineRLConfig
 from train.rewards import kround_returns
+from train.rl_functions import Episode
 from train.run import training_config_types
 
 

@@ -1,5 +1,7 @@
-"""What the on-policy trainers share (train/score.py, SCoRe; train/kround.py, K-round RL): episodes
-sampled by the rollout engine, per-round credit, the REINFORCE loss with a KL penalty, and the training loop.
+"""The on-policy loop that SCoRe (train/score.py) and K-round RL (train/kround.py) share: episodes
+sampled by the rollout engine, per-round credit, the REINFORCE loss with a KL penalty
+(train/rl_functions.py states it), one optimizer step (train/rl_strategy.py: the DDP/DeepSpeed
+difference), checkpoints and the final adapter.
 
 An episode is K rounds of one self-correction trajectory, sampled from the current policy with
 ``selfcorrect.rollout.run_rounds``, the same function data_gen and eval use: round t's prompt x_t is
@@ -8,41 +10,29 @@ policy sampled. The tokens trained on are the tokens sampled, each scored in the
 sampled in (``pack_episode``).
 
 A trainer subclass says only what is method-specific: the return each round's tokens are credited
-(``returns``) and the KL weight of each round (``kl_coefs``). Everything else is here:
-
-    loss = (1 / E) * sum over episodes e, rounds t, tokens i of y_t:
-               - A[e, t] * log pi(y_t,i | x_t, y_t,<i)  +  kl[t] * k3(pi, ref)(y_t,i)
-
-with A[e, t] = G[e, t] - mean of G[., t] over the other episodes of the same prompt (leave-one-out
-baseline, per round index) and k3 = exp(ref - logp) - (ref - logp) - 1, the non-negative KL
-estimator of Schulman (2020) that GRPO uses (Shao et al. 2024, arXiv 2402.03300, Eq. 4). Tokens of
-the prompt, the instruction turns and padding carry no loss.
+(``returns``) and the KL weight of each round (``kl_coefs``). Everything else is here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import functools
 import hashlib
 import json
 import math
 import os
-import random
 import sys
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from tqdm.auto import tqdm
 
-from selfcorrect.config import SamplingConfig, check_range
-from selfcorrect.device import env_flag, process_group_kwargs
+from selfcorrect.device import process_group_kwargs
 from selfcorrect.errors import UserError
 from selfcorrect.modeling import load_policy, load_tokenizer
 from selfcorrect.rollout import HFGenerator, run_rounds
 from selfcorrect.tasks import task_and_prompt_set
 from selfcorrect.tasks.base import Example
 from train.data import check_provenance, read_training_rows
+from train.online_rl_config import OnlineRLConfig
 from train.outputs import (
     not_moved,
     push_folder_to_hub,
@@ -52,251 +42,11 @@ from train.outputs import (
     wandb_init_kwargs,
     weights_moved,
 )
+from train.rl_functions import Episode, episode_loss, pack_episode, prompt_indices, round_advantages, token_logprobs
+from train.rl_strategy import TrainStrategy, check_not_fsdp, fill_deepspeed_config
 from train.run import parse_training, prepare_run, resumable, training_config_types
 
-# ---- data order --------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=4)
-def _permutation(n_rows: int, seed: int, epoch: int) -> tuple[int, ...]:
-    order = list(range(n_rows))
-    random.Random(f"{seed}:{epoch}").shuffle(order)
-    return tuple(order)
-
-
-def prompt_indices(step: int, per_device: int, world: int, rank: int, n_rows: int, seed: int) -> list[int]:
-    """Dataset rows one process trains on at one step.
-
-    The rows are walked in a seeded random order, reshuffled every epoch (a data_gen file is sorted
-    by category and template, so file order would give each step siblings of one template). The
-    order depends only on (seed, step), so a resumed run sees the same rows as an uninterrupted
-    one, and the processes of a step take disjoint slices.
-
-    >>> sorted(prompt_indices(0, 2, 2, 0, 4, seed=0) + prompt_indices(0, 2, 2, 1, 4, seed=0))
-    [0, 1, 2, 3]
-    """
-    out = []
-    for i in range(per_device):
-        epoch, k = divmod((step * world + rank) * per_device + i, n_rows)
-        out.append(_permutation(n_rows, seed, epoch)[k])
-    return out
-
-
-# ---- episodes, credit, loss --------------------------------------------------------------------
-
-
-@dataclass
-class Episode:
-    """One sampled trajectory: per round, the prompt ids, the sampled ids and the task's reward."""
-
-    prompts: list[list[int]]
-    responses: list[list[int]]
-    rewards: list[float]
-    correct: list[bool] = field(default_factory=list)  # the grader's verdict per round
-    answers: list[str] = field(default_factory=list)  # the parsed answer per round
-
-
-def pack_episode(ep: Episode) -> list[tuple[list[int], list[int]]]:
-    """Training sequences of an episode, each with the owner of every token: the round whose
-    response the token is (0-based), or -1 for context (prompt, instruction turns).
-
-    Round t+1's prompt usually continues round t's prompt and response token for token; then both
-    rounds share one sequence. When the chat template re-renders the earlier turn differently (it
-    trims the answer, or closes it with another end-of-turn token than the one sampled), round t+1
-    starts a new sequence, so every response is scored in exactly the context it was sampled in.
-
-    >>> pack_episode(Episode([[1, 2], [1, 2, 3, 9, 4]], [[3], [5, 6]], [0.0, 1.0]))
-    [([1, 2, 3, 9, 4, 5, 6], [-1, -1, 0, -1, -1, 1, 1])]
-    >>> pack_episode(Episode([[1, 2], [1, 2, 7, 4]], [[3], [5]], [0.0, 1.0]))
-    [([1, 2, 3], [-1, -1, 0]), ([1, 2, 7, 4, 5], [-1, -1, -1, -1, 1])]
-    """
-    seqs: list[tuple[list[int], list[int]]] = []
-    ids: list[int] = []
-    owner: list[int] = []
-    for t, (x, y) in enumerate(zip(ep.prompts, ep.responses)):
-        if ids and len(x) >= len(ids) and x[: len(ids)] == ids:
-            owner += [-1] * (len(x) - len(ids))
-            ids = list(x)
-        else:
-            if ids:
-                seqs.append((ids, owner))
-            ids, owner = list(x), [-1] * len(x)
-        ids = ids + list(y)
-        owner = owner + [t] * len(y)
-    seqs.append((ids, owner))
-    return seqs
-
-
-def leave_one_out(values: list[float], group: int) -> list[float]:
-    """value - mean of the other values in its group of ``group`` (no baseline when group == 1).
-
-    >>> leave_one_out([1.0, 0.0, 2.0, 2.0], group=2)
-    [1.0, -1.0, 0.0, 0.0]
-    """
-    out = []
-    for i in range(0, len(values), group):
-        g = values[i : i + group]
-        s = sum(g)
-        out += [v - (s - v) / (len(g) - 1) if len(g) > 1 else v for v in g]
-    return out
-
-
-def round_advantages(returns: list[list[float]], group: int) -> list[list[float]]:
-    """Per-round leave-one-out advantages: episode e's return at round t minus the mean return at
-    round t of the other episodes of the same prompt (episodes come in consecutive groups)."""
-    k = len(returns[0]) if returns else 0
-    cols = [leave_one_out([g[t] for g in returns], group) for t in range(k)]
-    return [[cols[t][e] for t in range(k)] for e in range(len(returns))]
-
-
-def episode_loss(logp, ref_logp, owner, adv, kl_coef, n_episodes: int):
-    """The REINFORCE loss of the module docstring over a micro-batch of packed sequences.
-
-    logp, ref_logp: (S, T) log-probs of each predicted token under the policy and the reference;
-    owner: (S, T) round of the response each predicted token belongs to (-1: no loss);
-    adv: (S, K) advantage of each round for the episode each sequence comes from; kl_coef: (K,).
-    Returns the loss (summed over tokens, divided by ``n_episodes``: a step's micro-batches add up
-    to the mean over its episodes) and, per round, the policy-gradient and KL parts.
-    """
-    import torch
-
-    mask = owner >= 0
-    idx = owner.clamp(min=0)
-    a = adv.gather(1, idx) * mask
-    beta = kl_coef.to(logp.dtype)[idx] * mask
-    diff = (ref_logp - logp).clamp(-20, 20)
-    kl_tok = (torch.exp(diff) - diff - 1) * mask
-    pg_tok = -a * logp
-    loss = (pg_tok + beta * kl_tok).sum() / n_episodes
-    k = adv.shape[1]
-    parts = {
-        "pg": [float((pg_tok * (owner == t)).sum().detach()) / n_episodes for t in range(k)],
-        "kl": [float((kl_tok * (owner == t)).sum().detach()) / n_episodes for t in range(k)],
-    }
-    return loss, parts
-
-
-def token_logprobs(model, ids, att, temperature: float = 1.0):
-    """log p(token t+1 | tokens <= t) under softmax(logits / temperature) for every position, shape
-    (batch, len - 1). The temperature is the sampling one: the tokens were drawn from that
-    distribution, so the policy gradient and the KL are taken under it (as TRL's GRPO does)."""
-    from trl.trainer.utils import selective_log_softmax
-
-    logits = model(input_ids=ids, attention_mask=att).logits[:, :-1].float()
-    return selective_log_softmax(logits / temperature, ids[:, 1:])
-
-
-def check_not_fsdp(method: str, env: dict[str, str] | None = None) -> None:
-    """The on-policy loop runs in one process, under DDP or under DeepSpeed ZeRO; refuse FSDP in one line.
-
-    Under FSDP the sampler would decode from sharded weights with a different number of steps on
-    each process, and nothing here gathers them for sampling, as the ZeRO-3 path does.
-
-    >>> check_not_fsdp("kround", {"ACCELERATE_USE_FSDP": "true"})
-    Traceback (most recent call last):
-    ...
-    selfcorrect.errors.UserError: kround runs in one process, under DDP or under DeepSpeed, not under FSDP: launch with accelerate_configs/ddp.yaml, zero2.yaml or zero3.yaml (GPUs), or cpu_ddp.yaml (CPU)
-    """
-    if env_flag(dict(os.environ if env is None else env), "ACCELERATE_USE_FSDP"):
-        raise UserError(
-            f"{method} runs in one process, under DDP or under DeepSpeed, not under FSDP: launch with"
-            " accelerate_configs/ddp.yaml, zero2.yaml or zero3.yaml (GPUs), or cpu_ddp.yaml (CPU)"
-        )
-
-
-def fill_deepspeed_config(ds: dict[str, Any], micro_batch_size: int, num_processes: int, max_grad_norm: float) -> None:
-    """Fill the "auto" values of a DeepSpeed config for this loop, which takes its own steps.
-
-    accelerate fills "auto" from a prepared dataloader, and this loop has none. Each step runs a
-    varying number of micro-batches and marks the last as the accumulation boundary itself, so
-    DeepSpeed's own accumulation count is 1; its clipping is the loop's ``max_grad_norm``.
-
-    >>> ds = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
-    ...       "train_batch_size": "auto", "gradient_clipping": "auto"}
-    >>> fill_deepspeed_config(ds, 4, 2, 1.0); ds
-    {'train_micro_batch_size_per_gpu': 4, 'gradient_accumulation_steps': 1, 'train_batch_size': 8, 'gradient_clipping': 1.0}
-    >>> fill_deepspeed_config({"gradient_clipping": 0.5}, 4, 2, 1.0)
-    Traceback (most recent call last):
-    ...
-    selfcorrect.errors.UserError: the DeepSpeed config sets gradient_clipping 0.5 but max_grad_norm is 1.0: set one of them so they agree, or leave gradient_clipping "auto"
-    """
-    wanted = {
-        "train_micro_batch_size_per_gpu": micro_batch_size,
-        "gradient_accumulation_steps": 1,
-        "train_batch_size": micro_batch_size * num_processes,
-        "gradient_clipping": max_grad_norm,
-    }
-    for key, value in wanted.items():
-        if ds.get(key, "auto") == "auto":
-            ds[key] = value
-        elif key == "gradient_clipping" and float(ds[key]) != float(value):
-            raise UserError(
-                f"the DeepSpeed config sets gradient_clipping {ds[key]} but max_grad_norm is {value}: set one of them"
-                ' so they agree, or leave gradient_clipping "auto"'
-            )
-        elif key == "gradient_accumulation_steps" and int(ds[key]) != 1:
-            raise UserError(
-                f"the DeepSpeed config sets gradient_accumulation_steps {ds[key]}: the on-policy trainers take one"
-                ' optimizer step per training step, so leave it "auto" (or 1)'
-            )
-
-
 NO_SIGNAL_STEPS = 3  # consecutive no-signal steps before the trainer warns
-
-# ---- config and loop ---------------------------------------------------------------------------
-
-
-@dataclass
-class OnlineRLConfig:
-    """Options of the on-policy trainers; names and meanings follow transformers' TrainingArguments
-    where a key exists there."""
-
-    output_dir: str = field(default="outputs/online_rl", metadata={"help": "Where the adapter, card and log go."})
-    max_steps: int = field(default=100, metadata={"help": "Optimizer steps."})
-    per_device_prompts: int = field(default=4, metadata={"help": "Prompts per process per step."})
-    num_generations: int = field(default=2, metadata={"help": "Episodes sampled per prompt (>= 2 enables the baseline)."})
-    micro_batch_size: int = field(default=8, metadata={"help": "Training sequences per forward/backward pass."})
-    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 = none)."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of every round."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold; must be 1 (see __post_init__)."})
-    max_new_tokens: int = field(default=128, metadata={"help": "Maximum tokens per round."})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory."})
-    use_cpu: bool = field(default=False, metadata={"help": "Train on the CPU."})
-    # TrainingArguments' default; the processes meet at every step, so a wait is at most one step's imbalance.
-    ddp_timeout: int = field(default=1800, metadata={"help": "Seconds a process waits for the others at a collective."})
-    seed: int = field(default=42, metadata={"help": "Seed for sampling and data order."})
-    logging_steps: int = field(default=1, metadata={"help": "Log every N steps."})
-    save_steps: int = field(default=0, metadata={"help": "Save a resumable checkpoint every N steps (0 = only at the end)."})
-    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "checkpoint-N folder to resume from."})
-    report_to: Literal["none", "wandb"] = field(default="none", metadata={"help": "none | wandb"})
-    run_name: str | None = field(default=None, metadata={"help": "wandb run name (project: selfcorrect-<method>)."})
-    push_to_hub: bool = field(default=False, metadata={"help": "Upload the finished output folder to the hub."})
-    hub_model_id: str | None = field(
-        default=None, metadata={"help": "Hub repository for push_to_hub (default: output folder name)."}
-    )
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the hub."})
-
-    def sampling(self) -> SamplingConfig:
-        return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.seed)
-
-    def __post_init__(self) -> None:
-        for name in ("num_generations", "per_device_prompts", "max_steps", "micro_batch_size", "max_new_tokens"):
-            check_range(name, getattr(self, name), 1)
-        check_range("warmup_steps", self.warmup_steps, 0)
-        check_range("save_steps", self.save_steps, 0)
-        check_range("logging_steps", self.logging_steps, 1)
-        check_range("ddp_timeout", self.ddp_timeout, 1)
-        if self.temperature <= 0:
-            raise UserError("on-policy RL samples: temperature must be > 0")
-        if self.top_p != 1:
-            # The trainer scores tokens under softmax(logits / temperature); nucleus sampling draws
-            # from a truncated, renormalised distribution, so the update would not be on-policy.
-            raise UserError(f"on-policy RL trains on the full sampling distribution: top_p must be 1 (got {self.top_p})")
-        if self.learning_rate <= 0:
-            raise UserError(f"learning_rate must be > 0 (got {self.learning_rate})")
 
 
 class OnlineRLTrainer:
@@ -375,7 +125,6 @@ class OnlineRLTrainer:
             kwargs_handlers=[group],
         )
         self.deepspeed = self.accelerator.distributed_type == DistributedType.DEEPSPEED
-        self.zero3 = self.deepspeed and self.accelerator.state.deepspeed_plugin.zero_stage == 3
         rows = read_training_rows(setup.data.dataset_path, ("example",), setup.data.limit)
         check_provenance(rows, setup.data.dataset_path, self.task.name, self.prompt_set.name)
         self.examples = [
@@ -432,12 +181,15 @@ class OnlineRLTrainer:
         # max_steps / N steps. Here max_steps counts optimizer steps whatever N is, as in HF Trainer.
         self.scheduler = get_linear_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.max_steps)
         self.accelerator.register_for_checkpointing(self.scheduler)
-        if self.ref_model is None and not self.deepspeed:
-            # With LoRA, save_state would write (and load_state read) the whole model's state dict, the
-            # frozen base too (about 15 GB for a 7B model): a checkpoint keeps the adapter instead
-            # (save_checkpoint), and accelerate saves the optimizer, the schedule and the RNG states.
-            self.accelerator.register_save_state_pre_hook(lambda models, weights, folder: weights.clear())
-            self.accelerator.register_load_state_pre_hook(lambda models, folder: models.clear())
+        self.strategy = TrainStrategy(
+            self.accelerator,
+            self.model,
+            self.optimizer,
+            self.params,
+            lora=self.ref_model is None,
+            max_grad_norm=cfg.max_grad_norm,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+        )
         if self.ref_model is not None:
             self.ref_model.to(self.accelerator.device)
         self.policy = self.accelerator.unwrap_model(self.model)
@@ -445,15 +197,7 @@ class OnlineRLTrainer:
     def _resume(self, checkpoint: str) -> int:
         """Load a checkpoint's trainable weights, optimizer, schedule and RNG state; returns the step it
         was saved at."""
-        if self.deepspeed:  # the engine's checkpoint holds the trainable weights only (save_checkpoint)
-            self.accelerator.load_state(checkpoint, load_module_strict=False)
-        else:
-            self.accelerator.load_state(checkpoint)
-            if self.ref_model is None:  # LoRA: the adapter file holds the weights (the pre-hooks above)
-                from peft import set_peft_model_state_dict
-                from safetensors.torch import load_file
-
-                set_peft_model_state_dict(self.policy, load_file(os.path.join(checkpoint, "adapter_model.safetensors")))
+        self.strategy.load_state(checkpoint, self.policy)
         with open(os.path.join(checkpoint, "online_rl_state.json")) as f:
             return json.load(f)["step"]
 
@@ -471,7 +215,7 @@ class OnlineRLTrainer:
         )
         examples = [self.examples[i] for i in idx]
         self.policy.eval()
-        with self._weights_for_sampling():
+        with self.strategy.weights_for_sampling():
             rollout = run_rounds(
                 self.gen,
                 self.task,
@@ -493,18 +237,6 @@ class OnlineRLTrainer:
             )
             for e, tr in enumerate(rollout.trajectories)
         ]
-
-    def _weights_for_sampling(self):
-        """Under ZeRO-3 every rank holds a shard of each weight, and a forward pass gathers them layer
-        by layer in collectives: ranks that decode different numbers of tokens would pair different
-        collectives and hang. So sampling runs on the gathered weights with the hooks removed
-        (TRL's ``unwrap_model_for_generation``, as its GRPO trainer does)."""
-        if not self.zero3:
-            return contextlib.nullcontext()
-        from trl.models.utils import unwrap_model_for_generation
-
-        kwargs = {"use_reentrant": False} if self.cfg.gradient_checkpointing else None
-        return unwrap_model_for_generation(self.model, self.accelerator, gradient_checkpointing_kwargs=kwargs)
 
     def update(self, episodes: list[Episode], advantages: list[list[float]], kl: list[float]) -> dict[str, Any]:
         """One optimizer step on this process's episodes; returns the loss, its per-round parts (this
@@ -539,12 +271,7 @@ class OnlineRLTrainer:
             att = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _, _ in chunk], device=accelerator.device)
             owner = torch.tensor([o + [-1] * (width - len(o)) for _, o, _ in chunk], device=accelerator.device)[:, 1:]
             adv = torch.tensor([advantages[e] for _, _, e in chunk], device=accelerator.device, dtype=torch.float32)
-            if self.deepspeed:  # the engine reduces at the boundary; its backward never steps here
-                self.model.set_gradient_accumulation_boundary(i == n - 1)
-                sync = contextlib.nullcontext()
-            else:
-                sync = contextlib.nullcontext() if i == n - 1 else accelerator.no_sync(self.model)
-            with sync:
+            with self.strategy.micro_batch(i, n):
                 with accelerator.autocast():
                     logp = token_logprobs(self.model, ids, att, cfg.temperature)
                     with torch.no_grad():  # the unwrapped model: a no-grad pass needs no DDP bookkeeping
@@ -554,21 +281,12 @@ class OnlineRLTrainer:
                             with self.policy.disable_adapter():
                                 ref = token_logprobs(self.policy, ids, att, cfg.temperature)
                 loss, parts = episode_loss(logp.float(), ref.float(), owner, adv, kl_coef, len(episodes))
-                if self.deepspeed:
-                    self.model.backward(loss)  # accelerate's backward would also step the engine
-                else:
-                    accelerator.backward(loss)
+                self.strategy.backward(loss)
             total["loss"] += float(loss.detach())
             for key in ("pg", "kl"):
                 total[key] = [a + b for a, b in zip(total[key], parts[key])]
         total["lr"] = self.optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it next)
-        if self.deepspeed:
-            self.model.step()  # clips to gradient_clipping (= max_grad_norm), steps, zeroes the gradients
-        else:
-            if cfg.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
-            self.optimizer.step()
-            self.optimizer.zero_grad()
+        self.strategy.optimizer_step()
         self.scheduler.step()
         return total
 
@@ -677,8 +395,7 @@ class OnlineRLTrainer:
         """The adapter (or the whole model, trained without LoRA), the optimizer, the schedule and the RNG
         states: what a resume needs, and a checkpoint that eval can load."""
         ckpt = os.path.join(self.cfg.output_dir, f"checkpoint-{step}")
-        # Under DeepSpeed the engine saves its module and optimizer shards: the frozen base is left out.
-        self.accelerator.save_state(ckpt, **({"exclude_frozen_parameters": True} if self.deepspeed else {}))
+        self.strategy.save_state(ckpt)
         save_model_all_ranks(self.accelerator, self.model, ckpt)
         if self.accelerator.is_main_process:
             with open(os.path.join(ckpt, "online_rl_state.json"), "w") as f:

@@ -57,7 +57,8 @@ from dataclasses import dataclass, field
 
 from selfcorrect.cli import run_cli
 from selfcorrect.errors import UserError
-from train.online_rl import OnlineRLConfig, OnlineRLTrainer, run_trainer
+from train.online_rl import OnlineRLTrainer, run_trainer
+from train.online_rl_config import OnlineRLConfig
 from train.rewards import score_returns
 from train.run import training_config_types
 
