@@ -93,6 +93,7 @@ def test_a_duplicate_key_in_a_task_spec_is_refused_not_last_one_wins(tmp_path):
         ('{"q": "2+2?", "a": "4", "a": "5"}', ":1: key 'a' is given twice in one row (JSON keeps only the last)"),
         ('{"q": "2+2?", "a": {"value": 4}}', ":1: gold field 'a' must be text or a number (got dict {'value': 4})"),
         ('{"q": "2+2?", "a": true}', ":1: gold field 'a' must be text or a number (got bool True)"),
+        ('{"id": [7], "q": "2+2?", "a": "4"}', ":1: id field 'id' must be text or an integer (got list [7])"),
     ],
 )
 def test_a_dataset_row_of_the_wrong_shape_is_one_line_naming_file_line_and_key(tmp_path, row, expected):

@@ -113,7 +113,13 @@ class SpecTask(MultipleChoiceTask):
                     f"{where}: gold field '{s['gold_field']}' must be text or a number (got {type(gold_raw).__name__} {gold_raw!r:.60})"
                 )
             choices = s.get("choices") or (row.get(s["choices_field"]) if "choices_field" in s else None)
-            ex_id = str(row.get(s.get("id_field", "id"), lineno))
+            id_field = s.get("id_field", "id")
+            raw_id = row.get(id_field, lineno)
+            if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+                raise UserError(
+                    f"{where}: id field '{id_field}' must be text or an integer (got {type(raw_id).__name__} {raw_id!r:.60})"
+                )
+            ex_id = str(raw_id)
             if choices:
                 if not isinstance(choices, list) or not all(
                     isinstance(c, (str, int, float)) and not isinstance(c, bool) for c in choices
