@@ -14,10 +14,10 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shlex
 import sys
 from typing import Any
 
+from selfcorrect.cli import command_line
 from selfcorrect.demo_model import SMOLLM2_ALIAS, SMOLLM2_HUB_ID, convert_smollm2, converted_dir, smollm2_package_dir
 from selfcorrect.device import cuda_available, default_device
 from selfcorrect.errors import UserError
@@ -156,14 +156,14 @@ def check_adapter_base(adapter: str, model_name: str, base_option: str = "--mode
                 return
             raise UserError(
                 f"adapter {adapter} was trained on a base whose config and weights differ from {model_name}'s "
-                f"(identity {recorded['identity']}, this one {have}): pass {base_option} "
-                f"{shlex.quote(recorded.get('model_name_or_path') or base or '<its base>')} or a copy of it"
+                f"(identity {recorded['identity']}, this one {have}): pass "
+                f"{command_line(base_option, recorded.get('model_name_or_path') or base or '<its base>')} or a copy of it"
             )
     if not base:
         return
     same = {model_name, resolve_model_path(model_name)}
     if base not in same and os.path.realpath(base) not in {os.path.realpath(p) for p in same}:
-        raise UserError(f"adapter {adapter} was trained on {base}, not on {model_name}: pass {base_option} {shlex.quote(base)}")
+        raise UserError(f"adapter {adapter} was trained on {base}, not on {model_name}: pass {command_line(base_option, base)}")
 
 
 def _recorded_base(adapter: str) -> dict[str, Any] | None:

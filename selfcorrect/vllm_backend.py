@@ -51,9 +51,9 @@ from selfcorrect.rollout import Generation, RolloutBackend, SamplingConfig, seed
 INSTALL_HINT = "pip install -e '.[vllm]' on a GPU machine, or bash scripts/setup_vllm.sh (CPU build, its own .venv-vllm)"
 
 
-# The head sizes vLLM's CPU attention has kernels for (vLLM's CPU backend's supported head sizes);
-# another one makes the engine die at the first request with a 150-line EngineDeadError.
-CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256)
+# The head sizes vLLM's CPU attention has kernels for, when the installed vLLM does not say (0.32:
+# these); another one makes the engine die at its first request with a 150-line EngineDeadError.
+CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 _HF_FALLBACK = "--generation_backend hf runs the same rounds without vLLM"
 
 
@@ -71,6 +71,16 @@ def head_dim(config: dict[str, Any]) -> int | None:
     return hidden // heads if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 else None
 
 
+def cpu_head_sizes() -> tuple[int, ...]:
+    """The head sizes the installed vLLM's CPU attention backend declares."""
+    try:
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+        return tuple(CPUAttentionBackend.get_supported_head_sizes())
+    except Exception:  # noqa: BLE001 - another vLLM layout, or no vLLM: the sizes 0.32 declares
+        return CPU_HEAD_SIZES
+
+
 def check_cpu_attention(model_path: str) -> None:
     """On the CPU build, a model whose head size has no CPU attention kernel is refused before the
     engine starts (a local folder's config; a hub model is left to the engine)."""
@@ -79,9 +89,10 @@ def check_cpu_attention(model_path: str) -> None:
             size = head_dim(json.load(f))
     except (OSError, ValueError, AttributeError):
         return
-    if size is not None and size not in CPU_HEAD_SIZES:
+    sizes = cpu_head_sizes()
+    if size is not None and sizes and size not in sizes:
         raise UserError(
-            f"vLLM's CPU attention has no kernel for head_dim={size} ({model_path}; it has {', '.join(map(str, CPU_HEAD_SIZES))}): "
+            f"vLLM's CPU attention has no kernel for head_dim={size} ({model_path}; it has {', '.join(map(str, sizes))}): "
             f"{_HF_FALLBACK}, or run vLLM on a GPU"
         )
 

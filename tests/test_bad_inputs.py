@@ -404,6 +404,7 @@ def test_a_cpu_vllm_engine_is_not_started_on_a_head_size_it_has_no_kernel_for(ti
 
     started = []
     monkeypatch.setattr(vllm_backend, "cuda_available", lambda: False)
+    monkeypatch.setattr(vllm_backend, "_ENGINES", {})
     monkeypatch.setitem(__import__("sys").modules, "vllm", type("vllm", (), {"LLM": lambda **kw: started.append(kw)}))
     with pytest.raises(UserError, match=r"^vLLM's CPU attention has no kernel for head_dim=16 \("):
         vllm_backend.start_engine(tiny_model_dir)
