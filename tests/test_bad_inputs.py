@@ -1,6 +1,7 @@
 """Inputs a new user gets wrong, each through the real command: one error line naming the file, the
 key and what was expected (or what to change), exit code 2, and nothing written."""
 
+import contextlib
 import json
 import os
 
@@ -421,29 +422,56 @@ def finished_run(tiny_model_dir, bbq_dir, out):
     )  # fmt: skip
 
 
-def test_a_finished_run_in_a_read_only_folder_is_nothing_to_do(tiny_model_dir, bbq_dir, tmp_path):
-    import contextlib
+@contextlib.contextmanager
+def read_only(folder):
+    """``folder`` read-only for the block: a read-only bind mount as root (root writes through file
+    modes), its mode otherwise."""
     import subprocess
 
+    if os.geteuid() == 0:
+        if subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("cannot make a folder read-only here (root, and no mount)")
+        try:
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], check=True)
+            assert not os.access(folder, os.W_OK)
+            yield
+        finally:
+            subprocess.run(["umount", str(folder)], check=True)
+    else:
+        os.chmod(folder, 0o555)
+        try:
+            yield
+        finally:
+            os.chmod(folder, 0o755)
+
+
+def files(folder):
+    return {f: (folder / f).read_bytes() for f in os.listdir(folder) if (folder / f).is_file()}
+
+
+def test_a_finished_run_in_a_read_only_folder_is_nothing_to_do(tiny_model_dir, bbq_dir, tmp_path):
     out = tmp_path / "eval"
     p = finished_run(tiny_model_dir, bbq_dir, out)
     assert p.returncode == 0, p.stderr[-3000:]
-    before = {f: (out / f).read_bytes() for f in os.listdir(out) if (out / f).is_file()}
-    with contextlib.ExitStack() as stack:
-        if os.geteuid() == 0:  # root writes through file modes: a read-only bind mount instead
-            mount = subprocess.run(["mount", "--bind", str(out), str(out)], capture_output=True)
-            if mount.returncode != 0:
-                pytest.skip("cannot make a folder read-only here (root, and no mount)")
-            stack.callback(subprocess.run, ["umount", str(out)], check=True)
-            subprocess.run(["mount", "-o", "remount,bind,ro", str(out)], check=True)
-        else:
-            os.chmod(out, 0o555)
-            stack.callback(os.chmod, out, 0o755)
-        assert not os.access(out, os.W_OK)
+    before = files(out)
+    with read_only(out):
         p = finished_run(tiny_model_dir, bbq_dir, out)
     assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-3000:]
     assert p.stderr.strip().splitlines()[-1] == f"note: {out} already holds this run, finished, and is read-only: nothing to do"
-    assert {f: (out / f).read_bytes() for f in os.listdir(out) if (out / f).is_file()} == before
+    assert files(out) == before
+
+
+def test_a_finished_merge_in_a_read_only_folder_is_nothing_to_do(trained, tmp_path):
+    out = tmp_path / "merged"
+    args = ["--base", str(trained["base"]), "--adapter", str(trained["adapter"]), "--out", str(out)]
+    p = run_command("train.merge", args)
+    assert p.returncode == 0, p.stderr[-3000:]
+    before = files(out)
+    with read_only(out):
+        p = run_command("train.merge", args)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert p.stderr.strip().splitlines()[-1] == f"note: {out} already holds this merge, finished, and is read-only: nothing to do"
+    assert files(out) == before
 
 
 SECOND_CTRL_C = """

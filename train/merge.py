@@ -3,11 +3,13 @@
 python -m train.merge --base <model> --adapter <dir> --out <dir>
 """
 
+import glob
+import os
 from dataclasses import dataclass, field
 
 from selfcorrect.cli import run_cli
 from selfcorrect.config import OverwriteConfig
-from selfcorrect.errors import UserError
+from selfcorrect.errors import NothingToDo, UserError
 from selfcorrect.modeling import merge_adapter
 from selfcorrect.parsing import parse_config
 from selfcorrect.run_identity import check_outside_inputs, check_run, model_identity
@@ -42,7 +44,12 @@ def main(argv: list[str]) -> None:
     a, ow = parse_config([MergeConfig, OverwriteConfig], argv, prog="python -m train.merge", description=__doc__)
     check_outside_inputs(a.out, {"--base": a.base, "--adapter": a.adapter}, "--out")
     settings = {"base": a.base, "base_weights": model_identity(a.base), "adapter_weights": model_identity(a.adapter)}
-    check_run(a.out, "train.merge", settings, MERGE_OUTPUTS, ow.overwrite)
+    resumed = check_run(a.out, "train.merge", settings, MERGE_OUTPUTS, ow.overwrite)
+    # The same merge, finished, in a folder this process cannot write: merging again would fail on the
+    # first write (a writable folder's finished merge is merged again, as before).
+    finished = glob.glob(os.path.join(a.out, "model*.safetensors")) and os.path.isfile(os.path.join(a.out, "config.json"))
+    if resumed and finished and not os.access(a.out, os.W_OK):
+        raise NothingToDo(f"{a.out} already holds this merge, finished, and is read-only: nothing to do")
     merge_adapter(a.base, a.adapter, a.out, a.trust_remote_code, base_option="--base")
 
 
