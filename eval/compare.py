@@ -72,6 +72,18 @@ def load_run(path: str) -> dict:
     return m
 
 
+def check_distinct_runs(runs: list[str]) -> None:
+    """A run compared with itself has no difference to test: each run's folder once (a folder and
+    its metrics.json are the same run; so are two paths to one folder)."""
+    seen: dict[str, str] = {}
+    for r in runs:
+        folder = os.path.realpath(r if os.path.isdir(r) else os.path.dirname(r) or ".")
+        if folder in seen:
+            same = "twice" if seen[folder] == r else f"twice (as {seen[folder]} and {r})"
+            raise UserError(f"--runs names the run {seen[folder]} {same}: a run compared with itself has no difference to test")
+        seen[folder] = r
+
+
 def load_items(path: str) -> dict[str, dict]:
     """The per-example outcomes (items.jsonl) beside a run's metrics.json, by example id."""
     folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
@@ -255,6 +267,7 @@ def format_table(rows: list[dict], columns: list[list[str]]) -> str:
 
 def main(argv: list[str]) -> None:
     a, ow = parse_config([CompareConfig, OverwriteConfig], argv, prog="python -m eval.compare", description=__doc__)
+    check_distinct_runs(a.runs)
     metrics = [load_run(r) for r in a.runs]
     labels = a.labels or [m["run"].get("label") or os.path.basename(os.path.normpath(r)) for m, r in zip(metrics, a.runs)]
     runs = list(zip(labels, metrics))

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shlex
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -58,9 +61,31 @@ def quiet_library_noise() -> None:
             pass
 
 
+def command_line(*args: object) -> str:
+    """A command the project prints for the user to run (a model card's eval line, advice in an
+    error): each argument shell-quoted, so a path with spaces, quotes or non-ASCII letters runs as
+    printed, and plain ones stay unquoted.
+
+    >>> command_line("python", "-m", "eval", "--adapter", "runs/my adapter", "--rounds", 5)
+    "python -m eval --adapter 'runs/my adapter' --rounds 5"
+    >>> command_line("--dataset_path", "données/bbq")
+    "--dataset_path 'données/bbq'"
+    """
+    return shlex.join(str(a) for a in args)
+
+
 def _is_main_local_process() -> bool:
     """Under accelerate launch every process runs the same checks: only local rank 0 prints."""
     return os.environ.get("LOCAL_RANK", "0") == "0"
+
+
+def _ignore_further_interrupts() -> None:
+    """Once a command is stopping after Ctrl-C, a second Ctrl-C (a user who presses it again while
+    the process shuts down: atexit handlers, library threads being joined) would interrupt the
+    shutdown itself with a traceback; the command is ending anyway, so it is ignored (SIGTERM and
+    kill still end the process)."""
+    with contextlib.suppress(ValueError):  # not the main thread: signals are not ours to set
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_cli(main: Callable[[list[str]], object], argv: list[str] | None = None) -> None:
@@ -85,10 +110,12 @@ def run_cli(main: Callable[[list[str]], object], argv: list[str] | None = None) 
         if _is_main_local_process():
             print(f"note: {e}", file=sys.stderr)
     except Interrupted as e:
+        _ignore_further_interrupts()
         if _is_main_local_process():
             print(f"\ninterrupted: {e}", file=sys.stderr)
         sys.exit(130)
     except KeyboardInterrupt:
+        _ignore_further_interrupts()
         if _is_main_local_process():
             print("\ninterrupted", file=sys.stderr)
         sys.exit(130)

@@ -220,6 +220,23 @@ def value_matches(value: Any, tp: Any) -> bool:
     return True  # a type we do not know how to check: the dataclass's own __post_init__ decides
 
 
+def check_types(values: dict[str, Any], schema: dict[str, Any], where: str) -> None:
+    """One error line naming ``where`` and the key when a value in a user's YAML or JSON mapping
+    (a prompt set, a task spec) does not fit its declared type; absent keys are the caller's to
+    default. The same check recipes get, so a mapping where text belongs, or a list where a number
+    belongs, never reaches ``int()`` or ``str()``.
+
+    >>> check_types({"version": 2}, {"version": int}, "sets.yaml: prompt set 'x'")
+    >>> check_types({"version": "v2"}, {"version": int}, "sets.yaml: prompt set 'x'")
+    Traceback (most recent call last):
+    ...
+    selfcorrect.errors.UserError: sets.yaml: prompt set 'x': key 'version' must be int (got 'v2')
+    """
+    for key, tp in schema.items():
+        if key in values and not value_matches(values[key], tp):
+            raise UserError(f"{where}: key '{key}' must be {type_name(tp)} (got {values[key]!r:.60})")
+
+
 def field_types(types_: list[type]) -> dict[str, Any]:
     out = {}
     for t in types_:

@@ -19,8 +19,48 @@ from typing import Any
 from selfcorrect.errors import UserError
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose key repeats is refused: json keeps the last value silently."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def loads_unique(text: str) -> Any:
+    """``json.loads`` that refuses a key given twice in one object.
+
+    >>> loads_unique('{"a": 1, "b": {"c": 2}}')
+    {'a': 1, 'b': {'c': 2}}
+    >>> loads_unique('{"a": 1, "a": 2}')
+    Traceback (most recent call last):
+    ...
+    selfcorrect.jsonl._DuplicateKey: a
+    """
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
+def not_a_folder(path: str, what: str = "a .jsonl file", meant: str | None = None) -> None:
+    """One line for a folder given where a file is expected, naming the file probably meant:
+    ``meant`` when the caller knows it, else the folder's only .jsonl file."""
+    if not os.path.isdir(path):
+        return
+    if meant is None:
+        found = sorted(n for n in os.listdir(path) if n.endswith(".jsonl"))
+        meant = os.path.join(path, found[0]) if len(found) == 1 else None
+    hint = f": did you mean {meant}?" if meant else ""
+    raise UserError(f"{path} is a folder; {what} is expected here{hint}")
+
+
 def read_rows(path: str) -> Iterator[dict[str, Any]]:
     """Stream JSON objects from a .jsonl file; blank lines are skipped."""
+    not_a_folder(path)
     if not os.path.isfile(path):
         raise UserError(f"file not found: {path}")
     with open(path, "rb") as f:
@@ -32,9 +72,11 @@ def read_rows(path: str) -> Iterator[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = loads_unique(line)
             except json.JSONDecodeError as e:
                 raise UserError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
+            except _DuplicateKey as e:
+                raise UserError(f"{path}:{lineno}: key '{e}' is given twice in one row (JSON keeps only the last)") from None
             if not isinstance(row, dict):
                 raise UserError(f"{path}:{lineno}: expected a JSON object per line")
             yield row

@@ -17,11 +17,13 @@ import os
 import sys
 from typing import Any
 
+from selfcorrect.cli import command_line
 from selfcorrect.demo_model import SMOLLM2_ALIAS, SMOLLM2_HUB_ID, convert_smollm2, converted_dir, smollm2_package_dir
 from selfcorrect.device import cuda_available, default_device
 from selfcorrect.errors import UserError
 from selfcorrect.hub import hub_offline
-from selfcorrect.jsonl import disk_full
+from selfcorrect.jsonl import disk_full, write_atomic
+from selfcorrect.run_identity import UNRESOLVED, model_identity
 
 # Any one of these makes a folder's tokenizer loadable (fast JSON, its config, SentencePiece, BPE vocab).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -122,9 +124,22 @@ def load_error(name: str, e: Exception) -> UserError:
     return UserError(f"cannot load {name}: {first}")
 
 
+BASE_RECORD = "base_model.json"  # written beside an adapter: the base it was trained on, by content
+
+
+def record_base(adapter_dir: str, base: str) -> None:
+    """Write which base an adapter was trained on: its name and its content identity, so the
+    adapter is later matched to a base by what the base is, not by where it lies."""
+    write_atomic(
+        os.path.join(adapter_dir, BASE_RECORD),
+        json.dumps({"model_name_or_path": base, "identity": model_identity(base)}, indent=2),
+    )
+
+
 def check_adapter_base(adapter: str, model_name: str, base_option: str = "--model_name_or_path") -> None:
-    """An adapter trained on another base model would load silently when the shapes agree: compare
-    the base it records with the model it is applied to."""
+    """An adapter trained on another base model would load silently when the shapes agree. Where the
+    adapter records its base's content (``record_base``), the base it is applied to must have that
+    content, in whatever folder it lies; otherwise the base it names must be the one given."""
     path = os.path.join(adapter, "adapter_config.json")
     if not os.path.isfile(path):
         raise UserError(f"adapter folder {adapter} holds no adapter_config.json")
@@ -133,11 +148,33 @@ def check_adapter_base(adapter: str, model_name: str, base_option: str = "--mode
             base = json.load(f).get("base_model_name_or_path")
     except (OSError, ValueError, AttributeError):
         raise UserError(f"{path} is not valid JSON") from None
+    recorded = _recorded_base(adapter)
+    if recorded:
+        have = model_identity(model_name)
+        if have != UNRESOLVED:
+            if have == recorded["identity"]:
+                return
+            raise UserError(
+                f"adapter {adapter} was trained on a base whose config and weights differ from {model_name}'s "
+                f"(identity {recorded['identity']}, this one {have}): pass "
+                f"{command_line(base_option, recorded.get('model_name_or_path') or base or '<its base>')} or a copy of it"
+            )
     if not base:
         return
     same = {model_name, resolve_model_path(model_name)}
     if base not in same and os.path.realpath(base) not in {os.path.realpath(p) for p in same}:
-        raise UserError(f"adapter {adapter} was trained on {base}, not on {model_name}: pass {base_option} {base}")
+        raise UserError(f"adapter {adapter} was trained on {base}, not on {model_name}: pass {command_line(base_option, base)}")
+
+
+def _recorded_base(adapter: str) -> dict[str, Any] | None:
+    """The base an adapter's ``record_base`` wrote, when it names a content identity."""
+    try:
+        with open(os.path.join(adapter, BASE_RECORD), encoding="utf-8") as f:
+            rec = json.load(f)
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(rec, dict) and isinstance(rec.get("identity"), str) and rec["identity"] != UNRESOLVED
+    return rec if ok else None
 
 
 def _safetensor_error() -> type:
@@ -162,6 +199,9 @@ def load_model(
     device = device or default_device()
     path = resolve_model_path(name_or_path)
     check_local_weights(path)
+    if adapter:
+        check_adapter_base(adapter, name_or_path, base_option)
+        check_local_weights(adapter, "adapter")
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=torch_dtype(dtype, device), trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
@@ -171,8 +211,6 @@ def load_model(
     if adapter:
         from peft import PeftModel
 
-        check_adapter_base(adapter, name_or_path, base_option)
-        check_local_weights(adapter, "adapter")
         try:
             model = PeftModel.from_pretrained(model, adapter)
         except RuntimeError as e:  # PEFT's size-mismatch dump: one line instead

@@ -39,7 +39,27 @@ def _suggest(key: str, valid: list[str]) -> str:
 
 class _RecipeLoader(yaml.SafeLoader):
     """YAML 1.2 floats: PyYAML follows YAML 1.1, where ``2e-5`` (no dot) is a string, so a recipe's
-    learning rate (and every float json.dump writes that way) would be refused as not a float."""
+    learning rate (and every float json.dump writes that way) would be refused as not a float.
+
+    A key given twice in one mapping is an error: PyYAML keeps the last silently, so the value the
+    user reads first is not the one that runs."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:  # an unhashable key: PyYAML's own error names it
+                    continue
+                if first is not key_node.start_mark:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key '{key}' (first given on line {first.line + 1})", key_node.start_mark
+                    )
+        return super().construct_mapping(node, deep=deep)
 
 
 _RecipeLoader.add_implicit_resolver(
@@ -102,19 +122,21 @@ def parse_config(
     if "--help-all" in argv:
         argv = ["--help"]  # argparse's full listing, library options included
     recipe: dict[str, Any] = {}
+    recipe_path = None
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
             raise UserError("--config needs a path to a YAML recipe")
-        recipe = load_yaml(argv[i + 1])
+        recipe_path = argv[i + 1]
+        recipe = load_yaml(recipe_path)
         del argv[i : i + 2]
     fields = field_types(types_)
     valid = sorted(fields)
     for key, value in recipe.items():
         if key not in fields:
-            raise UserError(f"unknown recipe key '{key}'{_suggest(key, valid)}")
+            raise UserError(f"{recipe_path}: unknown recipe key '{key}'{_suggest(key, valid)}")
         if not value_matches(value, fields[key]):
-            raise UserError(f"recipe key '{key}' must be {type_name(fields[key])} (got {value!r})")
+            raise UserError(f"{recipe_path}: recipe key '{key}' must be {type_name(fields[key])} (got {value!r})")
     for arg in argv:
         if arg.startswith("--"):
             key = arg[2:].split("=", 1)[0].replace("-", "_")

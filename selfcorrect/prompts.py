@@ -5,23 +5,28 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 
+from selfcorrect.config import check_types
 from selfcorrect.errors import UserError
 from selfcorrect.parsing import load_yaml
 
 BUILTIN_FILE = os.path.join(os.path.dirname(__file__), "prompt_sets.yaml")
 FIELDS = {
-    "version",
-    "description",
-    "source",
-    "first_instruction",
-    "review_instruction",
-    "first_prefill",
-    "review_prefill",
-    "external",
-    "multiple_choice",
+    "version": int,
+    "description": str,
+    "source": str,
+    "first_instruction": str,
+    "review_instruction": str,
+    "first_prefill": str | None,
+    "review_prefill": str | None,
+    "external": bool,
+    "multiple_choice": bool,
 }
+# The placeholders each text is filled with: a review turn gets the scorer's verdict; the first
+# instruction and the prefills are used as written, so a placeholder there would reach the model.
+PLACEHOLDERS = {"review_instruction": {"feedback"}}
 
 
 @dataclass(frozen=True)
@@ -59,30 +64,41 @@ class PromptSet:
 def _parse(name: str, spec: object, source: str) -> PromptSet:
     if not isinstance(spec, dict):
         raise UserError(f"{source}: prompt set '{name}' must be a mapping")
-    unknown = set(spec) - FIELDS
+    unknown = set(spec) - set(FIELDS)
     if unknown:
         raise UserError(f"{source}: prompt set '{name}' has unknown key(s) {', '.join(sorted(unknown))}")
+    check_types(spec, FIELDS, f"{source}: prompt set '{name}'")
     if not spec.get("review_instruction"):
         raise UserError(f"{source}: prompt set '{name}' needs a review_instruction")
+    for key in ("first_instruction", "review_instruction", "first_prefill", "review_prefill"):
+        check_placeholders(spec.get(key) or "", PLACEHOLDERS.get(key, set()), f"{source}: prompt set '{name}' key '{key}'")
     return PromptSet(
         name=name,
-        version=int(spec.get("version", 1)),
-        description=str(spec.get("description", "")),
-        source=str(spec.get("source", source)),
-        first_instruction=str(spec.get("first_instruction") or ""),
-        review_instruction=str(spec["review_instruction"]),
+        version=spec.get("version", 1),
+        description=spec.get("description", ""),
+        source=spec.get("source", source),
+        first_instruction=spec.get("first_instruction") or "",
+        review_instruction=spec["review_instruction"],
         first_prefill=spec.get("first_prefill") or None,
         review_prefill=spec.get("review_prefill") or None,
-        external=_flag(spec, "external", source, name),
-        multiple_choice=_flag(spec, "multiple_choice", source, name),
+        external=spec.get("external", False),
+        multiple_choice=spec.get("multiple_choice", False),
     )
 
 
-def _flag(spec: dict, key: str, source: str, name: str) -> bool:
-    value = spec.get(key, False)
-    if not isinstance(value, bool):
-        raise UserError(f"{source}: prompt set '{name}' key '{key}' must be true or false (got {value!r})")
-    return value
+def check_placeholders(text: str, provided: set[str], where: str) -> None:
+    """A ``{name}`` the round does not fill would reach the model as written: one error line.
+
+    >>> check_placeholders("{feedback} Again.", {"feedback"}, "k")
+    >>> check_placeholders("You said {answer}.", {"feedback"}, "sets.yaml: prompt set 'x' key 'review_instruction'")
+    Traceback (most recent call last):
+    ...
+    selfcorrect.errors.UserError: sets.yaml: prompt set 'x' key 'review_instruction' has placeholder {answer}, which no round fills (it fills {feedback})
+    """
+    for found in re.findall(r"\{([^{}]*)\}", text):
+        if found not in provided:
+            fills = f"it fills {', '.join('{' + p + '}' for p in sorted(provided))}" if provided else "it is used as written"
+            raise UserError(f"{where} has placeholder {{{found}}}, which no round fills ({fills})")
 
 
 def load_prompt_sets(extra_file: str | None = None) -> dict[str, PromptSet]:

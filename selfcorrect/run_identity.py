@@ -8,7 +8,10 @@ before it does any work.
 
 Weights and data are identified by content, not by name: a local file by its size and SHA-256
 (weights larger than 64 MiB by their size and the SHA-256 of their first and last MiB, which hold
-the safetensors header and the last tensors), a hub model by the commit of its cached snapshot.
+the safetensors header and the last tensors), a hub model by the commit of its cached snapshot. A
+model folder's identity is its config and weights only (``MODEL_FILES``): what a training run writes
+beside them (training_args.bin, its config and card) differs between two runs that trained the same
+weights, and the same model copied to another folder is the same model.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from selfcorrect.errors import UserError
 from selfcorrect.jsonl import write_atomic
 
 RUN_FILE = "run.json"
+MODEL_FILES = ("*.safetensors", "config.json", "adapter_config.json")
 _METADATA = ("config.json", "selfcorrect_config.json")  # written when a run starts, before any result
 # A model that is not on disk yet (a hub id before its first download, the embedded model before its
 # first conversion) has no content identity when a run claims its folder; the run that downloads it
@@ -65,10 +69,10 @@ def model_identity(name_or_path: str | None) -> str | None:
     if not name_or_path:
         return None
     if os.path.exists(name_or_path):
-        return folder_identity(name_or_path, ("*.safetensors", "*.json", "*.bin"))
+        return folder_identity(name_or_path, MODEL_FILES)
     if name_or_path == SMOLLM2_ALIAS:
         local = converted_dir()
-        return folder_identity(local, ("*.safetensors", "config.json")) if os.path.isdir(local) else UNRESOLVED
+        return folder_identity(local, MODEL_FILES) if os.path.isdir(local) else UNRESOLVED
     try:  # a hub id: the commit of the snapshot in the local cache, if any
         from huggingface_hub import try_to_load_from_cache
 
@@ -207,6 +211,29 @@ def check_run(output_dir: str, command: str, settings: dict[str, Any], owned: li
     if resolved:
         _record(path, output_dir, record)
     return True
+
+
+def check_outside_inputs(output_dir: str, inputs: dict[str, str | None], out_option: str = "--output_dir") -> None:
+    """Refuse an output folder that is, or is inside, a folder the run reads (``inputs``: option ->
+    path; files and unset options are skipped): the run's files would land among its inputs, a
+    folder dataset would read them back, and --overwrite would have inputs beside what it deletes.
+
+    >>> import tempfile; d = tempfile.mkdtemp()
+    >>> check_outside_inputs(os.path.join(d, "..", "out"), {"--dataset_path": d})
+    >>> check_outside_inputs(os.path.join(d, "out"), {"--dataset_path": d})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    selfcorrect.errors.UserError: --output_dir .../out is (inside) the --dataset_path folder ..., which this run reads: choose an output folder outside it
+    """
+    out = os.path.realpath(output_dir)
+    for option, folder in inputs.items():
+        if folder and os.path.isdir(folder):
+            real = os.path.realpath(folder)
+            if os.path.commonpath([out, real]) == real:
+                raise UserError(
+                    f"{out_option} {output_dir} is (inside) the {option} folder {folder}, which this run reads: "
+                    "choose an output folder outside it"
+                )
 
 
 def _record(path: str, output_dir: str, record: dict[str, Any]) -> bool:

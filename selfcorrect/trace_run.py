@@ -18,19 +18,19 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from selfcorrect.config import DataConfig, RolloutConfig, SplitConfig
 from selfcorrect.device import cuda_available, process_state
-from selfcorrect.errors import Interrupted, UserError
+from selfcorrect.errors import Interrupted, NothingToDo, UserError
 from selfcorrect.examples import load_examples
 from selfcorrect.jsonl import append_rows, read_rows, repair_tail, write_rows_atomic
 from selfcorrect.modeling import load_model, load_tokenizer, resolve_model_path
 from selfcorrect.rollout import HFGenerator, run_rounds
-from selfcorrect.run_identity import check_run, data_identity, model_identity
+from selfcorrect.run_identity import check_outside_inputs, check_run, data_identity, model_identity
 from selfcorrect.saved_config import redact_secret_values
 from selfcorrect.tasks.base import Example, Task
 from selfcorrect.vllm_backend import MergedAdapter, VLLMGenerator, assign_gpus, vllm_dtype, vllm_version
@@ -53,6 +53,24 @@ def done_keys(output_dir: str) -> set[tuple[str, int]]:
         for row in read_rows(path):
             keys.add((row["id"], int(row.get("sample", 0))))
     return keys
+
+
+def check_finished_read_only(output_dir: str, examples: Iterable[Example], samples: int) -> None:
+    """A finished run in a folder this process cannot write (a read-only mount, another user's
+    results) is nothing to do: its traces are complete, and rewriting the outputs derived from them
+    would fail on the first write. A writable folder's finished run rewrites those outputs, as before."""
+    if os.access(output_dir, os.W_OK) or os.path.isdir(os.path.join(output_dir, "shards")):
+        return
+    final = os.path.join(output_dir, "traces.jsonl")
+    if not os.path.isfile(final):
+        return
+    with open(final, "rb") as f:  # a partial last line (which repair_tail would cut) means unfinished
+        f.seek(max(os.path.getsize(final) - 1, 0))
+        if f.read(1) not in (b"\n", b""):
+            return
+    done = {(row["id"], int(row.get("sample", 0))) for row in read_rows(final)}
+    if all((ex.id, s) in done for ex in examples for s in range(samples)):
+        raise NothingToDo(f"{output_dir} already holds this run, finished, and is read-only: nothing to do")
 
 
 def merge_shards(output_dir: str) -> tuple[str, int]:
@@ -214,8 +232,12 @@ def generate_traces(
         raise UserError(f"no examples to run (dataset {data.dataset_path}, skip={split.skip}, limit={data.limit})")
     settings = trace_settings(run, data, split, task, prompt_set, extra_settings)
     if state.is_main_process:
+        check_outside_inputs(
+            run.output_dir, {"--dataset_path": data.dataset_path, "--model_name_or_path": run.model_name_or_path}
+        )
         check_run(run.output_dir, command, settings, TRACE_OUTPUTS + list(owned), overwrite)
     state.wait_for_everyone()
+    check_finished_read_only(run.output_dir, load_examples(task, data, split), run.samples)
     os.makedirs(os.path.join(run.output_dir, "shards"), exist_ok=True)
     shard = os.path.join(run.output_dir, "shards", f"rank{rank}.jsonl")
     done = done_keys(run.output_dir)

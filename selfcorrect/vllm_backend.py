@@ -34,8 +34,10 @@ needs it. Its engine core runs in a spawned process: a script that uses it needs
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -47,6 +49,86 @@ from selfcorrect.modeling import merge_adapter, torch_dtype
 from selfcorrect.rollout import Generation, RolloutBackend, SamplingConfig, seed_for
 
 INSTALL_HINT = "pip install -e '.[vllm]' on a GPU machine, or bash scripts/setup_vllm.sh (CPU build, its own .venv-vllm)"
+
+
+# The head sizes vLLM's CPU attention has kernels for, when the installed vLLM does not say (0.32:
+# these); another one makes the engine die at its first request with a 150-line EngineDeadError.
+CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+_HF_FALLBACK = "--generation_backend hf runs the same rounds without vLLM"
+
+
+def head_dim(config: dict[str, Any]) -> int | None:
+    """A transformers config's attention head size.
+
+    >>> head_dim({"hidden_size": 64, "num_attention_heads": 4})
+    16
+    >>> head_dim({"hidden_size": 2048, "num_attention_heads": 8, "head_dim": 256})
+    256
+    """
+    if isinstance(config.get("head_dim"), int):
+        return config["head_dim"]
+    hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
+    return hidden // heads if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 else None
+
+
+def cpu_head_sizes() -> tuple[int, ...]:
+    """The head sizes the installed vLLM's CPU attention backend declares."""
+    try:
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+        return tuple(CPUAttentionBackend.get_supported_head_sizes())
+    except Exception:  # noqa: BLE001 - another vLLM layout, or no vLLM: the sizes 0.32 declares
+        return CPU_HEAD_SIZES
+
+
+def check_cpu_attention(model_path: str) -> None:
+    """On the CPU build, a model whose head size has no CPU attention kernel is refused before the
+    engine starts (a local folder's config; a hub model is left to the engine)."""
+    try:
+        with open(os.path.join(model_path, "config.json"), encoding="utf-8") as f:
+            size = head_dim(json.load(f))
+    except (OSError, ValueError, AttributeError):
+        return
+    sizes = cpu_head_sizes()
+    if size is not None and sizes and size not in sizes:
+        raise UserError(
+            f"vLLM's CPU attention has no kernel for head_dim={size} ({model_path}; it has {', '.join(map(str, sizes))}): "
+            f"{_HF_FALLBACK}, or run vLLM on a GPU"
+        )
+
+
+def engine_failure(e: BaseException) -> UserError | None:
+    """One line for a vLLM engine that died (its core runs in another process, so the parent sees
+    only EngineDeadError, or a failed start), naming the cause where the exception carries it;
+    None for any other exception.
+
+    >>> class EngineDeadError(Exception): pass
+    >>> print(engine_failure(EngineDeadError("EngineCore encountered an issue. See stack trace (above) for the root cause.")))
+    the vLLM engine stopped (EngineDeadError: EngineCore encountered an issue. See stack trace (above) for the root cause.); its log above names why: fix that, or --generation_backend hf runs the same rounds without vLLM
+    >>> print(engine_failure(RuntimeError("Unsupported CPU attention configuration: head_dim=16 isa=1")))
+    vLLM's CPU attention has no kernel for this model's head_dim=16: --generation_backend hf runs the same rounds without vLLM, or run vLLM on a GPU
+    >>> engine_failure(ValueError("bad prompt")) is None
+    True
+    """
+    chain, x = [], e
+    while x is not None and x not in chain:
+        chain.append(x)
+        x = x.__cause__ or x.__context__
+    text = "\n".join(str(x) for x in chain)
+    m = re.search(r"Unsupported CPU attention configuration: head_dim=(\d+)", text)
+    if m:
+        return UserError(
+            f"vLLM's CPU attention has no kernel for this model's head_dim={m[1]}: {_HF_FALLBACK}, or run vLLM on a GPU"
+        )
+    if (
+        any(type(x).__name__ in ("EngineDeadError", "EngineGenerateError") for x in chain)
+        or "Engine core initialization failed" in text
+    ):
+        first = (str(e).strip().splitlines() or [""])[0]
+        return UserError(
+            f"the vLLM engine stopped ({type(e).__name__}: {first}); its log above names why: fix that, or {_HF_FALLBACK}"
+        )
+    return None
 
 
 def vllm_version() -> str:
@@ -156,7 +238,10 @@ class VLLMGenerator(RolloutBackend):
                     detokenize=False,  # the project's tokenizer decodes, as on the HF path
                 )
             )
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompt_ids], params, use_tqdm=False)
+        try:
+            outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompt_ids], params, use_tqdm=False)
+        except Exception as e:  # noqa: BLE001 - a dead engine becomes one line; anything else is re-raised
+            raise engine_failure(e) or e from None
         gens = []
         for out, p, labs in zip(outs, prompt_ids, labels):
             c = out.outputs[0]
@@ -199,6 +284,8 @@ def start_engine(
     on_gpu = cuda_available()
     key = (model_path, dtype, tensor_parallel_size, trust_remote_code, max_model_len, gpu_memory_utilization)
     if key not in _ENGINES:
+        if not on_gpu:
+            check_cpu_attention(model_path)
         from vllm import LLM
 
         memory = {"gpu_memory_utilization": gpu_memory_utilization}
@@ -210,19 +297,22 @@ def start_engine(
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")  # GiB
             memory = {}
         print(f"starting a vLLM engine on {model_path} ...", file=sys.stderr, flush=True)
-        _ENGINES[key] = LLM(
-            model=model_path,
-            tokenizer=model_path,
-            dtype=vllm_dtype(dtype, on_gpu),
-            tensor_parallel_size=tensor_parallel_size,
-            enable_prefix_caching=True,
-            trust_remote_code=trust_remote_code,
-            # CUDA graphs are a GPU feature; the CPU build was measured working in eager mode.
-            enforce_eager=not on_gpu,
-            seed=0,
-            max_model_len=max_model_len,  # None: the model's context length
-            **memory,
-        )
+        try:
+            _ENGINES[key] = LLM(
+                model=model_path,
+                tokenizer=model_path,
+                dtype=vllm_dtype(dtype, on_gpu),
+                tensor_parallel_size=tensor_parallel_size,
+                enable_prefix_caching=True,
+                trust_remote_code=trust_remote_code,
+                # CUDA graphs are a GPU feature; the CPU build was measured working in eager mode.
+                enforce_eager=not on_gpu,
+                seed=0,
+                max_model_len=max_model_len,  # None: the model's context length
+                **memory,
+            )
+        except Exception as e:  # noqa: BLE001 - a core that fails to start becomes one line; anything else is re-raised
+            raise engine_failure(e) or e from None
     return _ENGINES[key]
 
 

@@ -2,6 +2,7 @@
 (in this process, or under ``accelerate launch`` as a user runs it)."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -77,12 +78,15 @@ def run_command(module: str, args: list[str]):
     from selfcorrect.cli import run_cli
 
     out, err = io.StringIO(), io.StringIO()
+    sigint = signal.getsignal(signal.SIGINT)
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             run_cli(importlib.import_module(module).main, args)
             code = 0
         except SystemExit as e:
             code = e.code or 0
+        finally:  # an interrupted command ignores further Ctrl-C for the rest of its process: not pytest's
+            signal.signal(signal.SIGINT, sigint)
     return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 

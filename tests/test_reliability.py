@@ -222,7 +222,7 @@ def test_overwrite_refuses_folders_holding_what_the_command_did_not_write(tiny_m
     rows.write_text(json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n")
     for extra in ([], ["--overwrite", "true"]):
         sft = ["--model_name_or_path", str(base), "--dataset_path", str(rows), "--output_dir", str(base), *extra]
-        assert "--overwrite" not in _one_error(_run_cmd("train.sft", sft), "without a run.json")
+        assert "--overwrite" not in _one_error(_run_cmd("train.sft", sft), "is (inside) the --model_name_or_path folder")
     assert _tree(str(base)) == before
     # This command's own run plus a file it did not write: --overwrite refuses, naming it.
     from selfcorrect.errors import UserError

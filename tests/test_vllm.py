@@ -26,6 +26,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 from conftest import fixture
 from helpers import run_command
 
+from selfcorrect.device import cuda_available
 from selfcorrect.jsonl import read_rows
 from selfcorrect.modeling import load_model, load_tokenizer
 from selfcorrect.prompts import get_prompt_set
@@ -275,3 +276,23 @@ def test_data_gen_resumes_after_kill_9_losing_at_most_the_batch_in_flight(tiny_m
     p = run_command("data_gen.__main__", [*args, "--output_dir", str(whole)])
     assert p.returncode == 0, p.stderr
     _same_rows(str(whole / "traces.jsonl"), str(out / "traces.jsonl"))
+
+
+@pytest.mark.skipif(cuda_available(), reason="the CPU build's attention kernels")
+def test_a_head_size_without_a_cpu_kernel_is_one_line_before_the_engine_starts(tmp_path):
+    """The CPU build has no attention kernel for 16-dimension heads: its engine would start (minutes),
+    then die at the first request with an EngineDeadError and the core's traceback."""
+    from tiny_model import build
+
+    model = build(str(tmp_path / "heads of 16"), num_heads=4)
+    out = tmp_path / "out"
+    p = run_command(
+        "data_gen.__main__",
+        ["--model_name_or_path", model, "--generation_backend", "vllm", "--dataset_path", fixture("bbq"), "--limit", "1",
+         "--rounds", "1", "--output_dir", str(out)],
+    )  # fmt: skip
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert lines[-1].startswith("error: vLLM's CPU attention has no kernel for head_dim=16 ("), lines[-1]
+    assert "--generation_backend hf runs the same rounds without vLLM" in lines[-1]
+    assert "starting a vLLM engine" not in p.stderr and not (out / "traces.jsonl").exists()

@@ -10,6 +10,7 @@ correction instruction, ``chosen``/``rejected`` hold one assistant message each.
 from __future__ import annotations
 
 from selfcorrect.cli import run_cli
+from selfcorrect.errors import UserError
 from selfcorrect.modeling import load_policy, load_tokenizer
 from selfcorrect.tasks import task_and_prompt_set
 from train.data import PROVENANCE, check_provenance, load_rows
@@ -56,6 +57,12 @@ def main(argv: list[str]) -> None:
         processing_class=tokenizer,
         peft_config=peft_config,
     )
+    if len(trainer.train_dataset) == 0:
+        # TRL drops every pair whose prompt alone reaches max_length; the sampler then fails on 0 rows.
+        raise UserError(
+            f"max_length {cfg.max_length} leaves no DPO pair of {setup.data.dataset_path} to train on: each of its "
+            f"{len(rows)} prompts alone is at least that many tokens (TRL drops such pairs): raise max_length"
+        )
     reference = "base with the adapter disabled" if setup.model.use_peft else "frozen copy of the base"
     objective = (
         f"DPO ({cfg.loss_type}, beta={cfg.beta}, Rafailov et al. 2023): raise log pi(chosen)/ref(chosen) - "

@@ -3,15 +3,16 @@
 python -m train.merge --base <model> --adapter <dir> --out <dir>
 """
 
+import glob
 import os
 from dataclasses import dataclass, field
 
 from selfcorrect.cli import run_cli
 from selfcorrect.config import OverwriteConfig
-from selfcorrect.errors import UserError
+from selfcorrect.errors import NothingToDo, UserError
 from selfcorrect.modeling import merge_adapter
 from selfcorrect.parsing import parse_config
-from selfcorrect.run_identity import check_run, model_identity
+from selfcorrect.run_identity import check_outside_inputs, check_run, model_identity
 
 # What a merge writes into --out (deleted by --overwrite, with run.json saying a merge wrote them).
 MERGE_OUTPUTS = [
@@ -41,15 +42,14 @@ class MergeConfig:
 
 def main(argv: list[str]) -> None:
     a, ow = parse_config([MergeConfig, OverwriteConfig], argv, prog="python -m train.merge", description=__doc__)
-    out = os.path.realpath(a.out)
-    for option, folder in (("--base", a.base), ("--adapter", a.adapter)):
-        inside = os.path.isdir(folder) and os.path.commonpath([out, os.path.realpath(folder)]) == os.path.realpath(folder)
-        if inside:
-            raise UserError(
-                f"--out {a.out} is (inside) the {option} folder {folder}, which the merge must not overwrite: choose another folder"
-            )
+    check_outside_inputs(a.out, {"--base": a.base, "--adapter": a.adapter}, "--out")
     settings = {"base": a.base, "base_weights": model_identity(a.base), "adapter_weights": model_identity(a.adapter)}
-    check_run(a.out, "train.merge", settings, MERGE_OUTPUTS, ow.overwrite)
+    resumed = check_run(a.out, "train.merge", settings, MERGE_OUTPUTS, ow.overwrite)
+    # The same merge, finished, in a folder this process cannot write: merging again would fail on the
+    # first write (a writable folder's finished merge is merged again, as before).
+    finished = glob.glob(os.path.join(a.out, "model*.safetensors")) and os.path.isfile(os.path.join(a.out, "config.json"))
+    if resumed and finished and not os.access(a.out, os.W_OK):
+        raise NothingToDo(f"{a.out} already holds this merge, finished, and is read-only: nothing to do")
     merge_adapter(a.base, a.adapter, a.out, a.trust_remote_code, base_option="--base")
 
 

@@ -12,10 +12,11 @@ import os
 import sys
 from typing import Any
 
+from selfcorrect.cli import command_line
 from selfcorrect.demo_model import SMOLLM2_ALIAS, SMOLLM2_HUB_ID
 from selfcorrect.errors import UserError
 from selfcorrect.jsonl import write_atomic
-from selfcorrect.modeling import merge_adapter
+from selfcorrect.modeling import merge_adapter, record_base
 from selfcorrect.saved_config import config_to_dict
 from selfcorrect.tasks import get_task
 from train.run import Setup
@@ -54,21 +55,19 @@ def source_dataset(setup: Setup) -> tuple[str | None, str]:
 
 def eval_command(output_dir: str, setup: Setup) -> str:
     """The eval command for this adapter, on the held-out part of the data data_gen ran on when its
-    config.json is beside the training file (so the command runs as written)."""
-    parts = [
-        f"python -m eval --model_name_or_path {setup.model.model_name_or_path} --adapter {output_dir}",
-        f"--task {setup.task.task} --prompt_set {setup.task.prompt_set}",
-    ]
+    config.json is beside the training file, shell-quoted (so the command runs as written)."""
+    args = ["python", "-m", "eval", "--model_name_or_path", setup.model.model_name_or_path, "--adapter", output_dir]
+    args += ["--task", setup.task.task, "--prompt_set", setup.task.prompt_set]
     if setup.task.prompt_sets_file:
-        parts.append(f"--prompt_sets_file {setup.task.prompt_sets_file}")
+        args += ["--prompt_sets_file", setup.task.prompt_sets_file]
     dg = data_gen_config(setup)
     if dg:
         if dg.get("dataset_path"):
-            parts.append(f"--dataset_path {dg['dataset_path']} --split {dg.get('split', 'test')}")
+            args += ["--dataset_path", dg["dataset_path"], "--split", dg.get("split", "test")]
         if dg.get("heldout_fraction"):
-            parts.append(f"--heldout_fraction {dg['heldout_fraction']} --heldout true")
-    parts.append(f"--rounds 5 --output_dir {output_dir}/eval")
-    return " ".join(parts)
+            args += ["--heldout_fraction", dg["heldout_fraction"], "--heldout", "true"]
+    args += ["--rounds", 5, "--output_dir", os.path.join(output_dir, "eval")]
+    return command_line(*args)
 
 
 def model_card(method: str, objective: str, setup: Setup, output_dir: str, extra: dict[str, Any]) -> str:
@@ -183,6 +182,8 @@ def save_outputs(
     check_saved_weights(output_dir, use_peft=setup.model.use_peft)  # before the marker of a finished run
     os.makedirs(output_dir, exist_ok=True)
     tokenizer.save_pretrained(output_dir)
+    if setup.model.use_peft:
+        record_base(output_dir, setup.model.model_name_or_path)
     write_atomic(os.path.join(output_dir, "selfcorrect_config.json"), json.dumps(config_to_dict(*config_objs), indent=2))
     write_atomic(os.path.join(output_dir, "README.md"), model_card(method, objective, setup, output_dir, extra or {}))
     if setup.train.merge:

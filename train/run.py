@@ -17,8 +17,9 @@ from selfcorrect.config import DataConfig, OverwriteConfig, TaskConfig, check_ra
 from selfcorrect.device import check_launch_matches_machine, cuda_available, deepspeed_on_cpu, env_flag, process_state
 from selfcorrect.errors import Interrupted, NothingToDo, UserError
 from selfcorrect.hub import hub_offline
+from selfcorrect.jsonl import not_a_folder
 from selfcorrect.parsing import parse_config
-from selfcorrect.run_identity import check_run, data_identity, lock_output_dir, model_identity
+from selfcorrect.run_identity import check_outside_inputs, check_run, data_identity, lock_output_dir, model_identity
 from selfcorrect.saved_config import config_to_dict
 
 
@@ -63,6 +64,10 @@ def training_config_types(*method_types: type) -> list[type]:
     return [ModelConfig, DataConfig, TaskConfig, TrainConfig, OverwriteConfig, *method_types]
 
 
+# The data_gen output each training method reads.
+DATA_FILES = {"sft": "sft.jsonl", "dpo": "dpo.jsonl", "grpo": "rl.jsonl", "score": "rl.jsonl", "kround": "rl.jsonl"}
+
+
 def parse_training(types_: list[type], argv: list[str], prog: str, description: str | None = None) -> tuple[Any, ...]:
     """(Setup, *method configs) from a recipe and flags; ``types_`` is ``training_config_types(...)``.
     The launch is checked against the machine and, without CUDA, training runs on the CPU in fp32
@@ -80,6 +85,8 @@ def parse_training(types_: list[type], argv: list[str], prog: str, description: 
     check_full_fine_tuning(model.use_peft, model.dtype)
     if not data.dataset_path:
         raise UserError("dataset_path is not set (point it at a data_gen output such as outputs/<run>/sft.jsonl)")
+    meant = os.path.join(data.dataset_path, DATA_FILES.get(os.path.basename(prog).removesuffix(".py"), ""))
+    not_a_folder(data.dataset_path, "a data_gen output file (.jsonl)", meant if os.path.isfile(meant) else None)
     for cfg in method:
         keep_token_out_of_arguments(cfg)
     return (Setup(model, data, task, train, ow), *method)
@@ -229,6 +236,7 @@ _OWNED = [
     "merged",
     "README.md",
     "selfcorrect_config.json",
+    "base_model.json",
     "*_log.jsonl",
     "training_args.bin",
     "tokenizer*",
@@ -250,6 +258,9 @@ def claim_output_dir(method: str, setup: Setup, cfg: Any, resume: str | None, is
     already holds this run finished (nothing to do, as for a finished data_gen or eval run)."""
     if not is_main:
         return resume, False
+    check_outside_inputs(
+        cfg.output_dir, {"--model_name_or_path": setup.model.model_name_or_path, "--dataset_path": setup.data.dataset_path}
+    )
     settings = {"model_weights": model_identity(setup.model.model_name_or_path), "data": data_identity(setup.data.dataset_path)}
     for obj in (setup.model, setup.data, setup.task, cfg):
         for k, v in config_to_dict(obj).items():

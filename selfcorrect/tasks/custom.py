@@ -22,6 +22,7 @@ import string
 from collections.abc import Iterator
 from typing import Any
 
+from selfcorrect.config import check_types
 from selfcorrect.errors import UserError
 from selfcorrect.jsonl import read_rows
 from selfcorrect.tasks.base import (
@@ -35,19 +36,53 @@ from selfcorrect.tasks.base import (
     normalise,
 )
 
-SPEC_KEYS = {"name", "prompt_template", "id_field", "gold_field", "choices_field", "choices", "answer_regex"}
+SPEC_KEYS = {
+    "name": str,
+    "prompt_template": str,
+    "id_field": str,
+    "gold_field": str,
+    "choices_field": str,
+    "choices": list[str | int | float],
+    "answer_regex": str,
+}
+
+
+def template_fields(template: str, where: str) -> list[str]:
+    """The row fields a prompt_template names; one error line for a template ``str.format`` cannot
+    fill from a row's fields (an unclosed brace, ``{0}``, ``{q.text}``, ``{q[0]}``).
+
+    >>> template_fields("Q: {question} ({topic})", "t.yaml")
+    ['question', 'topic']
+    >>> template_fields("Q: {q.text}", "t.yaml")
+    Traceback (most recent call last):
+    ...
+    selfcorrect.errors.UserError: t.yaml: prompt_template placeholder {q.text} must be a field name of the rows, as in {question}
+    """
+    try:
+        parsed = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError as e:
+        raise UserError(
+            f"{where}: prompt_template is not a valid template ({e}; write a literal brace as {{{{ or }}}})"
+        ) from None
+    for name, spec, conv in parsed:
+        if not name.isidentifier() or spec or conv:
+            shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+            raise UserError(f"{where}: prompt_template placeholder {shown} must be a field name of the rows, as in {{question}}")
+    return [name for name, _, _ in parsed]
 
 
 class SpecTask(MultipleChoiceTask):
     def __init__(self, spec: dict[str, Any], source: str = "task spec"):
-        unknown = set(spec) - SPEC_KEYS
+        unknown = set(spec) - set(SPEC_KEYS)
         if unknown:
             raise UserError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(SPEC_KEYS))}")
+        check_types(spec, SPEC_KEYS, source)
         for key in ("prompt_template", "gold_field"):
             if key not in spec:
                 raise UserError(f"{source}: missing '{key}'")
         if not ("choices" in spec or "choices_field" in spec or "answer_regex" in spec):
             raise UserError(f"{source}: give 'choices', 'choices_field' or 'answer_regex'")
+        self.fields = template_fields(spec["prompt_template"], source)
         self.spec = spec
         self.name = str(spec.get("name", "custom"))
         try:
@@ -65,19 +100,30 @@ class SpecTask(MultipleChoiceTask):
         s = self.spec
         for lineno, row in enumerate(read_rows(dataset_path), 1):
             where = f"{dataset_path}:{lineno}"
-            used = [f for _, f, _, _ in string.Formatter().parse(s["prompt_template"]) if f]
-            check_text_fields(row, [f for f in used if f in row], where)
-            try:
-                question = s["prompt_template"].format(**row)
-            except (KeyError, IndexError) as e:
-                raise UserError(f"{where}: prompt_template needs field {e}") from None
+            missing = [f for f in self.fields if f not in row]
+            if missing:
+                raise UserError(f"{where}: prompt_template needs field '{missing[0]}', which this row lacks")
+            check_text_fields(row, self.fields, where)
+            question = s["prompt_template"].format(**row)
             if s["gold_field"] not in row:
                 raise UserError(f"{where}: missing gold field '{s['gold_field']}'")
             gold_raw = row[s["gold_field"]]
+            if isinstance(gold_raw, bool) or not isinstance(gold_raw, (str, int, float)):
+                raise UserError(
+                    f"{where}: gold field '{s['gold_field']}' must be text or a number (got {type(gold_raw).__name__} {gold_raw!r:.60})"
+                )
             choices = s.get("choices") or (row.get(s["choices_field"]) if "choices_field" in s else None)
-            ex_id = str(row.get(s.get("id_field", "id"), lineno))
+            id_field = s.get("id_field", "id")
+            raw_id = row.get(id_field, lineno)
+            if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+                raise UserError(
+                    f"{where}: id field '{id_field}' must be text or an integer (got {type(raw_id).__name__} {raw_id!r:.60})"
+                )
+            ex_id = str(raw_id)
             if choices:
-                if not isinstance(choices, list) or not all(isinstance(c, (str, int, float)) for c in choices):
+                if not isinstance(choices, list) or not all(
+                    isinstance(c, (str, int, float)) and not isinstance(c, bool) for c in choices
+                ):
                     raise UserError(f"{where}: choices must be a list of texts (got {choices!r:.60})")
                 choices = [str(c) for c in choices]
                 gold = self._gold_letter(gold_raw, choices, where)

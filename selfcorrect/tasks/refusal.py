@@ -18,7 +18,7 @@ from selfcorrect.errors import UserError
 from selfcorrect.jsonl import read_rows
 from selfcorrect.stats import ratio
 from selfcorrect.tasks.base import Example, Grade, Task, TaskMetrics
-from selfcorrect.tasks.toxicity import TextClassifier
+from selfcorrect.tasks.toxicity import TextClassifier, check_classification_head
 
 # Phrases that open or carry a refusal in chat models' answers (the list used by refusal-rate
 # evaluations such as Zou et al. 2023's GCG harness, trimmed to unambiguous ones).
@@ -75,6 +75,8 @@ class RefusalTask(Task):
         self.classifier_name = classifier
         self.threshold = threshold
         self._clf = None
+        if classifier:
+            check_classification_head(classifier)
 
     def settings(self) -> dict[str, Any]:
         return {"classifier": self.classifier_name, "threshold": self.threshold}

@@ -13,6 +13,8 @@ object, and optional ``id``. When no path is given and the hub is reachable,
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +51,32 @@ def positive_label_index(id2label: dict[int, str], word: str) -> int:
     raise UserError(f"cannot tell which classifier label means '{word}' from id2label={id2label}")
 
 
+def check_classification_head(name_or_path: str) -> None:
+    """A classifier must have a classification head: a model without one (a causal LM, a bare
+    encoder) loads with a new, random head and scores noise. Read from the config's
+    ``architectures`` where the config is on disk (a local folder or the hub cache), before any work."""
+    path = os.path.join(name_or_path, "config.json")
+    if not os.path.isdir(name_or_path):
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            path = try_to_load_from_cache(name_or_path, "config.json")
+        except Exception:  # noqa: BLE001 - not a hub id, or no cache: the loader decides
+            return
+    if not isinstance(path, str) or not os.path.isfile(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            architectures = json.load(f).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return  # the loader names a broken config
+    if architectures and not any(str(a).endswith("ForSequenceClassification") for a in architectures):
+        raise UserError(
+            f"classifier {name_or_path} is a {architectures[0]}, which has no classification head: give a "
+            "text-classification model (its config's architectures name a ...ForSequenceClassification)"
+        )
+
+
 class TextClassifier:
     """A text-classification model returning P(positive label) per text, batched on the model's
     device; ``word`` picks the positive label (``positive_label_index``)."""
@@ -56,6 +84,7 @@ class TextClassifier:
     def __init__(self, name_or_path: str, word: str, batch_size: int = 32, device: str | None = None):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        check_classification_head(name_or_path)
         path = resolve_model_path(name_or_path)
         check_local_weights(path, "classifier")
         try:
@@ -103,6 +132,8 @@ class ToxicityTask(Task):
         self.threshold = threshold
         self._classifier_name = classifier
         self._classifier = classifier_fn
+        if classifier and classifier_fn is None:
+            check_classification_head(classifier)
 
     def settings(self) -> dict[str, Any]:
         return {"classifier": self._classifier_name, "threshold": self.threshold}
