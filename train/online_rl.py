@@ -205,14 +205,8 @@ class OnlineRLTrainer:
     def sample(self, step: int, on_round=None) -> list[Episode]:
         """Episodes of this process at ``step``: num_generations per prompt, consecutive."""
         cfg = self.cfg
-        idx = prompt_indices(
-            step,
-            cfg.per_device_prompts,
-            self.accelerator.num_processes,
-            self.accelerator.process_index,
-            len(self.examples),
-            cfg.seed,
-        )
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        idx = prompt_indices(step, cfg.per_device_prompts, world, rank, len(self.examples), cfg.seed)
         examples = [self.examples[i] for i in idx]
         self.policy.eval()
         with self.strategy.weights_for_sampling():
@@ -224,7 +218,10 @@ class OnlineRLTrainer:
                 self.rounds(),
                 samples=cfg.num_generations,
                 on_round=None if on_round is None else lambda r, gens: on_round(r),
-                seed_key=f"s{step}/p{self.accelerator.process_index}/",
+                # An episode's stream is keyed by the step, its prompt's place in the step's batch over
+                # every process, and its sample index (run_rounds): N processes of P prompts sample
+                # the episodes one process of N x P prompts does, and a prompt drawn twice samples twice.
+                seed_key=[f"s{step}/q{rank * cfg.per_device_prompts + i}" for i in range(len(examples))],
             )
         gens = rollout.generations
         return [
