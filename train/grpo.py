@@ -60,6 +60,7 @@ from selfcorrect.modeling import load_policy, load_tokenizer
 from selfcorrect.rollout import HFGenerator, run_rounds
 from selfcorrect.tasks import task_and_prompt_set
 from selfcorrect.tasks.base import Example
+from train.checkpoints import mark_complete_callback
 from train.data import PROVENANCE, check_provenance, load_rows
 from train.outputs import save_trained, trainable_snapshot
 from train.rewards import RevisionReward
@@ -265,6 +266,7 @@ def main(argv: list[str]) -> None:
     )
 
     # ---- train
+    trainer.add_callback(mark_complete_callback())  # a resume takes only checkpoints marked complete
     snapshot = trainable_snapshot(trainer.model)
     with resumable(cfg.output_dir):
         trainer.train(resume_from_checkpoint=resume)
