@@ -27,18 +27,24 @@ from typing import Any
 
 COMPLETE = "checkpoint_complete.json"
 
-# What a resume reads, per trainer family: (what it is, the file names that can hold it). A
-# DeepSpeed checkpoint keeps the optimizer (and, for SCoRe/K-round RL, the trainable weights) in
-# its own subfolder of ``*_optim_states.pt`` / ``*_model_states.pt`` files.
+# What a resume reads, per trainer family: (what it is, the file names that can hold it; ``*``
+# matches within one path part). DeepSpeed keeps the optimizer (and for SCoRe/K-round RL the
+# trainable weights) in a subfolder of ``*_optim_states.pt`` / ``*_model_states.pt`` files; FSDP in
+# ``pytorch_model_fsdp*`` and ``optimizer*`` files or folders of shards.
+_FSDP_WEIGHTS = ("pytorch_model_fsdp*.bin", "pytorch_model_fsdp_*/*")
+_SHARDED_OPTIMIZER = ("*/*optim_states.pt", "optimizer_*/*")
 TRL_CHECKPOINT = (
-    ("weights", ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "model.safetensors.index.json")),
-    ("optimizer", ("optimizer.pt", "*/*optim_states.pt")),
+    (
+        "weights",
+        ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "model.safetensors.index.json", *_FSDP_WEIGHTS),
+    ),
+    ("optimizer", ("optimizer.pt", "optimizer.bin", *_SHARDED_OPTIMIZER)),
     ("scheduler", ("scheduler.pt",)),
     ("trainer state", ("trainer_state.json",)),
 )
 ONLINE_RL_CHECKPOINT = (
     ("weights", ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "*/*model_states.pt")),
-    ("optimizer", ("optimizer.bin", "*/*optim_states.pt")),
+    ("optimizer", ("optimizer.bin", *_SHARDED_OPTIMIZER)),
     ("scheduler", ("custom_checkpoint_0.pkl",)),  # the schedule, registered with accelerate for checkpointing
     ("trainer state", ("online_rl_state.json",)),
 )
