@@ -608,7 +608,8 @@ def run_rounds(
     batches it: a run with another batch size, a resume, or a shard of a multi-process run samples
     the same tokens for the same (example, sample), up to the model's own numerics (a batch's
     padding can move a logit in its last bits; tests/test_rollout.py measures that on the tiny
-    model). An example's key is ``seed_key`` followed by its id (a str), or ``seed_key[i]`` (a list,
+    model). An example's key is ``seed_key`` followed by its id (and, for the n-th repeat of an id
+    in the call, ``#n``) when ``seed_key`` is a str, or ``seed_key[i]`` (a list,
     one key per example: online RL names the step and the prompt's place in the step's batch, so a
     prompt drawn twice samples twice).
     """
@@ -629,7 +630,13 @@ def run_rounds(
         for s in range(samples)
     ]
     if isinstance(seed_key, str):
-        example_keys = [f"{seed_key}{ex.id}" for ex in examples]
+        # An example given twice in one call (GRPO hands over a prompt once per group member) must
+        # not sample twice the same tokens: its later copies get keys of their own.
+        seen: dict[str, int] = {}
+        example_keys = []
+        for ex in examples:
+            n = seen[ex.id] = seen.get(ex.id, -1) + 1
+            example_keys.append(f"{seed_key}{ex.id}" + (f"#{n}" if n else ""))
     elif len(seed_key) == len(examples):
         example_keys = list(seed_key)
     else:

@@ -293,3 +293,17 @@ def test_sampled_trajectories_do_not_depend_on_batching(tiny_model_dir, bbq_exam
     shards = {**sample(exs[0::2], 2), **sample(exs[1::2], 4)}
     assert shards == whole
     assert sample(exs[::-1], 3) == whole
+
+
+def test_an_example_given_twice_samples_twice(gen, bbq_examples):
+    """GRPO hands over each prompt once per group member: the copies of one example in a call draw
+    from streams of their own (their trajectories differ), the first copy's stream being the
+    example's own."""
+    task, exs = bbq_examples
+    ps = get_prompt_set("intrinsic-moral")
+    g = HFGenerator(gen.model, gen.tokenizer, SamplingConfig(max_new_tokens=8, temperature=1.0, seed=2), batch_size=4)
+    once = run_rounds(g, task, ps, exs[:1], rounds=1).trajectories
+    twice = run_rounds(g, task, ps, [exs[0], exs[0], exs[0]], rounds=1).trajectories
+    responses = [t.rounds[0].response for t in twice]
+    assert responses[0] == once[0].rounds[0].response
+    assert len(set(responses)) == 3

@@ -142,7 +142,9 @@ def make_rollout_func(tokenizer, cfg, task=None, prompt_set=None, examples: dict
                         "completion_ids": [g.token_ids for g in outs],
                         "logprobs": [g.token_logprobs for g in outs],
                     }
-                episodes = run_rounds(gen, task, prompt_set, [examples[p] for p in prompts], rounds=2, seed_key=key + "/")
+                # One key per prompt row: TRL repeats each prompt for its group, and each copy samples its own episode.
+                keys = [f"{key}/{i}" for i in range(len(prompts))]
+                episodes = run_rounds(gen, task, prompt_set, [examples[p] for p in prompts], rounds=2, seed_key=keys)
             finally:
                 model.train(was_training)
         second = episodes.generations[1]
