@@ -112,6 +112,21 @@ def seed_for(seed: int, key: str) -> int:
     return zlib.crc32(f"{seed}:{key}".encode())
 
 
+def row_seed_keys(seed_key: str | list[str], n: int) -> list[str]:
+    """The sampling key of each of ``n`` prompts of one ``generate`` call: the keys given, one per
+    prompt, or ``seed_key`` with the prompt's index in the call (never its batch), so a prompt's
+    samples do not depend on how the call was cut into batches.
+
+    >>> row_seed_keys("s0", 2), row_seed_keys(["a", "b"], 2)
+    (['s0/0', 's0/1'], ['a', 'b'])
+    """
+    if isinstance(seed_key, str):
+        return [f"{seed_key}/{i}" for i in range(n)]
+    if len(seed_key) != n:
+        raise ValueError(f"{len(seed_key)} seed keys for {n} prompts")
+    return list(seed_key)
+
+
 @dataclass
 class RoundCache:
     """KV cache of one batch of trajectories, kept from one round to the next.
@@ -178,10 +193,13 @@ class RolloutBackend:
         self,
         prompts: list[str],
         option_labels: list[list[str] | None] | None = None,
-        seed_key: str = "",
+        seed_key: str | list[str] = "",
         session: dict | None = None,
     ) -> list[Generation]:
         """Decode every prompt (already rendered text, encoded here by the project's tokenizer).
+
+        ``seed_key``: one sampling key per prompt, or a prefix to which each prompt's index in the
+        call is added (``row_seed_keys``); a prompt's random stream depends on its key alone.
 
         Pass the same ``session`` dict on every round of a multi-round rollout (same trajectories in
         the same order): the HF engine keeps each batch's KV cache in it from one round to the next.
@@ -313,19 +331,19 @@ class HFGenerator(RolloutBackend):
         self,
         prompt_ids: list[list[int]],
         option_labels: list[list[str] | None] | None = None,
-        seed_key: str = "",
+        seed_key: str | list[str] = "",
         session: dict | None = None,
     ) -> list[Generation]:
         """Decode token-id prompts (online RL continues exactly the ids it trains on)."""
         out: list[Generation] = []
         labels = option_labels or [None] * len(prompt_ids)
+        keys = row_seed_keys(seed_key, len(prompt_ids))
         for i in range(0, len(prompt_ids), self.batch_size):
             # A batch's cache is keyed by its offset: run_rounds sends the same trajectories in the same
-            # order every round, so batch i of round r+1 continues batch i of round r. The batch offset
-            # is part of the seed key, so batches do not draw the same random numbers.
+            # order every round, so batch i of round r+1 continues batch i of round r.
             prev = session.get(i) if (session is not None and self.incremental) else None
             gens, cache = self._generate_batch(
-                prompt_ids[i : i + self.batch_size], labels[i : i + self.batch_size], f"{seed_key}/{i}", prev
+                prompt_ids[i : i + self.batch_size], labels[i : i + self.batch_size], keys[i : i + self.batch_size], prev
             )
             if session is not None and self.incremental:
                 session[i] = cache
@@ -336,7 +354,7 @@ class HFGenerator(RolloutBackend):
 
     @torch.no_grad()
     def _generate_batch(
-        self, prompt_ids: list[list[int]], labels: list[list[str] | None], seed_key: str, prev: RoundCache | None
+        self, prompt_ids: list[list[int]], labels: list[list[str] | None], keys: list[str], prev: RoundCache | None
     ) -> tuple[list[Generation], RoundCache | None]:
         dev = self.device
         self._check_context(prompt_ids)
@@ -370,11 +388,14 @@ class HFGenerator(RolloutBackend):
         block_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in new_parts], device=dev)
         mask = block_mask if keep_mask is None else torch.cat([keep_mask.long(), block_mask], dim=-1)
         s = self.sampling
-        gen = None
+        noise = None
         if s.temperature > 0:
-            # A generator of its own, seeded per batch: the samples do not depend on what else used the
-            # global random state, so a run can be repeated.
-            gen = torch.Generator(device=dev).manual_seed(seed_for(s.seed, seed_key))
+            # Each row's uniforms come from a generator of its own, seeded by the row's key and drawn
+            # on the CPU: a row's random stream depends neither on the other rows of the batch nor
+            # on the batch size nor on the device, nor on what else used the global random state.
+            noise = torch.stack(
+                [torch.rand(s.max_new_tokens, generator=torch.Generator().manual_seed(seed_for(s.seed, k))) for k in keys]
+            ).to(dev)
 
         hidden: list[torch.Tensor] = []
         hook = None
@@ -394,7 +415,7 @@ class HFGenerator(RolloutBackend):
         label_ids = sorted({i for labs in labels if labs for lab in labs for i in self.label_token_ids(lab)})
         try:
             new_ids, logprobs, sample_logprobs, label_logp, kv, fed = self._decode(
-                ids, mask, gen, kv, expand, self.incremental, torch.tensor(label_ids, device=dev) if label_ids else None
+                ids, mask, noise, kv, expand, self.incremental, torch.tensor(label_ids, device=dev) if label_ids else None
             )
         finally:
             if hook is not None:
@@ -431,13 +452,14 @@ class HFGenerator(RolloutBackend):
         self,
         ids: torch.Tensor,
         mask: torch.Tensor,
-        gen: torch.Generator | None,
+        noise: torch.Tensor | None,
         cache: Any = None,
         expand: torch.Tensor | None = None,
         keep_cache: bool = True,
         label_ids: torch.Tensor | None = None,
     ):
-        """Greedy/sampled decoding. ``ids`` are the new prompt tokens, ``mask`` covers cache + ids.
+        """Greedy/sampled decoding. ``ids`` are the new prompt tokens, ``mask`` covers cache + ids;
+        ``noise`` (sampling only) holds each row's uniform for every step (batch x max_new_tokens).
         ``expand`` maps each output row to the prompt row it continues (shared prefill);
         ``keep_cache`` asks for every row's cache back (round-incremental reuse).
 
@@ -488,9 +510,9 @@ class HFGenerator(RolloutBackend):
                     keep = sorted_p.cumsum(-1) - sorted_p < s.top_p
                     sorted_p = sorted_p * keep
                     probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
-                # Inverse-CDF draw with one uniform per batch row per step, drawn for every row even
-                # after it leaves the batch: each row's samples do not depend on when others finish.
-                u = torch.rand(batch, generator=gen, device=dev)[rows]
+                # Inverse-CDF draw with the row's own uniform for this step (``noise``): each row's
+                # samples depend neither on when others finish nor on which rows share its batch.
+                u = noise[rows, step]
                 cdf = probs.cumsum(-1)
                 nxt = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0].clamp(max=probs.shape[-1] - 1)
             else:
@@ -573,14 +595,23 @@ def run_rounds(
     rounds: int,
     samples: int = 1,
     on_round: Any = None,
-    seed_key: str = "",
+    seed_key: str | list[str] = "",
 ) -> Rollout:
     """K rounds for every (example, sample): one trajectory per pair, samples of an example
     consecutive, and the generations of every round. Round r's prompt is the conversation of rounds
     < r plus round r's user turn, rendered with round r's prefill.
 
-    ``on_round(round_index, generations)`` is called after each round (progress bars). ``seed_key``
-    prefixes the sampling seed, so online RL draws fresh samples when it meets an example again.
+    ``on_round(round_index, generations)`` is called after each round (progress bars).
+
+    Sampling: each trajectory draws from its own random stream, keyed by the run's seed, its
+    example's key, its sample index and the round, whatever else is in the call or how the backend
+    batches it: a run with another batch size, a resume, or a shard of a multi-process run samples
+    the same tokens for the same (example, sample), up to the model's own numerics (a batch's
+    padding can move a logit in its last bits; tests/test_rollout.py measures that on the tiny
+    model). An example's key is ``seed_key`` followed by its id (and, for the n-th repeat of an id
+    in the call, ``#n``) when ``seed_key`` is a str, or ``seed_key[i]`` (a list,
+    one key per example: online RL names the step and the prompt's place in the step's batch, so a
+    prompt drawn twice samples twice).
     """
     # Samples of an example consecutive, sample 0 first: eval.aggregate and data_gen.build read an
     # example's rows together from a stream.
@@ -598,6 +629,19 @@ def run_rounds(
         for ex in examples
         for s in range(samples)
     ]
+    if isinstance(seed_key, str):
+        # An example given twice in one call (GRPO hands over a prompt once per group member) must
+        # not sample twice the same tokens: its later copies get keys of their own.
+        seen: dict[str, int] = {}
+        example_keys = []
+        for ex in examples:
+            n = seen[ex.id] = seen.get(ex.id, -1) + 1
+            example_keys.append(f"{seed_key}{ex.id}" + (f"#{n}" if n else ""))
+    elif len(seed_key) == len(examples):
+        example_keys = list(seed_key)
+    else:
+        raise ValueError(f"{len(seed_key)} seed keys for {len(examples)} examples")
+    traj_keys = [f"{k}/s{s}" for k in example_keys for s in range(samples)]
     session: dict = {}  # per-batch KV caches carried from round to round
     by_round: list[list[Generation]] = []
     for r in range(rounds):
@@ -615,10 +659,7 @@ def run_rounds(
             # model continues here is the text it is trained on (selfcorrect.chat).
             prompts.append(generator.render(t.conversation() + [{"role": "user", "content": user}], prefill))
         labels = [task.option_labels(t.example) for t in trajs]
-        # The key names the round and the first example: each round draws fresh numbers, and another
-        # set of examples (a shard, the next RL batch) does not repeat this one's draws.
-        key = f"{seed_key}{trajs[0].id}/r{r}" if trajs else ""
-        gens = generator.generate(prompts, labels, seed_key=key, session=session)
+        gens = generator.generate(prompts, labels, seed_key=[f"{k}/r{r}" for k in traj_keys], session=session)
         grades = task.grade_batch([t.example for t in trajs], [g.text for g in gens])
         for t, user, g, grade in zip(trajs, users, gens, grades):
             # Option probabilities at the token where the parsed answer's letter was written: the first

@@ -46,7 +46,7 @@ from typing import Any
 from selfcorrect.device import cuda_available
 from selfcorrect.errors import UserError
 from selfcorrect.modeling import merge_adapter, torch_dtype
-from selfcorrect.rollout import Generation, RolloutBackend, SamplingConfig, seed_for
+from selfcorrect.rollout import Generation, RolloutBackend, SamplingConfig, row_seed_keys, seed_for
 
 INSTALL_HINT = "pip install -e '.[vllm]' on a GPU machine, or bash scripts/setup_vllm.sh (CPU build, its own .venv-vllm)"
 
@@ -203,7 +203,7 @@ class VLLMGenerator(RolloutBackend):
         self,
         prompt_ids: list[list[int]],
         option_labels: list[list[str] | None] | None = None,
-        seed_key: str = "",
+        seed_key: str | list[str] = "",
         session: dict | None = None,
     ) -> list[Generation]:
         """Decode token-id prompts in one vLLM call. ``session`` (the HF engine's round cache) is not
@@ -222,6 +222,7 @@ class VLLMGenerator(RolloutBackend):
             )
         labels = option_labels or [None] * len(prompt_ids)
         label_ids = [sorted({i for lab in labs or [] for i in self.label_token_ids(lab)}) for labs in labels]
+        keys = row_seed_keys(seed_key, len(prompt_ids))
         params = []
         for i, ids in enumerate(label_ids):
             ask = ids if 0 < len(ids) <= MAX_LOGPROB_TOKEN_IDS else None
@@ -231,7 +232,7 @@ class VLLMGenerator(RolloutBackend):
                     temperature=s.temperature,
                     top_p=s.top_p,
                     # Per-trajectory seeds (see the module docstring); greedy needs none.
-                    seed=seed_for(s.seed, f"{seed_key}/{i}") if s.temperature > 0 else None,
+                    seed=seed_for(s.seed, keys[i]) if s.temperature > 0 else None,
                     stop_token_ids=self.eos_ids,
                     logprob_token_ids=ask,
                     logprobs=None if ask else 0,  # the sampled token's log-probability comes with either

@@ -230,3 +230,78 @@ def test_two_processes_take_disjoint_shards(tiny_model_dir, bbq_dir, tmp_path, c
     # Rank 0 took examples 0, 2, 4, ...; rank 1 took 1, 3, 5, ...; the main process merged rank 0's shard first.
     assert ids == [f"Age/{i}" for i in range(0, 20, 2)] + [f"Age/{i}" for i in range(1, 20, 2)]
     assert (out / "rl.jsonl").exists() and not (out / "shards").exists()
+
+
+SAMPLED = ["--limit", "12", "--rounds", "2", "--samples", "2", "--temperature", "1.0", "--max_new_tokens", "8"]
+
+
+def _sampled_rows(path):
+    """Each trajectory's sampled rounds by (id, sample): the responses and what was read from them."""
+    return {
+        (t["id"], t["sample"]): [(r["response"], r["answer"], r["new_tokens"], r["finish"]) for r in t["rounds"]]
+        for t in read_rows(str(path))
+    }
+
+
+@pytest.fixture(scope="module")
+def sampled_whole(tiny_model_dir, bbq_dir, tmp_path_factory):
+    """An uninterrupted one-process run at temperature 1, batch size 4."""
+    out = tmp_path_factory.mktemp("sampled") / "whole"
+    p = run(
+        [
+            "--model_name_or_path",
+            tiny_model_dir,
+            "--dataset_path",
+            bbq_dir,
+            *SAMPLED,
+            "--batch_size",
+            "4",
+            "--output_dir",
+            str(out),
+        ]
+    )
+    assert p.returncode == 0, p.stderr
+    rows = _sampled_rows(out / "traces.jsonl")
+    assert len(rows) == 24 and len({json.dumps(v) for v in rows.values()}) == 24  # every trajectory its own tokens
+    return rows
+
+
+@pytest.mark.slow  # the whole command on a model, in subprocesses
+def test_sampled_run_resumed_after_kill_9_with_another_batch_size_writes_the_uninterrupted_rows(
+    tiny_model_dir, bbq_dir, tmp_path, sampled_whole
+):
+    """At temperature 1, a run killed with SIGKILL once a batch of 2 is on disk and resumed with
+    --batch_size 5 writes the rows of the uninterrupted run with --batch_size 4: a trajectory's
+    random stream is keyed by its example and sample, not by the batch it fell in."""
+    out = tmp_path / "killed"
+    args = ["--model_name_or_path", tiny_model_dir, "--dataset_path", bbq_dir, *SAMPLED, "--output_dir", str(out)]
+    shard = out / "shards" / "rank0.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "data_gen", *args, "--batch_size", "2"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 900
+    while time.time() < deadline and proc.poll() is None and not (shard.exists() and shard.stat().st_size > 0):
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = sum(1 for line in shard.read_text().splitlines() if line.endswith("}"))
+    assert 0 < kept < 24, "the kill must land between the first batch and the end"
+    p = run([*args, "--batch_size", "5"])
+    assert p.returncode == 0, p.stderr
+    assert f"resuming: {kept} trajectories" in p.stderr
+    assert _sampled_rows(out / "traces.jsonl") == sampled_whole
+
+
+@pytest.mark.slow  # the whole command on a model, in subprocesses
+def test_sampled_two_process_run_writes_the_one_process_rows(tiny_model_dir, bbq_dir, tmp_path, sampled_whole):
+    """At temperature 1, two processes (each its shard of the examples, batch size 3) write the rows of
+    the one-process run."""
+    out = tmp_path / "ddp"
+    args = ["--model_name_or_path", tiny_model_dir, "--dataset_path", bbq_dir, *SAMPLED, "--batch_size", "3"]
+    p = launch("cpu_ddp", ["-m", "data_gen"], [*args, "--output_dir", str(out)])
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert _sampled_rows(out / "traces.jsonl") == sampled_whole

@@ -250,3 +250,29 @@ def test_step_log_counts_groups_without_signal_and_warns_once(tmp_path, capsys):
     assert log["reward_r1"] == pytest.approx(0.5) and log["right_to_wrong_1_2"] == pytest.approx(1 / 6)
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "steps 1-3" in warnings[0] and "frac_zero_advantage 0.67" in warnings[0]
+
+
+def test_two_processes_sample_the_episodes_of_one(tiny_model_dir, toy_rl_file, tmp_path):
+    """An episode's random stream is keyed by the step, its prompt's place in the step's batch and its
+    sample index: processes 0 and 1 of 2, with 2 prompts each, sample the episodes that one process
+    with 4 prompts samples (same weights), token for token on the tiny model in fp32."""
+    from types import SimpleNamespace
+
+    argv = [
+        *("--model_name_or_path", tiny_model_dir, "--dataset_path", toy_rl_file, "--output_dir", str(tmp_path / "o")),
+        *("--task", "toy_task:EvenLengthTask", "--prompt_set", "intrinsic", "--rounds", "2", "--temperature", "1.0"),
+        *("--per_device_prompts", "4", "--num_generations", "2", "--max_new_tokens", "6", "--report_to", "none"),
+    ]
+    trainer = online_trainer("kround", argv)
+    trainer.setup()
+    one = [[ep.responses for ep in trainer.sample(step)] for step in (0, 1)]
+    assert len({json.dumps(r) for step in one for r in step}) > 4  # the episodes differ from each other
+    trainer.cfg.per_device_prompts, trainer.gen.batch_size = 2, 4
+    two = []
+    for step in (0, 1):
+        episodes = []
+        for rank in (0, 1):
+            trainer.accelerator = SimpleNamespace(num_processes=2, process_index=rank)
+            episodes += [ep.responses for ep in trainer.sample(step)]
+        two.append(episodes)
+    assert two == one

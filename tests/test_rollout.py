@@ -267,3 +267,43 @@ def test_finished_rows_leave_the_batch_without_changing_outputs(gen, bbq_example
             assert ra.mean_logprob == pytest.approx(rb.mean_logprob, abs=1e-4)
             _assert_same_probs(ra.option_probs, rb.option_probs)
     _assert_same_option_steps(option_steps[0], option_steps[1])
+
+
+@pytest.mark.parametrize("samples", [1, 2])
+def test_sampled_trajectories_do_not_depend_on_batching(tiny_model_dir, bbq_examples, samples):
+    """Each trajectory draws from its own stream, keyed by the seed, its example, its sample index
+    and the round: another batch size, a subset of the examples (a shard, the rest of a resumed run)
+    or another order samples the same tokens for the same (example, sample). On the tiny model in
+    fp32 on the CPU the equality is token for token, although each batch pads its rows differently."""
+    task, exs = bbq_examples
+    tok = load_tokenizer(tiny_model_dir)
+    model = load_model(tiny_model_dir, device="cpu")
+    ps = get_prompt_set("intrinsic-moral")
+
+    def sample(examples, batch_size):
+        g = HFGenerator(model, tok, SamplingConfig(max_new_tokens=8, temperature=1.0, seed=7), batch_size=batch_size)
+        g.eos_ids = g.eos_ids + list(range(100, 140))  # rows end at different steps (see above)
+        trajs = run_rounds(g, task, ps, examples, rounds=3, samples=samples).trajectories
+        return {(t.id, t.sample): [r.response for r in t.rounds] for t in trajs}
+
+    whole = sample(exs, 10)
+    assert len({tuple(v) for v in whole.values()}) == len(whole)  # every trajectory sampled its own tokens
+    assert sample(exs, 1) == whole
+    assert sample(exs, 3) == whole
+    shards = {**sample(exs[0::2], 2), **sample(exs[1::2], 4)}
+    assert shards == whole
+    assert sample(exs[::-1], 3) == whole
+
+
+def test_an_example_given_twice_samples_twice(gen, bbq_examples):
+    """GRPO hands over each prompt once per group member: the copies of one example in a call draw
+    from streams of their own (their trajectories differ), the first copy's stream being the
+    example's own."""
+    task, exs = bbq_examples
+    ps = get_prompt_set("intrinsic-moral")
+    g = HFGenerator(gen.model, gen.tokenizer, SamplingConfig(max_new_tokens=8, temperature=1.0, seed=2), batch_size=4)
+    once = run_rounds(g, task, ps, exs[:1], rounds=1).trajectories
+    twice = run_rounds(g, task, ps, [exs[0], exs[0], exs[0]], rounds=1).trajectories
+    responses = [t.rounds[0].response for t in twice]
+    assert responses[0] == once[0].rounds[0].response
+    assert len(set(responses)) == 3

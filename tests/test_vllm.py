@@ -195,6 +195,26 @@ def _same_rows(path_hf, path_vl):
     assert not differ, "\n".join(differ)
 
 
+def test_sampled_trajectories_do_not_depend_on_batching(tiny_model_dir, tiny_engine):
+    """At temperature 1 each request's seed is keyed by the run's seed, its example, its sample index
+    and the round: a subset of the examples (a shard, the rest of a resumed run, another batch) or
+    another order samples the same tokens for the same (example, sample)."""
+    task, exs = _examples(6)
+    ps = get_prompt_set("intrinsic-moral")
+    tok = load_tokenizer(tiny_model_dir)
+    vl = VLLMGenerator(tiny_model_dir, tok, SamplingConfig(max_new_tokens=8, temperature=1.0, seed=7), llm=tiny_engine)
+
+    def sample(examples):
+        trajs = run_rounds(vl, task, ps, examples, rounds=2, samples=2).trajectories
+        return {(t.id, t.sample): [r.response for r in t.rounds] for t in trajs}
+
+    whole = sample(exs)
+    assert len({tuple(v) for v in whole.values()}) == len(whole)  # every trajectory sampled its own tokens
+    assert {**sample(exs[0::2]), **sample(exs[1::2])} == whole
+    assert {**sample(exs[:1]), **sample(exs[1:4]), **sample(exs[4:])} == whole
+    assert sample(exs[::-1]) == whole
+
+
 def test_data_gen_and_eval_write_the_same_files(tiny_model_dir, tiny_engine, tmp_path):
     """`python -m data_gen` / `python -m eval` with --generation_backend vllm write the files the HF
     path writes, with the same rows; run.json records the backend and its version, and a re-run of

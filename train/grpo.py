@@ -60,6 +60,7 @@ from selfcorrect.modeling import load_policy, load_tokenizer
 from selfcorrect.rollout import HFGenerator, run_rounds
 from selfcorrect.tasks import task_and_prompt_set
 from selfcorrect.tasks.base import Example
+from train.checkpoints import mark_complete_callback
 from train.data import PROVENANCE, check_provenance, load_rows
 from train.outputs import save_trained, trainable_snapshot
 from train.rewards import RevisionReward
@@ -141,7 +142,9 @@ def make_rollout_func(tokenizer, cfg, task=None, prompt_set=None, examples: dict
                         "completion_ids": [g.token_ids for g in outs],
                         "logprobs": [g.token_logprobs for g in outs],
                     }
-                episodes = run_rounds(gen, task, prompt_set, [examples[p] for p in prompts], rounds=2, seed_key=key + "/")
+                # One key per prompt row: TRL repeats each prompt for its group, and each copy samples its own episode.
+                keys = [f"{key}/{i}" for i in range(len(prompts))]
+                episodes = run_rounds(gen, task, prompt_set, [examples[p] for p in prompts], rounds=2, seed_key=keys)
             finally:
                 model.train(was_training)
         second = episodes.generations[1]
@@ -265,6 +268,7 @@ def main(argv: list[str]) -> None:
     )
 
     # ---- train
+    trainer.add_callback(mark_complete_callback())  # a resume takes only checkpoints marked complete
     snapshot = trainable_snapshot(trainer.model)
     with resumable(cfg.output_dir):
         trainer.train(resume_from_checkpoint=resume)

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 from typing import Any
 
@@ -31,6 +32,7 @@ from selfcorrect.modeling import load_policy, load_tokenizer
 from selfcorrect.rollout import HFGenerator, run_rounds
 from selfcorrect.tasks import task_and_prompt_set
 from selfcorrect.tasks.base import Example
+from train.checkpoints import ONLINE_RL_CHECKPOINT, mark_complete
 from train.data import check_provenance, read_training_rows
 from train.online_rl_config import OnlineRLConfig
 from train.outputs import (
@@ -115,7 +117,7 @@ class OnlineRLTrainer:
         self.task, self.prompt_set = task_and_prompt_set(setup.task)
         if self.prompt_set.external:
             raise UserError(f"{self.method} trains intrinsic self-correction: use a prompt set without external feedback")
-        resume = prepare_run(self.method, setup, cfg)
+        resume = prepare_run(self.method, setup, cfg, ONLINE_RL_CHECKPOINT)
         backend = process_group_kwargs().get("backend")  # gloo under DeepSpeed on the CPU
         # prepare_run made the group with cfg.ddp_timeout; the same here, should it come first.
         group = InitProcessGroupKwargs(backend=backend, timeout=datetime.timedelta(seconds=cfg.ddp_timeout))
@@ -205,14 +207,8 @@ class OnlineRLTrainer:
     def sample(self, step: int, on_round=None) -> list[Episode]:
         """Episodes of this process at ``step``: num_generations per prompt, consecutive."""
         cfg = self.cfg
-        idx = prompt_indices(
-            step,
-            cfg.per_device_prompts,
-            self.accelerator.num_processes,
-            self.accelerator.process_index,
-            len(self.examples),
-            cfg.seed,
-        )
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        idx = prompt_indices(step, cfg.per_device_prompts, world, rank, len(self.examples), cfg.seed)
         examples = [self.examples[i] for i in idx]
         self.policy.eval()
         with self.strategy.weights_for_sampling():
@@ -224,7 +220,10 @@ class OnlineRLTrainer:
                 self.rounds(),
                 samples=cfg.num_generations,
                 on_round=None if on_round is None else lambda r, gens: on_round(r),
-                seed_key=f"s{step}/p{self.accelerator.process_index}/",
+                # An episode's stream is keyed by the step, its prompt's place in the step's batch over
+                # every process, and its sample index (run_rounds): N processes of P prompts sample
+                # the episodes one process of N x P prompts does, and a prompt drawn twice samples twice.
+                seed_key=[f"s{step}/q{rank * cfg.per_device_prompts + i}" for i in range(len(examples))],
             )
         gens = rollout.generations
         return [
@@ -393,13 +392,29 @@ class OnlineRLTrainer:
     # -- saving --
     def save_checkpoint(self, step: int) -> None:
         """The adapter (or the whole model, trained without LoRA), the optimizer, the schedule and the RNG
-        states: what a resume needs, and a checkpoint that eval can load."""
+        states: what a resume needs, and a checkpoint that eval can load.
+
+        Written under a temporary name and renamed once every process has written its part, so a
+        checkpoint-N folder is complete or absent (a run killed mid-save leaves the temporary folder,
+        which a resume ignores and the next save of that step replaces)."""
+        accelerator = self.accelerator
         ckpt = os.path.join(self.cfg.output_dir, f"checkpoint-{step}")
-        self.strategy.save_state(ckpt)
-        save_model_all_ranks(self.accelerator, self.model, ckpt)
-        if self.accelerator.is_main_process:
-            with open(os.path.join(ckpt, "online_rl_state.json"), "w") as f:
+        tmp = f"{ckpt}.tmp"
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        self.strategy.save_state(tmp)
+        save_model_all_ranks(accelerator, self.model, tmp)
+        if accelerator.is_main_process:
+            with open(os.path.join(tmp, "online_rl_state.json"), "w") as f:
                 json.dump({"step": step, "method": self.method}, f)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            mark_complete(tmp)
+            if os.path.exists(ckpt):  # an older incomplete or superseded checkpoint of this step
+                shutil.rmtree(ckpt)
+            os.replace(tmp, ckpt)
+        accelerator.wait_for_everyone()
 
     def save_final(self) -> None:
         accelerator, cfg, setup = self.accelerator, self.cfg, self.setup_args

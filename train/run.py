@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +19,7 @@ from selfcorrect.jsonl import not_a_folder
 from selfcorrect.parsing import parse_config
 from selfcorrect.run_identity import check_outside_inputs, check_run, data_identity, lock_output_dir, model_identity
 from selfcorrect.saved_config import config_to_dict
+from train.checkpoints import COMPLETE, TRL_CHECKPOINT, checkpoint_folders, checkpoint_problem, usable_checkpoint
 
 
 @dataclass
@@ -184,21 +183,43 @@ def check_training_values(cfg: Any) -> None:
 
 def last_checkpoint(output_dir: str) -> str | None:
     """The checkpoint-N folder with the highest N in output_dir, or None."""
-    ckpts = [d for d in glob.glob(os.path.join(output_dir, "checkpoint-*")) if re.search(r"checkpoint-\d+$", d)]
-    return max(ckpts, key=lambda d: int(d.rsplit("-", 1)[1])) if ckpts else None
+    ckpts = checkpoint_folders(output_dir)
+    return ckpts[0] if ckpts else None
 
 
-def resume_checkpoint(value: Any, output_dir: str) -> str | None:
-    """``--resume_from_checkpoint true`` means the last checkpoint-N in output_dir (as HF users expect)."""
+def say_skipped(skipped: list[str]) -> None:
+    if skipped:
+        print(f"skipping incomplete checkpoints: {', '.join(skipped)}", file=sys.stderr)
+
+
+def no_usable_checkpoint(output_dir: str, skipped: list[str]) -> UserError:
+    return UserError(
+        f"no usable checkpoint in {output_dir}: {', '.join(skipped)}; to start fresh, re-run with --overwrite true"
+        " (it deletes them) or remove those folders"
+    )
+
+
+def resume_checkpoint(value: Any, output_dir: str, layout=TRL_CHECKPOINT, say: bool = True) -> str | None:
+    """``--resume_from_checkpoint true`` means the newest complete checkpoint-N in output_dir (as HF
+    users expect; newer incomplete ones are named and skipped); a folder named is used only if complete."""
     if value is None or str(value).lower() in ("false", "none", ""):
         return None
     if str(value).lower() == "true":
-        last = last_checkpoint(output_dir)
-        if last is None:
+        found, skipped = usable_checkpoint(output_dir, layout)
+        if found is None and skipped:
+            raise no_usable_checkpoint(output_dir, skipped)
+        if found is None:
             raise UserError(f"--resume_from_checkpoint true: no checkpoint-N folder in {output_dir}")
-        return last
+        if say:
+            say_skipped(skipped)
+        return found
     if not os.path.isdir(str(value)):
         raise UserError(f"resume_from_checkpoint: no such checkpoint folder {value}")
+    if (problem := checkpoint_problem(str(value), layout)) is not None:
+        raise UserError(
+            f"resume_from_checkpoint {value} is incomplete ({problem}): name another checkpoint, or leave"
+            " resume_from_checkpoint unset to start fresh"
+        )
     return str(value)
 
 
@@ -249,12 +270,15 @@ _OWNED = [
 FINISHED = "selfcorrect_config.json"  # written by save_outputs once the final adapter is on disk
 
 
-def claim_output_dir(method: str, setup: Setup, cfg: Any, resume: str | None, is_main: bool) -> tuple[str | None, bool]:
+def claim_output_dir(
+    method: str, setup: Setup, cfg: Any, resume: str | None, is_main: bool, layout=TRL_CHECKPOINT
+) -> tuple[str | None, bool]:
     """Record this training run in output_dir/run.json and lock the folder, or refuse a folder that
     holds anything but this method's run with these settings (see run_identity.check_run). Called
     before the model loads, so a refused run costs nothing. Returns the checkpoint to resume from
     (the one asked for, or the last one an interrupted run with these settings left there: a re-run
-    continues it instead of training from step 0 over its checkpoints) and whether the folder
+    continues it instead of training from step 0 over its checkpoints; incomplete ones are named and
+    skipped, and a folder holding none complete is refused with how to start fresh) and whether the folder
     already holds this run finished (nothing to do, as for a finished data_gen or eval run)."""
     if not is_main:
         return resume, False
@@ -280,7 +304,10 @@ def claim_output_dir(method: str, setup: Setup, cfg: Any, resume: str | None, is
         return None, False
     if os.path.exists(os.path.join(cfg.output_dir, FINISHED)):
         return None, True
-    last = last_checkpoint(cfg.output_dir)
+    last, skipped = usable_checkpoint(cfg.output_dir, layout)
+    if last is None and skipped:
+        raise no_usable_checkpoint(cfg.output_dir, skipped)
+    say_skipped(skipped)
     if last:
         print(
             f"resuming from {last}, where an earlier run with these settings stopped (--overwrite true starts over)",
@@ -295,7 +322,8 @@ def resumable(output_dir: str):
     try:
         yield
     except KeyboardInterrupt:
-        last = last_checkpoint(output_dir)
+        complete = [d for d in checkpoint_folders(output_dir) if os.path.exists(os.path.join(d, COMPLETE))]
+        last = complete[0] if complete else None
         if last:
             raise Interrupted(
                 f"the last checkpoint is {last}: re-run the same command with --resume_from_checkpoint true"
@@ -305,14 +333,15 @@ def resumable(output_dir: str):
         ) from None
 
 
-def prepare_run(method: str, setup: Setup, cfg: Any) -> str | None:
-    """Before any model loads: check the training values, find the checkpoint to resume from and
+def prepare_run(method: str, setup: Setup, cfg: Any, layout=TRL_CHECKPOINT) -> str | None:
+    """Before any model loads: check the training values, find the checkpoint to resume from (the
+    newest complete one, ``layout`` saying what a complete one holds: train/checkpoints.py) and
     claim the output folder. Returns the checkpoint (or None)."""
     check_training_values(cfg)
     check_fsdp_state_dict()
     state = process_state(cfg.ddp_timeout)  # the run's first process group: it gets the timeout
-    resume = resume_checkpoint(cfg.resume_from_checkpoint, cfg.output_dir)
-    resume, finished = claim_output_dir(method, setup, cfg, resume, state.is_main_process)
+    resume = resume_checkpoint(cfg.resume_from_checkpoint, cfg.output_dir, layout, say=state.is_main_process)
+    resume, finished = claim_output_dir(method, setup, cfg, resume, state.is_main_process, layout)
     if state.num_processes > 1:  # the main process decided (it alone reads and locks the folder)
         from accelerate.utils import broadcast_object_list
 

@@ -32,6 +32,7 @@ from selfcorrect.cli import run_cli
 from selfcorrect.errors import UserError
 from selfcorrect.modeling import load_policy, load_tokenizer
 from selfcorrect.tasks import task_and_prompt_set
+from train.checkpoints import mark_complete_callback
 from train.data import PROVENANCE, check_provenance, load_rows
 from train.outputs import save_trained, trainable_snapshot
 from train.run import parse_training, prepare_run, resumable, training_config_types
@@ -111,6 +112,7 @@ def main(argv: list[str]) -> None:
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
 
     # ---- train
+    trainer.add_callback(mark_complete_callback())  # a resume takes only checkpoints marked complete
     snapshot = trainable_snapshot(trainer.model)
     with resumable(cfg.output_dir):
         trainer.train(resume_from_checkpoint=resume)
