@@ -41,6 +41,20 @@ class OnlineRLConfig:
         default=None, metadata={"help": "Hub repository for push_to_hub (default: output folder name)."}
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the hub."})
+    generation_backend: Literal["hf", "vllm"] = field(
+        default="hf",
+        metadata={"help": "hf: the project's loop in the trainer | vllm: a vLLM engine per process, weights pushed every step."},
+    )
+    # Beside the trainer on the same GPU (colocated, as TRL's colocate mode): the policy, its
+    # gradients and AdamW state keep the rest. vLLM's own default (0.9) would leave the trainer nothing.
+    vllm_gpu_memory_utilization: float = field(
+        default=0.3, metadata={"help": "vllm: share of the process's GPU the engine takes (weights + KV cache)."}
+    )
+    # The CPU build sizes its KV cache from VLLM_CPU_KVCACHE_SPACE, not from a memory share.
+    vllm_cpu_kv_cache_gib: float = field(default=1.0, metadata={"help": "vllm on a CPU: KV cache size in GiB."})
+    vllm_max_model_len: int | None = field(
+        default=None, metadata={"help": "vllm: max tokens per episode's conversation (unset: the model's)."}
+    )
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.seed)
@@ -58,5 +72,9 @@ class OnlineRLConfig:
             # The trainer scores tokens under softmax(logits / temperature); nucleus sampling draws
             # from a truncated, renormalised distribution, so the update would not be on-policy.
             raise UserError(f"on-policy RL trains on the full sampling distribution: top_p must be 1 (got {self.top_p})")
+        if not 0 < self.vllm_gpu_memory_utilization < 1:
+            raise UserError(f"vllm_gpu_memory_utilization must be in (0, 1) (got {self.vllm_gpu_memory_utilization})")
+        if self.vllm_cpu_kv_cache_gib <= 0:
+            raise UserError(f"vllm_cpu_kv_cache_gib must be > 0 (got {self.vllm_cpu_kv_cache_gib})")
         if self.learning_rate <= 0:
             raise UserError(f"learning_rate must be > 0 (got {self.learning_rate})")
