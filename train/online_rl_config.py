@@ -24,7 +24,7 @@ class OnlineRLConfig:
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 = none)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of every round."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold; must be 1 (see __post_init__)."})
+    top_p: float = field(default=1.0, metadata={"help": "Must be 1: on-policy RL trains on the full distribution."})
     max_new_tokens: int = field(default=128, metadata={"help": "Maximum tokens per round."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory."})
     use_cpu: bool = field(default=False, metadata={"help": "Train on the CPU."})
@@ -32,7 +32,7 @@ class OnlineRLConfig:
     ddp_timeout: int = field(default=1800, metadata={"help": "Seconds a process waits for the others at a collective."})
     seed: int = field(default=42, metadata={"help": "Seed for sampling and data order."})
     logging_steps: int = field(default=1, metadata={"help": "Log every N steps."})
-    save_steps: int = field(default=0, metadata={"help": "Save a resumable checkpoint every N steps (0 = only at the end)."})
+    save_steps: int = field(default=0, metadata={"help": "Checkpoint every N steps (0 = only at the end)."})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "checkpoint-N folder to resume from."})
     report_to: Literal["none", "wandb"] = field(default="none", metadata={"help": "none | wandb"})
     run_name: str | None = field(default=None, metadata={"help": "wandb run name (project: selfcorrect-<method>)."})
@@ -43,18 +43,14 @@ class OnlineRLConfig:
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the hub."})
     generation_backend: Literal["hf", "vllm"] = field(
         default="hf",
-        metadata={"help": "hf: the project's loop in the trainer | vllm: a vLLM engine per process, weights pushed every step."},
+        metadata={"help": "hf (own loop) | vllm (docs/vllm.md)."},
     )
     # Beside the trainer on the same GPU (colocated, as TRL's colocate mode): the policy, its
     # gradients and AdamW state keep the rest. vLLM's own default (0.9) would leave the trainer nothing.
-    vllm_gpu_memory_utilization: float = field(
-        default=0.3, metadata={"help": "vllm: share of the process's GPU the engine takes (weights + KV cache)."}
-    )
+    vllm_gpu_memory_utilization: float = field(default=0.3, metadata={"help": "vllm: the engine's share of the GPU."})
     # The CPU build sizes its KV cache from VLLM_CPU_KVCACHE_SPACE, not from a memory share.
     vllm_cpu_kv_cache_gib: float = field(default=1.0, metadata={"help": "vllm on a CPU: KV cache size in GiB."})
-    vllm_max_model_len: int | None = field(
-        default=None, metadata={"help": "vllm: max tokens per episode's conversation (unset: the model's)."}
-    )
+    vllm_max_model_len: int | None = field(default=None, metadata={"help": "vllm: max tokens per conversation (unset: model's)."})
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.seed)
