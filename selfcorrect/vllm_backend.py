@@ -275,9 +275,11 @@ def push_weights(llm: Any, weights) -> int:
 
 def close_engine(llm: Any) -> None:
     """Shut down an engine of ``start_engine`` and forget it. A trainer engine runs in its process and
-    made its own process groups there: shut it down before the trainer ends its own (accelerate's
-    ``end_training``), or vLLM's exit-time cleanup finds them destroyed and prints a traceback
-    ("Invalid process group specified")."""
+    its shutdown destroys the process's default process group (vLLM's ``cleanup_dist_env_and_memory``):
+    the one the engine made in a single process, or the trainer's, which it joined, under several.
+    So a trainer calls this after its last collective and before accelerate's ``end_training``;
+    without it, vLLM's exit-time cleanup finds the groups destroyed and prints a traceback ("Invalid
+    process group specified")."""
     for key, value in list(_ENGINES.items()):
         if value is llm:
             del _ENGINES[key]

@@ -323,8 +323,10 @@ class OnlineRLTrainer:
         k = self.rounds()
         with resumable(cfg.output_dir):
             self._steps(bar, k)
-        close_rollout_backend(self.gen)
         self.save_final()
+        # After the last collective: the engine's shutdown destroys the default process group, which
+        # under several processes is the trainer's own (the engine joined it instead of making one).
+        close_rollout_backend(self.gen)
         accelerator.end_training()
 
     def _steps(self, bar, k: int) -> None:
