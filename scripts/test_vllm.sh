@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_vllm.sh
 export HF_HUB_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false
-exec .venv-vllm/bin/python -m pytest -q -m vllm tests/test_vllm.py "$@"
+exec .venv-vllm/bin/python -m pytest -q -m vllm tests/test_vllm.py tests/test_vllm_rl.py "$@"

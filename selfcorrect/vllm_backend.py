@@ -177,9 +177,11 @@ class VLLMGenerator(RolloutBackend):
         max_model_len: int | None = None,
         gpu_memory_utilization: float = 0.9,
         llm: Any = None,
+        trainer_engine: bool = False,
     ):
         """``model_path``: a local folder (resolved) or hub id. ``llm``: an engine already started on
-        that model (tests share one per module); otherwise one is started here (minutes on a CPU)."""
+        that model (tests share one per module); otherwise one is started here (minutes on a CPU).
+        ``trainer_engine``: the engine of an on-policy trainer (``start_engine``'s ``trainer``)."""
         from transformers import GenerationConfig
 
         try:
@@ -197,6 +199,7 @@ class VLLMGenerator(RolloutBackend):
             trust_remote_code,
             max_model_len=max_model_len,
             gpu_memory_utilization=gpu_memory_utilization,
+            trainer=trainer_engine,
         )
 
     def generate_ids(
@@ -255,6 +258,7 @@ class VLLMGenerator(RolloutBackend):
                 return None if hit is None else math.exp(hit.logprob)
 
             g = self._generation(row, lambda n, chosen=chosen: sum(chosen[:n]) / n, labs, prob)
+            g.token_logprobs = chosen[: g.new_tokens]
             self.label_steps += len(g.option_steps or [])
             self.label_steps_absent += sum(o.probs is None for o in g.option_steps or [])
             g.prompt_ids = p
@@ -279,11 +283,18 @@ def start_engine(
     *,
     max_model_len: int | None = None,
     gpu_memory_utilization: float = 0.9,
+    trainer: bool = False,
 ):
     """A vLLM ``LLM`` on ``model_path``, one per process and settings: starting one takes minutes on
-    a CPU, and a process that runs several commands (a test module, a script) reuses it."""
+    a CPU, and a process that runs several commands (a test module, a script) reuses it.
+
+    ``trainer``: the engine of an on-policy trainer, which differs in two ways. It runs in this
+    process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, as TRL's colocate mode), so ``push_weights``
+    hands it the policy's tensors without serialising them to an engine-core process; and it
+    returns log-probabilities after temperature (``logprobs_mode processed_logprobs``), the
+    distribution the tokens were drawn from, which the trainer's loss recomputes."""
     on_gpu = cuda_available()
-    key = (model_path, dtype, tensor_parallel_size, trust_remote_code, max_model_len, gpu_memory_utilization)
+    key = (model_path, dtype, tensor_parallel_size, trust_remote_code, max_model_len, gpu_memory_utilization, trainer)
     if key not in _ENGINES:
         if not on_gpu:
             check_cpu_attention(model_path)
@@ -297,6 +308,15 @@ def start_engine(
             # than desired CPU memory utilization"). A fixed size starts beside other jobs.
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")  # GiB
             memory = {}
+        extra = {}
+        if trainer:
+            # Read when the engine is built: the engine core of this LLM lives in this process.
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+            extra["logprobs_mode"] = "processed_logprobs"
+            if on_gpu:
+                import torch
+
+                extra["device"] = f"cuda:{torch.cuda.current_device()}"  # the trainer process's GPU
         print(f"starting a vLLM engine on {model_path} ...", file=sys.stderr, flush=True)
         try:
             _ENGINES[key] = LLM(
@@ -311,10 +331,49 @@ def start_engine(
                 seed=0,
                 max_model_len=max_model_len,  # None: the model's context length
                 **memory,
+                **extra,
             )
         except Exception as e:  # noqa: BLE001 - a core that fails to start becomes one line; anything else is re-raised
             raise engine_failure(e) or e from None
+        finally:
+            if trainer:
+                os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
     return _ENGINES[key]
+
+
+def push_weights(llm: Any, weights) -> int:
+    """Load ``weights`` (an iterable of (name, tensor) in the Hugging Face checkpoint's names) into a
+    trainer engine (``start_engine(trainer=True)``), in place, and drop its prefix cache, whose KV
+    entries the old weights computed. Returns the number of tensors pushed.
+
+    vLLM's in-place reload (``Worker.reload_weights``, layerwise) and not ``model.load_weights``: the
+    CPU build repacks each linear weight for its GEMM kernels after loading and frees the original
+    (``dispatch_cpu_unquantized_gemm(remove_weight=True)``), so a plain ``load_weights`` after start
+    has no parameter to load into; the layerwise reload restores the parameters, loads and repacks."""
+    count = 0
+
+    def counted():
+        nonlocal count
+        for item in weights:
+            count += 1
+            yield item
+
+    llm.collective_rpc("reload_weights", kwargs={"weights_iterator": counted(), "is_checkpoint_format": True})
+    llm.reset_prefix_cache()
+    return count
+
+
+def close_engine(llm: Any) -> None:
+    """Shut down an engine of ``start_engine`` and forget it. A trainer engine runs in its process and
+    its shutdown destroys the process's default process group (vLLM's ``cleanup_dist_env_and_memory``):
+    the one the engine made in a single process, or the trainer's, which it joined, under several.
+    So a trainer calls this after its last collective and before accelerate's ``end_training``;
+    without it, vLLM's exit-time cleanup finds the groups destroyed and prints a traceback ("Invalid
+    process group specified")."""
+    for key, value in list(_ENGINES.items()):
+        if value is llm:
+            del _ENGINES[key]
+    llm.llm_engine.engine_core.shutdown()
 
 
 class MergedAdapter:

@@ -65,12 +65,12 @@ class KRoundConfig(OnlineRLConfig):
     """K-round RL: episodes, returns and the optimizer."""
 
     output_dir: str = field(default="outputs/kround", metadata={"help": "Where the adapter, card and log go."})
-    rounds: int = field(default=3, metadata={"help": "Rounds K per episode (train with the K you evaluate with, or fewer)."})
+    rounds: int = field(default=3, metadata={"help": "Rounds K per episode (at most the K you evaluate with)."})
     reward_mode: Literal["final", "sum", "convergence"] = field(
         default="convergence", metadata={"help": "final | sum | convergence (see train/kround.py)."}
     )
     flip_penalty: float = field(default=1.0, metadata={"help": "convergence: cost of turning a right answer wrong."})
-    stable_bonus: float = field(default=0.5, metadata={"help": "convergence: bonus per round from which the answer stays right."})
+    stable_bonus: float = field(default=0.5, metadata={"help": "convergence: bonus per round from which it stays right."})
     change_penalty: float = field(
         default=0.0,
         metadata={

@@ -15,6 +15,7 @@ A trainer subclass says only what is method-specific: the return each round's to
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 from selfcorrect.device import process_group_kwargs
 from selfcorrect.errors import UserError
 from selfcorrect.modeling import load_policy, load_tokenizer
-from selfcorrect.rollout import HFGenerator, run_rounds
+from selfcorrect.rollout import run_rounds
 from selfcorrect.tasks import task_and_prompt_set
 from selfcorrect.tasks.base import Example
 from train.checkpoints import ONLINE_RL_CHECKPOINT, mark_complete
@@ -44,8 +45,10 @@ from train.outputs import (
     wandb_init_kwargs,
     weights_moved,
 )
+from train.rl_engine import close_rollout_backend, make_rollout_backend, push_policy
 from train.rl_functions import Episode, episode_loss, pack_episode, prompt_indices, round_advantages, token_logprobs
 from train.rl_strategy import TrainStrategy, check_not_fsdp, fill_deepspeed_config
+from train.rl_timing import StepTimer
 from train.run import parse_training, prepare_run, resumable, training_config_types
 
 NO_SIGNAL_STEPS = 3  # consecutive no-signal steps before the trainer warns
@@ -62,6 +65,7 @@ class OnlineRLTrainer:
         self.setup_args, self.cfg = setup, cfg
         self.history: list[dict[str, Any]] = []
         self._no_signal_streak = 0  # consecutive steps where most groups had all-zero advantages
+        self.timer = StepTimer()
 
     # -- what a method defines --
     def rounds(self) -> int:
@@ -101,8 +105,12 @@ class OnlineRLTrainer:
                 config={**vars(self.setup_args.task), **vars(cfg)},
                 init_kwargs=wandb_init_kwargs(cfg.run_name),
             )
-        self.gen = HFGenerator(
-            self.policy, self.tokenizer, cfg.sampling(), batch_size=cfg.per_device_prompts * cfg.num_generations
+        self.gen = make_rollout_backend(
+            cfg,
+            self.policy,
+            self.tokenizer,
+            self.setup_args.model.model_name_or_path,
+            load_in_4bit=self.setup_args.model.load_in_4bit,
         )
 
     def _setup_run(self) -> str | None:
@@ -211,7 +219,13 @@ class OnlineRLTrainer:
         idx = prompt_indices(step, cfg.per_device_prompts, world, rank, len(self.examples), cfg.seed)
         examples = [self.examples[i] for i in idx]
         self.policy.eval()
-        with self.strategy.weights_for_sampling():
+        if self.cfg.generation_backend == "vllm":
+            # The engine samples this step with the weights the update below scores; under ZeRO-3
+            # the gathered ones. The engine decodes outside the gather: it holds its own copy.
+            with self.timer("weight_push"), self.strategy.weights_for_sampling():
+                push_policy(self.gen, self.policy, lora=self.ref_model is None)
+        gather = self.strategy.weights_for_sampling() if self.cfg.generation_backend == "hf" else contextlib.nullcontext()
+        with self.timer("sampling"), gather:
             rollout = run_rounds(
                 self.gen,
                 self.task,
@@ -226,6 +240,7 @@ class OnlineRLTrainer:
                 seed_key=[f"s{step}/q{rank * cfg.per_device_prompts + i}" for i in range(len(examples))],
             )
         gens = rollout.generations
+        self.timer.tokens["sampled"] += sum(g.new_tokens for by_round in gens for g in by_round)
         return [
             Episode(
                 prompts=[gens[t][e].prompt_ids for t in range(len(gens))],
@@ -270,23 +285,28 @@ class OnlineRLTrainer:
             att = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _, _ in chunk], device=accelerator.device)
             owner = torch.tensor([o + [-1] * (width - len(o)) for _, o, _ in chunk], device=accelerator.device)[:, 1:]
             adv = torch.tensor([advantages[e] for _, _, e in chunk], device=accelerator.device, dtype=torch.float32)
+            if i < len(chunks):
+                self.timer.tokens["trained"] += int(att.sum())
             with self.strategy.micro_batch(i, n):
                 with accelerator.autocast():
-                    logp = token_logprobs(self.model, ids, att, cfg.temperature)
-                    with torch.no_grad():  # the unwrapped model: a no-grad pass needs no DDP bookkeeping
+                    with self.timer("policy_pass"):
+                        logp = token_logprobs(self.model, ids, att, cfg.temperature)
+                    with torch.no_grad(), self.timer("reference_pass"):  # the unwrapped model: no DDP bookkeeping
                         if self.ref_model is not None:
                             ref = token_logprobs(self.ref_model, ids, att, cfg.temperature)
                         else:
                             with self.policy.disable_adapter():
                                 ref = token_logprobs(self.policy, ids, att, cfg.temperature)
                 loss, parts = episode_loss(logp.float(), ref.float(), owner, adv, kl_coef, len(episodes))
-                self.strategy.backward(loss)
+                with self.timer("policy_pass"):  # the backward belongs to the policy's pass
+                    self.strategy.backward(loss)
             total["loss"] += float(loss.detach())
             for key in ("pg", "kl"):
                 total[key] = [a + b for a, b in zip(total[key], parts[key])]
         total["lr"] = self.optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it next)
-        self.strategy.optimizer_step()
-        self.scheduler.step()
+        with self.timer("optimizer_step"):
+            self.strategy.optimizer_step()
+            self.scheduler.step()
         return total
 
     # -- the loop --
@@ -303,6 +323,9 @@ class OnlineRLTrainer:
         with resumable(cfg.output_dir):
             self._steps(bar, k)
         self.save_final()
+        # After the last collective: the engine's shutdown destroys the default process group, which
+        # under several processes is the trainer's own (the engine joined it instead of making one).
+        close_rollout_backend(self.gen)
         accelerator.end_training()
 
     def _steps(self, bar, k: int) -> None:
@@ -316,6 +339,7 @@ class OnlineRLTrainer:
             bar.set_postfix_str("update")
             parts = self.update(episodes, advantages, self.kl_coefs(step))
             log = self.step_log(step, rewards, advantages, parts)
+            log.update(self.timer.step_log(accelerator))
             # Not in ``log`` (trackers and the finite check take numbers): a digest of the step's
             # sampled tokens, so the first step where two runs sampled differently can be read off
             # their logs (docs/reproducibility.md).

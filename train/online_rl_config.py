@@ -24,7 +24,7 @@ class OnlineRLConfig:
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 = none)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of every round."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold; must be 1 (see __post_init__)."})
+    top_p: float = field(default=1.0, metadata={"help": "Must be 1: on-policy RL trains on the full distribution."})
     max_new_tokens: int = field(default=128, metadata={"help": "Maximum tokens per round."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory."})
     use_cpu: bool = field(default=False, metadata={"help": "Train on the CPU."})
@@ -32,7 +32,7 @@ class OnlineRLConfig:
     ddp_timeout: int = field(default=1800, metadata={"help": "Seconds a process waits for the others at a collective."})
     seed: int = field(default=42, metadata={"help": "Seed for sampling and data order."})
     logging_steps: int = field(default=1, metadata={"help": "Log every N steps."})
-    save_steps: int = field(default=0, metadata={"help": "Save a resumable checkpoint every N steps (0 = only at the end)."})
+    save_steps: int = field(default=0, metadata={"help": "Checkpoint every N steps (0 = only at the end)."})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "checkpoint-N folder to resume from."})
     report_to: Literal["none", "wandb"] = field(default="none", metadata={"help": "none | wandb"})
     run_name: str | None = field(default=None, metadata={"help": "wandb run name (project: selfcorrect-<method>)."})
@@ -41,6 +41,16 @@ class OnlineRLConfig:
         default=None, metadata={"help": "Hub repository for push_to_hub (default: output folder name)."}
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the hub."})
+    generation_backend: Literal["hf", "vllm"] = field(
+        default="hf",
+        metadata={"help": "hf (own loop) | vllm (docs/vllm.md)."},
+    )
+    # Beside the trainer on the same GPU (colocated, as TRL's colocate mode): the policy, its
+    # gradients and AdamW state keep the rest. vLLM's own default (0.9) would leave the trainer nothing.
+    vllm_gpu_memory_utilization: float = field(default=0.3, metadata={"help": "vllm: the engine's share of the GPU."})
+    # The CPU build sizes its KV cache from VLLM_CPU_KVCACHE_SPACE, not from a memory share.
+    vllm_cpu_kv_cache_gib: float = field(default=1.0, metadata={"help": "vllm on a CPU: KV cache size in GiB."})
+    vllm_max_model_len: int | None = field(default=None, metadata={"help": "vllm: max tokens per conversation (unset: model's)."})
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.seed)
@@ -58,5 +68,9 @@ class OnlineRLConfig:
             # The trainer scores tokens under softmax(logits / temperature); nucleus sampling draws
             # from a truncated, renormalised distribution, so the update would not be on-policy.
             raise UserError(f"on-policy RL trains on the full sampling distribution: top_p must be 1 (got {self.top_p})")
+        if not 0 < self.vllm_gpu_memory_utilization < 1:
+            raise UserError(f"vllm_gpu_memory_utilization must be in (0, 1) (got {self.vllm_gpu_memory_utilization})")
+        if self.vllm_cpu_kv_cache_gib <= 0:
+            raise UserError(f"vllm_cpu_kv_cache_gib must be > 0 (got {self.vllm_cpu_kv_cache_gib})")
         if self.learning_rate <= 0:
             raise UserError(f"learning_rate must be > 0 (got {self.learning_rate})")
