@@ -88,8 +88,40 @@ class SamplingConfig:
     seed: int = 0
 
 
+STOP_RULES = ("never", "stable", "confident")
+
+
 @dataclass
-class RolloutConfig:
+class StopConfig:
+    """When a multi-round rollout stops a conversation before round K (``selfcorrect.rollout.StopRule``):
+    data_gen, eval and K-round RL take these options."""
+
+    stop_when: Literal["never", "stable", "confident"] = field(
+        default="never",
+        metadata={
+            "help": "never: run all K rounds | stable: stop once the parsed answer is unchanged for stop_patience "
+            "rounds | confident: stop once the answer's option probability >= stop_confidence (docs/metrics.md)."
+        },
+    )
+    stop_patience: int = field(default=1, metadata={"help": "stable: consecutive unchanged rounds that settle an answer."})
+    stop_confidence: float = field(default=0.9, metadata={"help": "confident: option probability that settles an answer."})
+
+    def __post_init__(self) -> None:
+        if self.stop_when not in STOP_RULES:
+            raise UserError(f"stop_when must be one of {', '.join(STOP_RULES)} (got '{self.stop_when}')")
+        check_range("stop_patience", self.stop_patience, 1)
+        check_range("stop_confidence", self.stop_confidence, 0.0, 1.0)
+
+    def stop_settings(self) -> dict:
+        """The options that change what a run writes; empty for ``never``, so a run without stopping
+        keeps the identity it had before the rule existed."""
+        if self.stop_when == "never":
+            return {}
+        return {"stop_when": self.stop_when, "stop_patience": self.stop_patience, "stop_confidence": self.stop_confidence}
+
+
+@dataclass
+class RolloutConfig(StopConfig):
     """Which model answers, and how K rounds are sampled and written."""
 
     model_name_or_path: str = field(
@@ -137,6 +169,7 @@ class RolloutConfig:
         return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.seed)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_range("rounds", self.rounds, 1)
         check_range("samples", self.samples, 1)
         check_range("max_new_tokens", self.max_new_tokens, 1)

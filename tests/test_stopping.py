@@ -1,0 +1,88 @@
+"""Stopping a conversation once its answer has settled (``stop_when``): the rollout engine decodes
+nothing more for a stopped row, its later rounds carry its last answer, and the batch goes on."""
+
+import pytest
+
+from selfcorrect.modeling import load_model, load_tokenizer
+from selfcorrect.prompts import get_prompt_set
+from selfcorrect.rollout import HFGenerator, SamplingConfig, StopRule, run_rounds
+from selfcorrect.tasks.base import Example, Grade, Task
+
+
+class LengthTask(Task):
+    """The answer is the response's length modulo 4: random tiny-model text settles on one answer in
+    some rows and not in others, so rows stop at different rounds."""
+
+    name = "length_mod_4"
+
+    def grade(self, example, response):
+        a = str(len(response) % 4)
+        return Grade(answer=a, correct=a == "0", reward=float(a == "0"))
+
+
+@pytest.fixture(scope="module")
+def model_and_tok(tiny_model_dir):
+    return load_model(tiny_model_dir, device="cpu"), load_tokenizer(tiny_model_dir)
+
+
+def _run(model_and_tok, stop, temperature=0.0, incremental=True, rounds=4, samples=1):
+    model, tok = model_and_tok
+    g = HFGenerator(model, tok, SamplingConfig(max_new_tokens=7, temperature=temperature, seed=5), 3, incremental=incremental)
+    # 40 of the 512 tokens end a turn: rows end at different steps, so answers (length parities) differ.
+    g.eos_ids = g.eos_ids + list(range(100, 140))
+    exs = [Example(id=str(i), question=f"question {i} " + "word " * i, gold="0") for i in range(7)]
+    tokens = []
+    out = run_rounds(
+        g,
+        LengthTask(),
+        get_prompt_set("intrinsic-moral"),
+        exs,
+        rounds=rounds,
+        samples=samples,
+        stop=stop,
+        on_round=lambda r, gens: tokens.append(sum(x.new_tokens for x in gens)),
+    )
+    return out, tokens
+
+
+def test_stable_stops_rows_and_carries_their_last_answer(model_and_tok):
+    never, never_tokens = _run(model_and_tok, None, rounds=5)
+    stopped, tokens = _run(model_and_tok, StopRule("stable", 2), rounds=5)
+    stops = [t.stop_round for t in stopped.trajectories]
+    assert any(s is not None for s in stops) and any(s is None for s in stops)  # the batch went on past a stop
+    for a, b in zip(never.trajectories, stopped.trajectories):
+        c = b.rounds_run()
+        # Greedy: the rounds a row ran are the rounds it runs without stopping, token for token.
+        assert [r.response for r in a.rounds[:c]] == [r.response for r in b.rounds[:c]]
+        if b.stop_round is not None:
+            assert len({r.answer for r in b.rounds[c - 3 : c]}) == 1  # settled: unchanged for 2 rounds
+            assert all(r.carried and r.answer == b.rounds[c - 1].answer and r.new_tokens == 0 for r in b.rounds[c:])
+        else:  # never settled before K: no three equal answers in a row before the last round
+            assert all(len({r.answer for r in a.rounds[t : t + 3]}) > 1 for t in range(len(a.rounds) - 3))
+    # Tokens: a stopped row generates none after its stop, so the run generates exactly the tokens
+    # of the rounds that ran.
+    ran = sum(r.new_tokens for t in stopped.trajectories for r in t.rounds if not r.carried)
+    assert sum(tokens) == ran < sum(never_tokens)
+    assert all(g.new_tokens == 0 and g.token_ids == [] for gens in stopped.generations for g in gens if g.finish == "stopped")
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_stopped_rows_leave_the_round_cache_without_changing_the_others(model_and_tok, temperature):
+    """keep_rows moves the surviving rows' KV caches into new batches: the answers equal a run that
+    re-encodes every conversation from scratch each round."""
+    runs = [
+        _run(model_and_tok, StopRule("stable", 1), temperature, incremental=inc, rounds=5, samples=2)[0] for inc in (False, True)
+    ]
+    stops = [t.stop_round for t in runs[0].trajectories]
+    assert len(set(stops)) >= 2  # rows stopped at several rounds, so batches were re-formed more than once
+    for a, b in zip(runs[0].trajectories, runs[1].trajectories):
+        assert a.stop_round == b.stop_round
+        assert [r.response for r in a.rounds] == [r.response for r in b.rounds]
+        assert [r.mean_logprob for r in a.rounds] == pytest.approx([r.mean_logprob for r in b.rounds], abs=1e-4)
+
+
+def test_never_writes_the_traces_of_a_run_without_the_rule(model_and_tok):
+    a, _ = _run(model_and_tok, None)
+    b, _ = _run(model_and_tok, StopRule("never"))
+    assert [t.to_dict() for t in a.trajectories] == [t.to_dict() for t in b.trajectories]
+    assert all("stop_round" not in t.to_dict() and "carried" not in t.to_dict()["rounds"][0] for t in b.trajectories)
