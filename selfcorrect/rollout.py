@@ -368,14 +368,6 @@ class HFGenerator(RolloutBackend):
                 else:
                     groups.append((o, [j]))
 
-            def pad(x: torch.Tensor, dim: int) -> torch.Tensor:
-                extra = width - x.shape[dim]
-                if not extra:
-                    return x
-                shape = list(x.shape)
-                shape[dim] = extra
-                return torch.cat([x, x.new_zeros(shape)], dim=dim)
-
             cache = DynamicCache()
             n_layers = len(old[groups[0][0]].kv.layers)
             for li in range(n_layers):
@@ -383,10 +375,10 @@ class HFGenerator(RolloutBackend):
                 for o, js in groups:
                     idx = torch.tensor(js, device=old[o].mask.device)
                     layer = old[o].kv.layers[li]
-                    keys.append(pad(layer.keys[idx], -2))
-                    values.append(pad(layer.values[idx], -2))
+                    keys.append(_pad_end(layer.keys[idx], width, -2))
+                    values.append(_pad_end(layer.values[idx], width, -2))
                 cache.update(torch.cat(keys), torch.cat(values), li)
-            masks = [pad(old[o].mask[torch.tensor(js, device=old[o].mask.device)], -1) for o, js in groups]
+            masks = [_pad_end(old[o].mask[torch.tensor(js, device=old[o].mask.device)], width, -1) for o, js in groups]
             new[i] = RoundCache(kv=cache, mask=torch.cat(masks), tokens=[old[o].tokens[j] for o, j in sources])
         session.update(new)
 
@@ -592,6 +584,16 @@ class HFGenerator(RolloutBackend):
         stack = lambda xs: torch.stack(xs, 1)  # noqa: E731
         labels_out = stack(label_logp) if label_logp else None
         return stack(new_ids), stack(logprobs), stack(sample_logprobs), labels_out, cache, fed
+
+
+def _pad_end(x: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """``x`` zero-padded at the end of ``dim`` to ``width``."""
+    extra = width - x.shape[dim]
+    if not extra:
+        return x
+    shape = list(x.shape)
+    shape[dim] = extra
+    return torch.cat([x, x.new_zeros(shape)], dim=dim)
 
 
 def _unpark(cache: Any, batch: int, rows: torch.Tensor, parked: list) -> None:
