@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from selfcorrect.device import process_group_kwargs
 from selfcorrect.errors import UserError
 from selfcorrect.modeling import load_policy, load_tokenizer
-from selfcorrect.rollout import HFGenerator, run_rounds
+from selfcorrect.rollout import HFGenerator, StopRule, run_rounds
 from selfcorrect.tasks import task_and_prompt_set
 from selfcorrect.tasks.base import Example
 from train.data import check_provenance, read_training_rows
@@ -42,7 +42,15 @@ from train.outputs import (
     wandb_init_kwargs,
     weights_moved,
 )
-from train.rl_functions import Episode, episode_loss, pack_episode, prompt_indices, round_advantages, token_logprobs
+from train.rl_functions import (
+    Episode,
+    episode_loss,
+    episode_of,
+    pack_episode,
+    prompt_indices,
+    round_advantages,
+    token_logprobs,
+)
 from train.rl_strategy import TrainStrategy, check_not_fsdp, fill_deepspeed_config
 from train.run import parse_training, prepare_run, resumable, training_config_types
 
@@ -59,6 +67,7 @@ class OnlineRLTrainer:
     def __init__(self, setup, cfg: OnlineRLConfig):
         self.setup_args, self.cfg = setup, cfg
         self.history: list[dict[str, Any]] = []
+        self.last_episodes: list[Episode] = []
         self._no_signal_streak = 0  # consecutive steps where most groups had all-zero advantages
 
     # -- what a method defines --
@@ -82,6 +91,10 @@ class OnlineRLTrainer:
 
     def extra_log(self, step: int, rewards: list[list[float]]) -> dict[str, Any]:
         return {}
+
+    def stop_rule(self) -> StopRule | None:
+        """When an episode stops before its last round (``stop_when``); None: every round runs."""
+        return None
 
     # -- set-up --
     def setup(self) -> None:
@@ -225,18 +238,14 @@ class OnlineRLTrainer:
                 samples=cfg.num_generations,
                 on_round=None if on_round is None else lambda r, gens: on_round(r),
                 seed_key=f"s{step}/p{self.accelerator.process_index}/",
+                stop=self.stop_rule(),
             )
         gens = rollout.generations
-        return [
-            Episode(
-                prompts=[gens[t][e].prompt_ids for t in range(len(gens))],
-                responses=[gens[t][e].token_ids for t in range(len(gens))],
-                rewards=[rnd.reward for rnd in tr.rounds],
-                correct=[rnd.correct for rnd in tr.rounds],
-                answers=[rnd.answer for rnd in tr.rounds],
-            )
-            for e, tr in enumerate(rollout.trajectories)
-        ]
+        episodes = [episode_of(tr, [g[e] for g in gens]) for e, tr in enumerate(rollout.trajectories)]
+        # The loop hands step_log the rewards only; the verdicts, answers and stop rounds it also
+        # logs are read from here.
+        self.last_episodes = episodes
+        return episodes
 
     def update(self, episodes: list[Episode], advantages: list[list[float]], kl: list[float]) -> dict[str, Any]:
         """One optimizer step on this process's episodes; returns the loss, its per-round parts (this
