@@ -86,3 +86,50 @@ def test_never_writes_the_traces_of_a_run_without_the_rule(model_and_tok):
     b, _ = _run(model_and_tok, StopRule("never"))
     assert [t.to_dict() for t in a.trajectories] == [t.to_dict() for t in b.trajectories]
     assert all("stop_round" not in t.to_dict() and "carried" not in t.to_dict()["rounds"][0] for t in b.trajectories)
+
+
+def test_step_log_reads_self_correction_from_the_graders_verdicts(tmp_path):
+    """Accuracy per round comes from ``correct``, not the reward (here rewards of 0.9 are right and
+    0.2 wrong); flips count any change of answer; a stopped episode counts its carried rounds."""
+    from accelerate import Accelerator
+
+    from train.kround import KRoundConfig, KRoundTrainer
+    from train.rl_functions import Episode, round_advantages
+
+    trainer = KRoundTrainer(None, KRoundConfig(output_dir=str(tmp_path), num_generations=2, rounds=3))
+    trainer.accelerator = Accelerator(cpu=True)
+    trainer.last_episodes = [
+        Episode([[1]], [[2]], [0.9, 0.9, 0.9], [True] * 3, ["A", "A", "A"], stop_round=2),
+        Episode([[1]] * 3, [[2]] * 3, [0.2, 0.2, 0.9], [False, False, True], ["unparsed", "B", "A"]),
+    ]
+    rewards = [ep.rewards for ep in trainer.last_episodes]
+    advantages = round_advantages([trainer.episode_returns(ep, 0) for ep in trainer.last_episodes], 2)
+    log = trainer.step_log(0, rewards, advantages, {"loss": 0.0, "pg": [0.0] * 3, "kl": [0.0] * 3, "lr": 1e-3})
+    assert [log[f"accuracy_r{t}"] for t in (1, 2, 3)] == [0.5, 0.5, 1.0]
+    assert [log[f"unparsed_r{t}"] for t in (1, 2, 3)] == [0.5, 0.0, 0.0]
+    assert log["flip_rate_1_2"] == 0.5 and log["flip_rate_2_3"] == 0.5
+    assert log["stop_round_mean"] == 2.5
+    assert log["wrong_to_right_2_3"] == 0.5  # the reward-based counts are still there
+
+
+def test_kround_with_stopping_and_round_cost_trains_and_plots(tiny_model_dir, toy_rl_file, tmp_path):
+    """One process: episodes stop by the stable rule, the step log holds the per-round metrics, the
+    curves PNG lies beside the adapter and the model card carries the last values."""
+    import json
+    import os
+
+    from train.kround import main
+
+    out = str(tmp_path / "kround")
+    main(
+        ["--config", "recipes/demo/kround.yaml", "--model_name_or_path", tiny_model_dir, "--dataset_path", toy_rl_file,
+         "--task", "toy_task:EvenLengthTask", "--prompt_set", "intrinsic", "--output_dir", out, "--max_steps", "2",
+         "--per_device_prompts", "2", "--num_generations", "2", "--max_new_tokens", "5", "--rounds", "4",
+         "--stop_when", "stable", "--round_cost", "0.1", "--report_to", "none", "--save_steps", "0"]
+    )  # fmt: skip
+    log = [json.loads(line) for line in open(os.path.join(out, "kround_log.jsonl"))]
+    assert len(log) == 2 and all(1 <= h["stop_round_mean"] < 4 for h in log)  # EvenLengthTask answers settle often
+    assert {"accuracy_r4", "flip_rate_3_4", "unparsed_r1"} <= set(log[0])
+    assert os.path.getsize(os.path.join(out, "self_correction_curves.png")) > 1000
+    card = open(os.path.join(out, "README.md")).read()
+    assert "last accuracy per round" in card and "stop_when stable" in card and "0.1 in u_s" in card
