@@ -133,3 +133,32 @@ def test_kround_with_stopping_and_round_cost_trains_and_plots(tiny_model_dir, to
     assert os.path.getsize(os.path.join(out, "self_correction_curves.png")) > 1000
     card = open(os.path.join(out, "README.md")).read()
     assert "last accuracy per round" in card and "stop_when stable" in card and "0.1 in u_s" in card
+
+
+def _stopped_trace(ex_id, answers, stop_round, gold="C"):
+    """A BBQ trace that ran ``stop_round`` rounds (4 tokens each) and carried the last into K."""
+    from helpers import make_trace
+
+    t = make_trace(ex_id, answers[:stop_round] + [answers[stop_round - 1]] * (len(answers) - stop_round), gold=gold)
+    if stop_round < len(answers):
+        t.rounds[stop_round:] = [t.rounds[stop_round - 1].carry() for _ in t.rounds[stop_round:]]
+        t.stop_round = stop_round
+    return t
+
+
+def test_eval_metrics_count_rounds_and_tokens_of_stopped_items():
+    """Three items, K = 4: stopped at 2 (right), stopped at 3 (wrong), ran all 4 (right at 4)."""
+    from eval.aggregate import compute_metrics
+    from selfcorrect.tasks import get_task
+
+    traces = [_stopped_trace("a", list("CCCC"), 2), _stopped_trace("b", list("ABBB"), 3), _stopped_trace("c", list("ABAC"), 4)]
+    items = []
+    m = compute_metrics(traces, get_task("bbq"), n_boot=50, on_item=items.append)
+    st = m["stopping"]
+    assert st["mean_rounds"] == 3.0 and st["mean_tokens"] == 12.0  # (2 + 3 + 4) rounds x 4 tokens / 3
+    assert st["accuracy_at_stop"] == pytest.approx(2 / 3) and st["n_stopped"] == 2
+    assert st["stopped_by_round"] == [0.0, pytest.approx(1 / 3), pytest.approx(2 / 3), pytest.approx(2 / 3)]
+    assert st["carried_round_share"] == pytest.approx(3 / 12)
+    # Fixed-K metrics read a carried round as its answer: round 4 accuracy counts item a as right.
+    assert m["headline"]["values"] == [pytest.approx(1 / 3), pytest.approx(1 / 3), pytest.approx(1 / 3), pytest.approx(2 / 3)]
+    assert [(i["stop_round"], i["rounds_run"], i["tokens"]) for i in items] == [(2, 2, 8), (3, 3, 12), (None, 4, 16)]
