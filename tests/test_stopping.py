@@ -162,3 +162,30 @@ def test_eval_metrics_count_rounds_and_tokens_of_stopped_items():
     # Fixed-K metrics read a carried round as its answer: round 4 accuracy counts item a as right.
     assert m["headline"]["values"] == [pytest.approx(1 / 3), pytest.approx(1 / 3), pytest.approx(1 / 3), pytest.approx(2 / 3)]
     assert [(i["stop_round"], i["rounds_run"], i["tokens"]) for i in items] == [(2, 2, 8), (3, 3, 12), (None, 4, 16)]
+
+
+def test_compare_reports_rounds_and_tokens_saved_with_the_accuracy_difference(tmp_path):
+    """Reference: four items run all 4 rounds (4 tokens each round). Run: the same answers, three of
+    the items stopped at round 2 (8 of 16 tokens), one ran all rounds: 1.5 rounds and 6 tokens saved
+    per item, accuracy unchanged; the sign test sees 3 items with fewer rounds and none with more."""
+    import json
+
+    from helpers import run_command
+    from test_compare import _write_run
+
+    answers = [list("CCCC"), list("AACC"), list("BBBB"), list("ABCA")]
+    ids = [f"Age/{i}" for i in range(4)]
+    ref = _write_run(tmp_path / "ref", [_stopped_trace(i, a, 4) for i, a in zip(ids, answers)], "ref")
+    stops = [2, 2, 2, 4]
+    run = _write_run(
+        tmp_path / "run", [_stopped_trace(i, a[:s] + [a[s - 1]] * (4 - s), s) for i, a, s in zip(ids, answers, stops)], "run"
+    )
+    p = run_command("eval.compare", ["--runs", ref, run, "--output_dir", str(tmp_path / "cmp")])
+    assert p.returncode == 0, p.stderr
+    c = json.loads((tmp_path / "cmp" / "comparison.json").read_text())["compute"]["run"]
+    assert c["rounds_reference"] == 4.0 and c["rounds_run"] == 2.5 and c["rounds_saved"]["value"] == 1.5
+    assert c["tokens_saved"]["value"] == 6.0
+    # Item 1 (A A then C C) is right at K in the reference but stopped on A: accuracy at stop falls by 1/4.
+    assert c["accuracy_at_stop_difference"]["value"] == -0.25
+    assert c["rounds_sign_test"] == {"run_fewer": 3, "run_more": 0, "p": 0.25}
+    assert "rounds per item 4.00 -> 2.50" in p.stdout and "accuracy at stop -0.250" in p.stdout
