@@ -411,7 +411,11 @@ def stopping_lines(runs: list[tuple[str, dict[str, Any]]], k: int) -> list[str]:
     """
     if not any(m.get("stopping", {}).get("n_stopped") for _, m in runs):
         return []
-    head = "| run | rounds / item | tokens / item | accuracy at stop | " + " | ".join(f"stopped by r{t + 1}" for t in range(k)) + " |"
+    head = (
+        "| run | rounds / item | tokens / item | accuracy at stop | "
+        + " | ".join(f"stopped by r{t + 1}" for t in range(k))
+        + " |"
+    )
     lines = [
         "## Stopping (compute)",
         "",
@@ -429,7 +433,7 @@ def stopping_lines(runs: list[tuple[str, dict[str, Any]]], k: int) -> list[str]:
         "",
         "A stopped conversation's later rounds were not generated: they carry its last answer (marked "
         "`carried` in traces.jsonl), so the per-round accuracies and flip rates above read that answer at "
-        "every later round and stay comparable with runs of K rounds (docs/metrics.md, \"Stopping\").",
+        'every later round and stay comparable with runs of K rounds (docs/metrics.md, "Stopping").',
         "",
     ]
     return lines

@@ -189,3 +189,36 @@ def test_compare_reports_rounds_and_tokens_saved_with_the_accuracy_difference(tm
     assert c["accuracy_at_stop_difference"]["value"] == -0.25
     assert c["rounds_sign_test"] == {"run_fewer": 3, "run_more": 0, "p": 0.25}
     assert "rounds per item 4.00 -> 2.50" in p.stdout and "accuracy at stop -0.250" in p.stdout
+
+
+def test_eval_and_data_gen_stop_settled_conversations(tiny_model_dir, tmp_path):
+    """``--stop_when stable`` through both commands: traces hold stop rounds and carried rounds,
+    eval's metrics and items count the rounds run, data_gen trains on the rounds that ran only."""
+    import json
+
+    from helpers import run_command
+
+    data = tmp_path / "toy.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Say something number {i}."}) + "\n" for i in range(6)))
+    common = ["--model_name_or_path", tiny_model_dir, "--dataset_path", str(data), "--task", "toy_task:EvenLengthTask",
+              "--prompt_set", "intrinsic", "--rounds", "4", "--max_new_tokens", "5", "--stop_when", "stable"]  # fmt: skip
+    p = run_command("eval.__main__", [*common, "--output_dir", str(tmp_path / "eval"), "--n_boot", "20"])
+    assert p.returncode == 0, p.stderr
+    traces = [json.loads(line) for line in open(tmp_path / "eval" / "traces.jsonl")]
+    stopped = [t for t in traces if t.get("stop_round")]
+    assert stopped  # two equal parities in a row are common
+    for t in stopped:
+        assert all(r.get("carried") for r in t["rounds"][t["stop_round"] :])
+        assert not any(r.get("carried") for r in t["rounds"][: t["stop_round"]])
+    m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    ran = [t.get("stop_round") or 4 for t in traces]
+    assert m["stopping"]["mean_rounds"] == sum(ran) / len(ran) and m["run"]["stop_when"] == "stable"
+    items = [json.loads(line) for line in open(tmp_path / "eval" / "items.jsonl")]
+    assert [i["rounds_run"] for i in items] == ran
+    assert "## Stopping (compute)" in (tmp_path / "eval" / "report.md").read_text()
+    p = run_command("data_gen.__main__", [*common, "--output_dir", str(tmp_path / "dg"), "--sft_sources", "final_correct"])
+    assert p.returncode == 0, p.stderr
+    dg = {t["id"]: t for t in map(json.loads, open(tmp_path / "dg" / "traces.jsonl"))}
+    for row in map(json.loads, open(tmp_path / "dg" / "sft.jsonl")):
+        t = dg[row["id"]]
+        assert len(row["messages"]) == 2 * (t.get("stop_round") or 4)  # no carried round is trained
