@@ -222,3 +222,37 @@ def test_eval_and_data_gen_stop_settled_conversations(tiny_model_dir, tmp_path):
     for row in map(json.loads, open(tmp_path / "dg" / "sft.jsonl")):
         t = dg[row["id"]]
         assert len(row["messages"]) == 2 * (t.get("stop_round") or 4)  # no carried round is trained
+
+
+def test_grpo_rollout_logs_self_correction_per_round(tiny_model_dir):
+    """GRPO's on-policy two-round rollout adds accuracy per round (the grader's verdict), unparsed
+    share and flip rate 1 -> 2 to TRL's metrics."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+    from test_grpo_rollout import _cfg
+    from toy_task import EvenLengthTask
+
+    from selfcorrect.rollout import render_chat
+    from train.grpo import make_rollout_func
+
+    model, tok = load_model(tiny_model_dir, device="cpu").train(), load_tokenizer(tiny_model_dir)
+    metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+    trainer = SimpleNamespace(
+        model_wrapped=model, accelerator=Accelerator(cpu=True), state=SimpleNamespace(global_step=0), _metrics=metrics
+    )
+    ps = get_prompt_set("intrinsic")
+    examples = {
+        render_chat(tok, [{"role": "user", "content": ps.first_turn(f"Q{i}?")}], ps.first_prefill): Example(
+            id=str(i), question=f"Q{i}?", gold="even"
+        )
+        for i in range(2)
+    }
+    out = make_rollout_func(tok, _cfg(), EvenLengthTask(), ps, examples)([p for p in examples for _ in range(4)], trainer)
+    acc1 = sum(out["first_correct"]) / 8
+    logged = metrics["train"]
+    assert logged["self_correction/accuracy_r1"] == [acc1]
+    assert {"self_correction/accuracy_r2", "self_correction/flip_rate_1_2", "self_correction/unparsed_r2"} <= set(logged)
+    # EvenLengthTask answers "even" or "odd": a flip is a change of parity, i.e. of correctness.
+    assert logged["self_correction/flip_rate_1_2"][0] >= abs(logged["self_correction/accuracy_r2"][0] - acc1)
