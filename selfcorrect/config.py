@@ -64,11 +64,9 @@ class SplitConfig:
     skip: int = field(default=0, metadata={"help": "Skip the first N examples."})
     heldout_fraction: float = field(
         default=0.0,
-        metadata={"help": "Share of the task's groups (BBQ: templates) set aside by a hash; no group is on both sides."},
+        metadata={"help": "Share of groups (BBQ: templates) held out, by a hash."},
     )
-    heldout: bool = field(
-        default=False, metadata={"help": "Use the held-out share instead of the rest (eval: true, data_gen: false)."}
-    )
+    heldout: bool = field(default=False, metadata={"help": "Use the held-out share (eval: true, data_gen: false)."})
 
     def __post_init__(self) -> None:
         check_range("skip", self.skip, 0)
@@ -98,13 +96,10 @@ class StopConfig:
 
     stop_when: Literal["never", "stable", "confident"] = field(
         default="never",
-        metadata={
-            "help": "never: run all K rounds | stable: stop once the parsed answer is unchanged for stop_patience "
-            "rounds | confident: stop once the answer's option probability >= stop_confidence (docs/metrics.md)."
-        },
+        metadata={"help": "Stop a settled conversation early."},
     )
-    stop_patience: int = field(default=1, metadata={"help": "stable: consecutive unchanged rounds that settle an answer."})
-    stop_confidence: float = field(default=0.9, metadata={"help": "confident: option probability that settles an answer."})
+    stop_patience: int = field(default=1, metadata={"help": "stable: rounds the answer stays the same."})
+    stop_confidence: float = field(default=0.9, metadata={"help": "confident: the answer's option probability."})
 
     def __post_init__(self) -> None:
         if self.stop_when not in STOP_RULES:
@@ -143,7 +138,7 @@ class RolloutConfig(StopConfig):
     batch_size: int = field(default=8, metadata={"help": "Trajectories decoded together."})
     generation_backend: Literal["hf", "vllm"] = field(
         default="hf",
-        metadata={"help": "hf: the project's loop over transformers | vllm: a vLLM engine, same rounds and rows (docs/vllm.md)."},
+        metadata={"help": "hf: our loop | vllm: a vLLM engine (docs/vllm.md)."},
     )
     tensor_parallel_size: int = field(default=1, metadata={"help": "vllm backend: GPUs one engine spans (per process)."})
     # The model's own context length by default, as on the HF path (a conversation never cut short);

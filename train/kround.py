@@ -78,22 +78,16 @@ class KRoundConfig(OnlineRLConfig, StopConfig):
     """K-round RL: episodes, returns and the optimizer."""
 
     output_dir: str = field(default="outputs/kround", metadata={"help": "Where the adapter, card and log go."})
-    rounds: int = field(default=3, metadata={"help": "Rounds K per episode (train with the K you evaluate with, or fewer)."})
-    reward_mode: Literal["final", "sum", "convergence"] = field(
-        default="convergence", metadata={"help": "final | sum | convergence (see train/kround.py)."}
-    )
+    rounds: int = field(default=3, metadata={"help": "Rounds K per episode (at most the K you evaluate with)."})
+    reward_mode: Literal["final", "sum", "convergence"] = field(default="convergence", metadata={"help": "See train/kround.py."})
     flip_penalty: float = field(default=1.0, metadata={"help": "convergence: cost of turning a right answer wrong."})
-    stable_bonus: float = field(default=0.5, metadata={"help": "convergence: bonus per round from which the answer stays right."})
+    stable_bonus: float = field(default=0.5, metadata={"help": "convergence: bonus per round right from there to K."})
     change_penalty: float = field(
         default=0.0,
-        metadata={
-            "help": "Any mode: cost of every change of the parsed answer between rounds, wrong -> wrong too (see train/kround.py)."
-        },
+        metadata={"help": "Cost of every change of answer, in any mode."},
     )
     beta: float = field(default=0.01, metadata={"help": "KL weight on every generated token (SCoRe's beta1)."})
-    round_cost: float = field(
-        default=0.0, metadata={"help": "Cost of every round an episode runs (with stop_when: settling early earns more)."}
-    )
+    round_cost: float = field(default=0.0, metadata={"help": "Cost of every round that runs (see train/kround.py)."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
