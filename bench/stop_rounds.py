@@ -25,18 +25,19 @@ from selfcorrect.rollout import HFGenerator, SamplingConfig, StopRule, run_round
 
 
 def counted(generator):
-    """Wrap ``generate_ids`` to count the rows and tokens the engine decodes."""
-    seen = {"rows": 0, "tokens": 0}
-    inner = generator.generate_ids
+    """Count the rows and tokens the engine decodes from here on (wrapped once; each call resets)."""
+    if not hasattr(generator, "_seen"):
+        inner = generator.generate_ids
 
-    def generate_ids(prompt_ids, *args, **kw):
-        gens = inner(prompt_ids, *args, **kw)
-        seen["rows"] += len(prompt_ids)
-        seen["tokens"] += sum(g.new_tokens for g in gens)
-        return gens
+        def generate_ids(prompt_ids, *args, **kw):
+            gens = inner(prompt_ids, *args, **kw)
+            generator._seen["rows"] += len(prompt_ids)
+            generator._seen["tokens"] += sum(g.new_tokens for g in gens)
+            return gens
 
-    generator.generate_ids = generate_ids
-    return seen
+        generator.generate_ids = generate_ids
+    generator._seen = {"rows": 0, "tokens": 0}
+    return generator._seen
 
 
 def run(generator, task, ps, examples, rounds, stop, batch_size):
