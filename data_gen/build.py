@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from collections import Counter
@@ -219,6 +220,9 @@ def build_all(
     # example's samples at once without holding the file in memory.
     sft_sources, dpo_sources = set(sft_sources), set(dpo_sources)
     typed = (t if isinstance(t, Trajectory) else Trajectory.from_dict(t) for t in traces)
+    # Rows are built from the rounds a conversation ran: a round carried after its stop was never
+    # generated, so it is no revision to train on (and would pair a turn with itself).
+    typed = (dataclasses.replace(t, rounds=t.rounds[: t.rounds_run()]) if t.stop_round else t for t in typed)
     for _, grp in itertools.groupby(typed, key=lambda t: t.id):
         group = list(grp)
         # Samples of one example can give the same SFT conversation (gold_stable does without external

@@ -84,6 +84,7 @@ def evaluate_model(
             split=split.split,
             heldout=split.heldout,
         )
+        info.update(run.stop_settings())  # only a run that stops says how (a run without the rule is unchanged)
         evaluate_traces(traces, task, info, ev, run.output_dir, config)
 
 

@@ -110,21 +110,37 @@ class _Readings:
 FIELD_METRICS = ("Acc@t1", "Acc@tK", "Delta(t1,tK)", "Delta_i->c(t1,tK)", "Delta_c->i(t1,tK)")
 
 
-def _item_values(answers: list[str], correct: list[bool]) -> list[int]:
-    """Per trajectory: correct at each round, a flip at each consecutive pair, then the field's
-    first-to-last values (``FIELD_METRICS``); a metric is the mean of these over trajectories."""
+def _item_values(answers: list[str], correct: list[bool]) -> dict[str, int]:
+    """Per trajectory, by name: correct at each round, a flip at each consecutive pair, then the
+    field's first-to-last values (``FIELD_METRICS``); a metric is the mean of these over trajectories.
+
+    >>> _item_values(["A", "B"], [False, True])
+    {'accuracy 1': 0, 'accuracy 2': 1, 'flip 1->2': 1, 'Acc@t1': 0, 'Acc@tK': 1, 'Delta(t1,tK)': 1, 'Delta_i->c(t1,tK)': 1, 'Delta_c->i(t1,tK)': 0}
+    """
     # Integers, so every metric is a sum over a count: one bootstrap draw (bootstrap_ratio_cis) then
     # gives every metric its interval at once. last - first is -1, 0 or 1, so Delta is a mean.
     k = len(answers)
-    flips = [int(answers[t] != answers[t + 1]) for t in range(k - 1)]
     first, last = int(correct[0]), int(correct[-1])
-    return [int(c) for c in correct] + flips + [first, last, last - first, int(not first and last), int(first and not last)]
+    field_values = (first, last, last - first, int(not first and last), int(first and not last))
+    return {
+        **{f"accuracy {t + 1}": int(c) for t, c in enumerate(correct)},
+        **{f"flip {t + 1}->{t + 2}": int(answers[t] != answers[t + 1]) for t in range(k - 1)},
+        **dict(zip(FIELD_METRICS, field_values)),
+    }
+
+
+def generated_tokens(traj: Trajectory) -> int | None:
+    """Tokens the model generated for a trajectory: every round that ran (carried rounds generated
+    none); None when a round does not record its count (predictions scored from outside)."""
+    counts = [r.new_tokens for r in traj.rounds[: traj.rounds_run()]]
+    return None if any(c is None for c in counts) else sum(counts)
 
 
 def item_outcome(traj: Trajectory, task: Task, strict: list[str]) -> dict[str, Any]:
     """One example's outcome per round under both readings (``strict``: its strict answers), with what
     a paired comparison and the trivial baselines need: its group, gold answer, unknown option and
-    number of options."""
+    number of options; and what a comparison of compute needs: its stop round (None: it ran every
+    round), the rounds it ran and the tokens it generated."""
     return {
         "id": traj.id,
         "group": task.group(traj.example),
@@ -134,16 +150,24 @@ def item_outcome(traj: Trajectory, task: Task, strict: list[str]) -> dict[str, A
         "answers": [r.answer for r in traj.rounds],
         "correct": [bool(r.correct) for r in traj.rounds],
         "strict": strict,
+        "stop_round": traj.stop_round,
+        "rounds_run": traj.rounds_run(),
+        "tokens": generated_tokens(traj),
     }
+
+
+READINGS = ("grader", "strict")
 
 
 class _SelfCorrection:
     """The field's metrics, flip rates and the edit-distance ratio under the grader's reading and the
     strict one, with intervals that resample items and that resample the task's groups. Holds counts
-    of kinds of item and one vector of sums per group (memory grows with the groups, not the items)."""
+    of kinds of item and one vector of sums per group (memory grows with the groups, not the items).
+    The vector's entries are named (``names``: (reading, metric)); a metric is read back by name."""
 
     def __init__(self, k: int) -> None:
         self.k = k
+        self.names: list[tuple[str, str]] = []
         self.items: dict[tuple[tuple[int, ...], int], int] = {}
         self.groups: dict[str, list] = {}
         self.edit = [[0.0, 0] for _ in range(k - 1)]
@@ -151,10 +175,18 @@ class _SelfCorrection:
 
     def add(self, traj: Trajectory, task: Task, strict: list[str]) -> None:
         answers = [r.answer for r in traj.rounds]
-        # One vector: the grader's reading, then the strict one (an inconsistent answer is never right
-        # and is an answer of its own in flips); result() reads the two back by offset.
-        values = _item_values(answers, [r.correct for r in traj.rounds])
-        values += _item_values(strict, [r.correct and s != INCONSISTENT for r, s in zip(traj.rounds, strict)])
+        # Both readings: the grader's, and the strict one (an inconsistent answer is never right and is
+        # an answer of its own in flips).
+        named = {
+            **{("grader", n): v for n, v in _item_values(answers, [r.correct for r in traj.rounds]).items()},
+            **{
+                ("strict", n): v
+                for n, v in _item_values(strict, [r.correct and s != INCONSISTENT for r, s in zip(traj.rounds, strict)]).items()
+            },
+        }
+        if not self.names:
+            self.names = list(named)
+        values = [named[n] for n in self.names]
         # Cluster bootstrap over groups: items of one template share wording, people and answer, so
         # they are not independent evidence; resampling whole templates keeps that in the interval
         # (docs/metrics.md, "Intervals over groups").
@@ -187,32 +219,198 @@ class _SelfCorrection:
             key = (tuple(sums), n)
             by_group[key] = by_group.get(key, 0) + 1
         n_traj = sum(n * m for (_, n), m in self.items.items())
-        totals = [sum(v[j] * m for (v, _), m in self.items.items()) for j in range(len(next(iter(self.items))[0]))]
+        totals = [sum(v[j] * m for (v, _), m in self.items.items()) for j in range(len(self.names))]
         ci_item = bootstrap_ratio_cis(self.items, n_boot, seed)
         ci_group = bootstrap_ratio_cis(by_group, n_boot, seed)
-        # One reading's block: K accuracies, K-1 flip rates, the field's five; the strict block follows.
-        k, width = self.k, 2 * self.k - 1 + len(FIELD_METRICS)
+        index = {name: j for j, name in enumerate(self.names)}
+        k = self.k
 
-        def cell(j: int) -> dict[str, Any]:
+        def cell(reading: str, name: str) -> dict[str, Any]:
+            j = index[(reading, name)]
             return {"value": totals[j] / n_traj, "ci95_item": ci_item[j], "ci95_group": ci_group[j]}
 
-        def reading(offset: int) -> dict[str, Any]:
+        def reading(r: str) -> dict[str, Any]:
             return {
-                "accuracy": [cell(offset + t) for t in range(k)],
-                "flip_rate": {f"{t + 1}->{t + 2}": cell(offset + k + t) for t in range(k - 1)},
-                **{name: cell(offset + 2 * k - 1 + i) for i, name in enumerate(FIELD_METRICS)},
+                "accuracy": [cell(r, f"accuracy {t + 1}") for t in range(k)],
+                "flip_rate": {f"{t + 1}->{t + 2}": cell(r, f"flip {t + 1}->{t + 2}") for t in range(k - 1)},
+                **{name: cell(r, name) for name in FIELD_METRICS},
             }
 
         return {
             "n_groups": len(self.groups),
-            "grader": reading(0),
-            "strict": reading(width),
+            **{r: reading(r) for r in READINGS},
             "edit_distance_ratio": {f"{t + 1}->{t + 2}": ratio(s, n) for t, (s, n) in enumerate(self.edit)},
+        }
+
+
+class _Stopping:
+    """Compute per trajectory (docs/metrics.md, "Stopping"): rounds run, tokens generated, the answer
+    where it stopped, the round it stopped at. A run without a stopping rule runs K rounds for every
+    trajectory, so its numbers are the fixed-K cost a stopped run is compared with."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.n = self.rounds = self.right_at_stop = self.carried = 0
+        self.tokens = [0, 0]  # sum, trajectories that record their counts
+        self.stopped_at = [0] * k
+
+    def add(self, traj: Trajectory) -> None:
+        ran = traj.rounds_run()
+        self.n += 1
+        self.rounds += ran
+        self.carried += len(traj.rounds) - ran
+        self.right_at_stop += bool(traj.rounds[ran - 1].correct)
+        if (tokens := generated_tokens(traj)) is not None:
+            self.tokens[0] += tokens
+            self.tokens[1] += 1
+        if traj.stop_round is not None:
+            self.stopped_at[traj.stop_round - 1] += 1
+
+    def result(self) -> dict[str, Any]:
+        by_round, total = [], 0
+        for c in self.stopped_at:
+            total += c
+            by_round.append(total / self.n)
+        return {
+            "mean_rounds": self.rounds / self.n,
+            "mean_tokens": ratio(self.tokens[0], self.tokens[1]),
+            "accuracy_at_stop": self.right_at_stop / self.n,
+            "stopped_by_round": by_round,
+            "n_stopped": total,
+            "carried_round_share": self.carried / (self.n * self.k),
+            "note": "rounds after a trajectory's stop carry its last answer (marked carried in the traces): "
+            "the per-round and fixed-K metrics read them as that answer",
         }
 
 
 def _add_transition(t: dict[str, int], a: Round, b: Round) -> None:
     M.count_transition(t, a.correct, b.correct, a.answer != b.answer)
+
+
+class _Metrics:
+    """Every sum of one streaming pass over the trajectories of a run with K rounds, each in a named
+    field; ``add`` takes a trajectory, ``result`` gives metrics.json. A new metric is a field, a line
+    in ``add`` and a line in ``result``."""
+
+    def __init__(self, k: int, task: Task) -> None:
+        self.k, self.task = k, task
+        self.task_stats = [task.metrics() for _ in range(k)]  # the task's own metrics per round
+        self.rounds = [_RoundStats() for _ in range(k)]  # uncertainty and probe sums per round
+        self.readings = [_Readings() for _ in range(k)]  # answer distribution per round
+        self.transitions = [dict.fromkeys(M.TRANSITION_KEYS, 0) for _ in range(k - 1)]  # round t -> t+1
+        self.first_last = dict.fromkeys(M.TRANSITION_KEYS, 0)  # round 1 -> K
+        self.stable = [0] * k  # trajectories whose answer never changes after round t
+        self.self_correction = _SelfCorrection(k)
+        self.stopping = _Stopping(k)
+        self.n_traj = self.n_examples = 0
+        self.chance = [0.0, 0]  # sum of 1/options, trajectories with options
+        # The task's metrics take an example's records together (samples of one example are one unit
+        # of its intervals), so records wait here until the next example's first row arrives.
+        self.open_id: str | None = None
+        self.open_records: list[list[dict[str, Any]]] = []
+
+    def add(self, traj: Trajectory, on_item: Callable[[dict[str, Any]], None] | None) -> None:
+        k, task = self.k, self.task
+        if len(traj.rounds) != k:
+            raise ValueError(f"trajectory {traj.id} has {len(traj.rounds)} rounds, earlier ones have {k}")
+        if traj.id != self.open_id:
+            if self.open_id is not None:
+                self.close_example()
+            if traj.sample != 0:
+                # Its earlier samples were elsewhere in the file (or missing): resampling it as two
+                # examples would make its intervals too narrow.
+                raise ValueError(
+                    f"trajectories of example {traj.id} are not consecutive (a run of its rows starts at "
+                    f"sample {traj.sample}): keep each example's samples together, sample 0 first"
+                )
+            self.open_id, self.open_records = traj.id, [[] for _ in range(k)]
+            self.n_examples += 1
+        # Both readings of each round: the strict answer marks a letter and a text that disagree.
+        letter_text = [task.readings(traj.example, rnd.response) for rnd in traj.rounds]
+        strict = [strict_answer(rnd.answer, lt) for rnd, lt in zip(traj.rounds, letter_text)]
+        self.self_correction.add(traj, task, strict)
+        self.stopping.add(traj)
+        # One outcome per example (sample 0): eval.compare pairs two runs item by item.
+        if on_item is not None and traj.sample == 0:
+            on_item(item_outcome(traj, task, strict))
+        unknown = task.unknown_answer(traj.example)
+        for t, rnd in enumerate(traj.rounds):
+            self.readings[t].add(rnd.answer, unknown, letter_text[t])
+            self.rounds[t].add(rnd)
+            self.open_records[t].append(task.record(traj.example, rnd))
+            if t:
+                _add_transition(self.transitions[t - 1], traj.rounds[t - 1], rnd)
+        # Consecutive pairs give CL, CS and RSS per step (Yang et al. 2024, arXiv 2412.19513); round 1
+        # -> K is the field's t1 -> tK comparison.
+        _add_transition(self.first_last, traj.rounds[0], traj.rounds[-1])
+        for t, flag in enumerate(M.stable_flags([rnd.answer for rnd in traj.rounds])):
+            self.stable[t] += flag
+        self.n_traj += 1
+        if traj.example.choices:
+            self.chance[0] += 1 / len(traj.example.choices)
+            self.chance[1] += 1
+
+    def close_example(self) -> None:
+        for t, records in enumerate(self.open_records):
+            self.task_stats[t].add(records)
+        self.self_correction.close_example()
+
+    def result(self, run_info: dict[str, Any] | None, epsilon: float, delta: float, n_boot: int, seed: int) -> dict[str, Any]:
+        k, task = self.k, self.task
+        acc = [ts.n_correct / ts.n for ts in self.task_stats]
+        per_round, cis = [], []
+        for t, (ts, s) in enumerate(zip(self.task_stats, self.rounds)):
+            intervals = ts.intervals(n_boot=n_boot, seed=seed + t)
+            entry = {
+                "round": t + 1,
+                "task": ts.result(),
+                "intervals": intervals,
+                "uncertainty": M.uncertainty_from_sums(s.entropy[0], s.entropy[1], s.nll[0], s.nll[1], s.bins, s.n),
+                "answers": self.readings[t].result(),
+            }
+            if s.probe[1]:
+                entry["probe"] = {"mean_score": s.probe[0] / s.probe[1], "mean_cosine": ratio(s.cosine[0], s.cosine[1])}
+            cis.append(intervals["accuracy"])
+            per_round.append(entry)
+        # The convergence round needs both: accuracy within epsilon of its final value and every later
+        # flip rate at most delta; it measures stability, not improvement (docs/metrics.md, "Transitions").
+        consecutive = {f"{t}->{t + 1}": M.transition_from_counts(c) for t, c in enumerate(self.transitions, start=1)}
+        flips = [c["flip_rate"] for c in consecutive.values()]
+        # The task gives its breakdown per round; turned into subgroup -> [per round] so a row reads across rounds.
+        breakdown: dict[str, dict[str, list]] = {}
+        for t, ts in enumerate(self.task_stats):
+            for name, groups in ts.breakdown().items():
+                for group, result in groups.items():
+                    breakdown.setdefault(name, {}).setdefault(group, [None] * k)[t] = result
+        return {
+            "run": {
+                **(run_info or {}),
+                "task": task.name,
+                "rounds": k,
+                "n_trajectories": self.n_traj,
+                "n_examples": self.n_examples,
+                "report_columns": [list(c) for c in task.report_columns],
+                # Only when every trajectory has options: a mean of 1/options over part of the rows is
+                # no baseline for the whole run.
+                "chance_accuracy": self.chance[0] / self.chance[1] if self.chance[1] == self.n_traj else None,
+            },
+            "headline": {"metric": "accuracy", "values": acc, "ci95": cis},
+            "per_round": per_round,
+            "breakdown": breakdown,
+            "transitions": {
+                "consecutive": consecutive,
+                "first_to_last": M.transition_from_counts(self.first_last),
+                "delta_from_round1": [a - acc[0] for a in acc],
+            },
+            "convergence": M.convergence(acc, flips, epsilon, delta),
+            "stable_after": [c / self.n_traj for c in self.stable],
+            "self_correction": {
+                "reading": "grader",
+                "group": "the task's group (Task.group; BBQ: the template)",
+                **self.self_correction.result(n_boot, seed),
+            },
+            "stopping": self.stopping.result(),
+        }
 
 
 def compute_metrics(
@@ -226,127 +424,19 @@ def compute_metrics(
     on_item: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """One streaming pass over trajectories (typed or their dicts). Every metric is a function of
-    per-round counts and sums; the task's metrics receive one example's trajectories at a time, so
-    an example's rows must be consecutive (run_rounds writes them so, sample 0 first) and only the
-    example being read is held in memory. ``on_item`` receives each example's first trajectory as
-    ``item_outcome`` gives it (eval writes them to items.jsonl for eval.compare's paired tests)."""
-    k, task_stats, stats, trans, first_last, stable = 0, [], [], [], None, []
-    readings: list[_Readings] = []
-    sc = _SelfCorrection(1)  # replaced once the first trajectory gives K
-    n_traj = n_examples = 0
-    chance_sum, chance_n = 0.0, 0  # accuracy of a uniform guess over each item's options
-    open_id: str | None = None
-    open_records: list[list[dict[str, Any]]] = []
-
-    # The task's metrics take an example's records together (samples of one example are one unit of
-    # its intervals), so records wait in open_records until the next example's first row arrives.
-    def close_example() -> None:
-        for t, records in enumerate(open_records):
-            task_stats[t].add(records)
-        sc.close_example()
-
+    per-round counts and sums (``_Metrics``); the task's metrics receive one example's trajectories at
+    a time, so an example's rows must be consecutive (run_rounds writes them so, sample 0 first) and
+    only the example being read is held in memory. ``on_item`` receives each example's first
+    trajectory as ``item_outcome`` gives it (eval writes them to items.jsonl for eval.compare's
+    paired tests)."""
+    acc: _Metrics | None = None
     for row in rows:
         traj = row if isinstance(row, Trajectory) else Trajectory.from_dict(row)
-        # K is known only once the first trajectory is read: every per-round accumulator is sized then.
-        if not k:
-            k = len(traj.rounds)
-            task_stats = [task.metrics() for _ in range(k)]
-            stats = [_RoundStats() for _ in range(k)]
-            trans = [dict.fromkeys(M.TRANSITION_KEYS, 0) for _ in range(k - 1)]
-            first_last = dict.fromkeys(M.TRANSITION_KEYS, 0)
-            stable = [0] * k
-            readings = [_Readings() for _ in range(k)]
-            sc = _SelfCorrection(k)
-        if len(traj.rounds) != k:
-            raise ValueError(f"trajectory {traj.id} has {len(traj.rounds)} rounds, earlier ones have {k}")
-        if traj.id != open_id:
-            if open_id is not None:
-                close_example()
-            if traj.sample != 0:
-                # Its earlier samples were elsewhere in the file (or missing): resampling it as two
-                # examples would make its intervals too narrow.
-                raise ValueError(
-                    f"trajectories of example {traj.id} are not consecutive (a run of its rows starts at "
-                    f"sample {traj.sample}): keep each example's samples together, sample 0 first"
-                )
-            open_id, open_records = traj.id, [[] for _ in range(k)]
-            n_examples += 1
-        # Both readings of each round: the strict answer marks a letter and a text that disagree.
-        letter_text = [task.readings(traj.example, rnd.response) for rnd in traj.rounds]
-        strict = [strict_answer(rnd.answer, lt) for rnd, lt in zip(traj.rounds, letter_text)]
-        sc.add(traj, task, strict)
-        # One outcome per example (sample 0): eval.compare pairs two runs item by item.
-        if on_item is not None and traj.sample == 0:
-            on_item(item_outcome(traj, task, strict))
-        unknown = task.unknown_answer(traj.example)
-        for t, rnd in enumerate(traj.rounds):
-            readings[t].add(rnd.answer, unknown, letter_text[t])
-            stats[t].add(rnd)
-            open_records[t].append(task.record(traj.example, rnd))
-            if t:
-                _add_transition(trans[t - 1], traj.rounds[t - 1], rnd)
-        # Consecutive pairs give CL, CS and RSS per step (Yang et al. 2024, arXiv 2412.19513); round 1
-        # -> K is the field's t1 -> tK comparison.
-        _add_transition(first_last, traj.rounds[0], traj.rounds[-1])
-        for t, flag in enumerate(M.stable_flags([rnd.answer for rnd in traj.rounds])):
-            stable[t] += flag
-        n_traj += 1
-        if traj.example.choices:
-            chance_sum += 1 / len(traj.example.choices)
-            chance_n += 1
-    if not n_traj:
+        # K is known only once the first trajectory is read: every per-round sum is sized then.
+        if acc is None:
+            acc = _Metrics(len(traj.rounds), task)
+        acc.add(traj, on_item)
+    if acc is None:
         raise ValueError("no traces to measure")
-    close_example()  # the last example has no next id to close it
-    acc = [ts.n_correct / ts.n for ts in task_stats]
-    per_round, cis = [], []
-    for t, (ts, s) in enumerate(zip(task_stats, stats)):
-        intervals = ts.intervals(n_boot=n_boot, seed=seed + t)
-        entry = {
-            "round": t + 1,
-            "task": ts.result(),
-            "intervals": intervals,
-            "uncertainty": M.uncertainty_from_sums(s.entropy[0], s.entropy[1], s.nll[0], s.nll[1], s.bins, s.n),
-            "answers": readings[t].result(),
-        }
-        if s.probe[1]:
-            entry["probe"] = {"mean_score": s.probe[0] / s.probe[1], "mean_cosine": ratio(s.cosine[0], s.cosine[1])}
-        cis.append(intervals["accuracy"])
-        per_round.append(entry)
-    # The convergence round needs both: accuracy within epsilon of its final value and every later flip
-    # rate at most delta; it measures stability, not improvement (docs/metrics.md, "Transitions").
-    consecutive = {f"{t}->{t + 1}": M.transition_from_counts(c) for t, c in enumerate(trans, start=1)}
-    flips = [c["flip_rate"] for c in consecutive.values()]
-    # The task gives its breakdown per round; turned into subgroup -> [per round] so a row reads across rounds.
-    breakdown: dict[str, dict[str, list]] = {}
-    for t, ts in enumerate(task_stats):
-        for name, groups in ts.breakdown().items():
-            for group, result in groups.items():
-                breakdown.setdefault(name, {}).setdefault(group, [None] * k)[t] = result
-    return {
-        "run": {
-            **(run_info or {}),
-            "task": task.name,
-            "rounds": k,
-            "n_trajectories": n_traj,
-            "n_examples": n_examples,
-            "report_columns": [list(c) for c in task.report_columns],
-            # Only when every trajectory has options: a mean of 1/options over part of the rows is no
-            # baseline for the whole run.
-            "chance_accuracy": chance_sum / chance_n if chance_n == n_traj else None,
-        },
-        "headline": {"metric": "accuracy", "values": acc, "ci95": cis},
-        "per_round": per_round,
-        "breakdown": breakdown,
-        "transitions": {
-            "consecutive": consecutive,
-            "first_to_last": M.transition_from_counts(first_last),
-            "delta_from_round1": [a - acc[0] for a in acc],
-        },
-        "convergence": M.convergence(acc, flips, epsilon, delta),
-        "stable_after": [c / n_traj for c in stable],
-        "self_correction": {
-            "reading": "grader",
-            "group": "the task's group (Task.group; BBQ: the template)",
-            **sc.result(n_boot, seed),
-        },
-    }
+    acc.close_example()  # the last example has no next id to close it
+    return acc.result(run_info, epsilon, delta, n_boot, seed)

@@ -11,7 +11,9 @@ items are refused rather than cut down to the items they share. Labels must be d
 Prints the per-run table, then, for every run against the reference, per round: the exact McNemar
 test on correctness and on the per-item flip indicator (answer changed from the previous round) with
 the paired difference and its 95% interval resampling the task's groups (BBQ: templates), under the
-grader's reading and the strict one; then the trivial baselines of a multiple-choice task (chance,
+grader's reading and the strict one; the rounds and tokens each run saves per item against the
+reference, with the sign test on per-item rounds, next to its accuracy difference at stop
+(``compute_saved``); then the trivial baselines of a multiple-choice task (chance,
 always the most frequent gold letter, always the "unknown" option where the task has one). With
 ``samples > 1`` an example is paired through its first sample.
 Writes report.md, comparison.json and the plots with every run on the same axes.
@@ -156,6 +158,78 @@ def paired_tests(ref: dict[str, dict], run: dict[str, dict], reading: str, n_boo
     return out
 
 
+def compute_saved(ref: dict[str, dict], run: dict[str, dict], n_boot: int = 1000, seed: int = 0) -> dict:
+    """What a run saves against the reference per item, next to what it gains in accuracy: rounds
+    run and tokens generated (reference - run: positive = saved) and the accuracy at the answer each
+    item stopped with (run - reference; under carrying, the round-K accuracy).
+
+    Each mean has a 95% interval resampling the task's groups (BBQ: templates), the three drawn
+    together. Rounds are compared item by item with the exact sign test: per-item rounds are small
+    integers, mostly tied (an item both runs stop at the same round), so a test on ranks of
+    differences (Wilcoxon) would rest on many tied ranks and a normal approximation; the sign test
+    counts the items where the run needed fewer rounds against those where it needed more, and is
+    exact under the null that each is equally likely (the binomial of ``mcnemar_exact``). An item
+    written before stopping existed counts K rounds and no token count.
+
+    >>> ref = {i: {"group": i, "correct": [0, 1], "rounds_run": 2, "tokens": 8} for i in "abc"}
+    >>> run = {i: {"group": i, "correct": [1, 1], "rounds_run": 1, "tokens": 4} for i in "abc"}
+    >>> out = compute_saved(ref, run, n_boot=10)
+    >>> out["rounds_saved"]["value"], out["tokens_saved"]["value"], out["accuracy_at_stop_difference"]["value"]
+    (1.0, 4.0, 0.0)
+    >>> out["rounds_sign_test"]
+    {'run_fewer': 3, 'run_more': 0, 'p': 0.25}
+    """
+    ids = sorted(ref)
+    k = len(ref[ids[0]]["correct"])
+
+    def rounds(item: dict) -> int:
+        return item.get("rounds_run") or k
+
+    have_tokens = all(ref[i].get("tokens") is not None and run[i].get("tokens") is not None for i in ids)
+    groups: dict[str, list] = {}
+    fewer = more = 0
+    for i in ids:
+        a, b = ref[i], run[i]
+        saved = rounds(a) - rounds(b)
+        fewer, more = fewer + (saved > 0), more + (saved < 0)
+        values = [saved, (a["tokens"] - b["tokens"]) if have_tokens else 0, int(b["correct"][-1]) - int(a["correct"][-1])]
+        g = groups.setdefault(a["group"], [[0] * 3, 0])
+        g[0] = [x + y for x, y in zip(g[0], values)]
+        g[1] += 1
+    units: dict[tuple, int] = {}
+    for sums, n in groups.values():
+        units[(tuple(sums), n)] = units.get((tuple(sums), n), 0) + 1
+    cis = bootstrap_ratio_cis(units, n_boot, seed)
+    totals = [sum(g[0][j] for g in groups.values()) / len(ids) for j in range(3)]
+
+    def cell(j: int) -> dict:
+        return {"value": totals[j], "ci95_group": cis[j]}
+
+    return {
+        "rounds_reference": sum(rounds(ref[i]) for i in ids) / len(ids),
+        "rounds_run": sum(rounds(run[i]) for i in ids) / len(ids),
+        "rounds_saved": cell(0),
+        "rounds_sign_test": {"run_fewer": fewer, "run_more": more, "p": mcnemar_exact(more, fewer)},
+        "tokens_saved": cell(1) if have_tokens else None,
+        "accuracy_at_stop_difference": cell(2),
+    }
+
+
+def format_saved(label: str, ref_label: str, c: dict) -> str:
+    def v(cell, fmt):
+        if cell is None:
+            return "n/a"
+        lo, hi = cell["ci95_group"]
+        return f"{cell['value']:{fmt}} [{lo:{fmt}},{hi:{fmt}}]"
+
+    st = c["rounds_sign_test"]
+    return (
+        f"{label} vs {ref_label}: rounds per item {c['rounds_reference']:.2f} -> {c['rounds_run']:.2f}, saved "
+        f"{v(c['rounds_saved'], '+.2f')} (sign test p={st['p']:.2g}, fewer/more {st['run_fewer']}/{st['run_more']}) | "
+        f"tokens saved per item {v(c['tokens_saved'], '+.1f')} | accuracy at stop {v(c['accuracy_at_stop_difference'], '+.3f')}"
+    )
+
+
 def trivial_baselines(items: dict[str, dict]) -> list[dict]:
     """Accuracy of constant strategies on these items (they never change an answer, so every flip
     rate is 0): a uniform guess, always the most frequent gold letter (an upper bound on any one
@@ -278,6 +352,7 @@ def main(argv: list[str]) -> None:
         label: {reading: paired_tests(items[0], it, reading) for reading in ("grader", "strict")}
         for label, it in zip(labels[1:], items[1:])
     }
+    compute = {label: compute_saved(items[0], it) for label, it in zip(labels[1:], items[1:])}
     baselines = trivial_baselines(items[0])
     # Its own folder, like every command's: the same comparison re-run replaces its report (the runs
     # may have been re-evaluated); another set of runs there is refused.
@@ -285,7 +360,7 @@ def main(argv: list[str]) -> None:
     check_run(a.output_dir, "eval.compare", settings, COMPARE_OUTPUTS, ow.overwrite)
     report = write_report(runs, a.output_dir, "Self-correction: trained checkpoints vs intrinsic prompting")
     table = summary_table(runs)
-    comparison = {"runs": table, "reference": labels[0], "paired": paired, "baselines": baselines}
+    comparison = {"runs": table, "reference": labels[0], "paired": paired, "compute": compute, "baselines": baselines}
     write_atomic(os.path.join(a.output_dir, "comparison.json"), json.dumps(comparison, indent=2))
     print(format_table(table, metrics[0]["run"].get("report_columns", [])))
     if paired:
@@ -296,6 +371,14 @@ def main(argv: list[str]) -> None:
         for label, by_reading in paired.items():
             for reading, tests in by_reading.items():
                 print("\n".join(format_paired(label, labels[0], reading, tests)))
+    if compute:
+        # Converging faster is a claim about both: fewer rounds (and tokens) at no loss of accuracy.
+        print(
+            "\nCompute against the reference (rounds and tokens: reference - run; accuracy at stop: run - reference)"
+            " [95% interval resampling the task's groups]; rounds after an item's stop carry its last answer:"
+        )
+        for label, c in compute.items():
+            print(format_saved(label, labels[0], c))
     if baselines:
         print("\nTrivial baselines on these items (constant answers: every flip rate is 0):")
         for b in baselines:

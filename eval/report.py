@@ -399,6 +399,46 @@ def _runs_lines(runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
     return lines
 
 
+def stopping_lines(runs: list[tuple[str, dict[str, Any]]], k: int) -> list[str]:
+    """The compute section: rounds and tokens per item, accuracy at stop and the share stopped by
+    each round, for runs where a conversation stopped (``stop_when``); none otherwise, so a run
+    without stopping reports what it did before the rule existed.
+
+    >>> m = {"stopping": {"n_stopped": 1, "mean_rounds": 2.5, "mean_tokens": 10.0, "accuracy_at_stop": 0.5,
+    ...                   "stopped_by_round": [0.0, 0.5, 0.5]}}
+    >>> stopping_lines([("base", m)], 3)[4]
+    '| base | 2.50 | 10.0 | 0.500 | 0.00 | 0.50 | 0.50 |'
+    """
+    if not any(m.get("stopping", {}).get("n_stopped") for _, m in runs):
+        return []
+    head = (
+        "| run | rounds / item | tokens / item | accuracy at stop | "
+        + " | ".join(f"stopped by r{t + 1}" for t in range(k))
+        + " |"
+    )
+    lines = [
+        "## Stopping (compute)",
+        "",
+        head,
+        "|" + "---|" * (4 + k),
+    ]
+    for label, m in runs:
+        st = m.get("stopping")
+        if st is None:
+            continue
+        tokens = "n/a" if st["mean_tokens"] is None else f"{st['mean_tokens']:.1f}"
+        by = [f"{x:.2f}" for x in st["stopped_by_round"]] + [""] * (k - len(st["stopped_by_round"]))
+        lines.append(f"| {label} | {st['mean_rounds']:.2f} | {tokens} | {st['accuracy_at_stop']:.3f} | " + " | ".join(by) + " |")
+    lines += [
+        "",
+        "A stopped conversation's later rounds were not generated: they carry its last answer (marked "
+        "`carried` in traces.jsonl), so the per-round accuracies and flip rates above read that answer at "
+        'every later round and stay comparable with runs of K rounds (docs/metrics.md, "Stopping").',
+        "",
+    ]
+    return lines
+
+
 def write_report(runs: list[tuple[str, dict[str, Any]]], out_dir: str, title: str = "Self-correction evaluation") -> str:
     """report.md (and its plots) for one run or several; with several, the first is the baseline
     each verdict compares against. One function per section, in the order they appear."""
@@ -413,6 +453,7 @@ def write_report(runs: list[tuple[str, dict[str, Any]]], out_dir: str, title: st
     lines += _task_metric_lines(runs)
     lines += _convergence_lines(runs)
     lines += self_correction_lines(runs, k)
+    lines += stopping_lines(runs, k)
     lines += _uncertainty_lines(runs, k)
     lines += ["## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in pngs] + [""]
     lines += _runs_lines(runs)

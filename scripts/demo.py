@@ -8,7 +8,8 @@
 Runs the same commands a user runs on a 7B model, driven by recipes/demo/*.yaml:
 BBQ-format data from our templates -> data_gen (K=3, intrinsic-moral) -> SFT, DPO, GRPO, SCoRe and
 K-round RL with LoRA -> eval (K=5, held-out templates) of the base with intrinsic and baseline
-prompts and of every adapter -> eval.compare. Everything lands in one run directory; the table is printed at the end,
+prompts and of every adapter -> eval.compare; then the base and one trained arm (K-round RL) again
+with ``stop_when: stable``: rounds used per item (compare_stop/). Everything lands in one run directory; the table is printed at the end,
 with the machine facts the sampled stages' numbers depend on (CPU, threads, torch's CPU kernels; also in machine.json),
 see docs/reproducibility.md.
 """
@@ -194,6 +195,61 @@ def main() -> None:
         [py, "-m", "eval.compare", "--runs", *[f"{run}/eval/{label}" for label, _ in runs], "--output_dir", f"{run}/compare"],
         log,
     )
+    # Convergence as compute: the base and one trained arm (K-round RL when it trained) with
+    # stop_when stable, so a conversation that has settled stops; rounds used per item, compared
+    # with the base's fixed-K run (eval.compare: rounds and tokens saved, accuracy at stop).
+    arm = "kround" if "kround" in trained else (trained[0] if trained else None)
+    stop_runs = [("base_intrinsic", [])] + ([(arm, ["--adapter", f"{run}/{arm}"])] if arm else [])
+    for label, extra in stop_runs:
+        stage(
+            f"eval {label} with stop_when stable: rounds used per item",
+            [
+                py,
+                "-m",
+                "eval",
+                "--config",
+                "recipes/demo/eval.yaml",
+                "--dataset_path",
+                data,
+                "--label",
+                f"{label}_stable",
+                "--output_dir",
+                f"{run}/eval_stop/{label}",
+                "--stop_when",
+                "stable",
+                "--probe",
+                "false",
+                *model,
+                *extra,
+                *eval_extra,
+            ],
+            log,
+        )
+    stage(
+        "compare rounds used: fixed K vs stop_when stable",
+        [
+            py,
+            "-m",
+            "eval.compare",
+            "--runs",
+            f"{run}/eval/base_intrinsic",
+            *[f"{run}/eval_stop/{label}" for label, _ in stop_runs],
+            "--labels",
+            "base_intrinsic_fixedK",
+            *[f"{label}_stable" for label, _ in stop_runs],
+            "--output_dir",
+            f"{run}/compare_stop",
+        ],
+        log,
+    )
+    print("\nRounds used per item with stop_when stable (K = 5 without it):")
+    for label, _ in stop_runs:
+        with open(f"{run}/eval_stop/{label}/metrics.json") as f:
+            st = json.load(f)["stopping"]
+        tokens = "n/a" if st["mean_tokens"] is None else f"{st['mean_tokens']:.1f}"
+        print(
+            f"  {label}: {st['mean_rounds']:.2f} rounds, {tokens} tokens per item, accuracy at stop {st['accuracy_at_stop']:.3f}"
+        )
     with open(os.path.join(run, "machine.json"), "w") as f:
         json.dump(facts, f, indent=1)
     print(

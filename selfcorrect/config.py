@@ -64,11 +64,9 @@ class SplitConfig:
     skip: int = field(default=0, metadata={"help": "Skip the first N examples."})
     heldout_fraction: float = field(
         default=0.0,
-        metadata={"help": "Share of the task's groups (BBQ: templates) set aside by a hash; no group is on both sides."},
+        metadata={"help": "Share of groups (BBQ: templates) held out, by a hash."},
     )
-    heldout: bool = field(
-        default=False, metadata={"help": "Use the held-out share instead of the rest (eval: true, data_gen: false)."}
-    )
+    heldout: bool = field(default=False, metadata={"help": "Use the held-out share (eval: true, data_gen: false)."})
 
     def __post_init__(self) -> None:
         check_range("skip", self.skip, 0)
@@ -88,8 +86,37 @@ class SamplingConfig:
     seed: int = 0
 
 
+STOP_RULES = ("never", "stable", "confident")
+
+
 @dataclass
-class RolloutConfig:
+class StopConfig:
+    """When a multi-round rollout stops a conversation before round K (``selfcorrect.rollout.StopRule``):
+    data_gen, eval and K-round RL take these options."""
+
+    stop_when: Literal["never", "stable", "confident"] = field(
+        default="never",
+        metadata={"help": "Stop a settled conversation early."},
+    )
+    stop_patience: int = field(default=1, metadata={"help": "stable: rounds the answer stays the same."})
+    stop_confidence: float = field(default=0.9, metadata={"help": "confident: the answer's option probability."})
+
+    def __post_init__(self) -> None:
+        if self.stop_when not in STOP_RULES:
+            raise UserError(f"stop_when must be one of {', '.join(STOP_RULES)} (got '{self.stop_when}')")
+        check_range("stop_patience", self.stop_patience, 1)
+        check_range("stop_confidence", self.stop_confidence, 0.0, 1.0)
+
+    def stop_settings(self) -> dict:
+        """The options that change what a run writes; empty for ``never``, so a run without stopping
+        keeps the identity it had before the rule existed."""
+        if self.stop_when == "never":
+            return {}
+        return {"stop_when": self.stop_when, "stop_patience": self.stop_patience, "stop_confidence": self.stop_confidence}
+
+
+@dataclass
+class RolloutConfig(StopConfig):
     """Which model answers, and how K rounds are sampled and written."""
 
     model_name_or_path: str = field(
@@ -111,7 +138,7 @@ class RolloutConfig:
     batch_size: int = field(default=8, metadata={"help": "Trajectories decoded together."})
     generation_backend: Literal["hf", "vllm"] = field(
         default="hf",
-        metadata={"help": "hf: the project's loop over transformers | vllm: a vLLM engine, same rounds and rows (docs/vllm.md)."},
+        metadata={"help": "hf: our loop | vllm: a vLLM engine (docs/vllm.md)."},
     )
     tensor_parallel_size: int = field(default=1, metadata={"help": "vllm backend: GPUs one engine spans (per process)."})
     # The model's own context length by default, as on the HF path (a conversation never cut short);
@@ -137,6 +164,7 @@ class RolloutConfig:
         return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.seed)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_range("rounds", self.rounds, 1)
         check_range("samples", self.samples, 1)
         check_range("max_new_tokens", self.max_new_tokens, 1)

@@ -15,6 +15,10 @@ A round's ``option_probs`` are read where the parsed answer's label token was fi
 first token after an answer prefill ("The single most likely answer choice is"), the letter after
 "The answer is" in a chain of thought; None when the answer's label was never generated as a token
 (an answer given as option text, or unparsed), and the metrics count those as skipped.
+
+With a ``StopRule`` (``stop_when``) a conversation whose answer has settled stops: its later rounds
+are not generated (the backends decode only the rows still running; ``HFGenerator.keep_rows`` drops
+a stopped row's KV cache), and its trajectory carries its last round into them (``Round.carry``).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from selfcorrect.chat import render_chat
 from selfcorrect.config import SamplingConfig
 from selfcorrect.errors import UserError
 from selfcorrect.prompts import PromptSet
-from selfcorrect.tasks.base import Example, Task
+from selfcorrect.tasks.base import UNPARSED, Example, Task
 from selfcorrect.trace import Round, Trajectory
 
 
@@ -217,6 +221,11 @@ class RolloutBackend:
         """A line for the user once a run has finished (e.g. the engine's throughput), or None."""
         return None
 
+    def keep_rows(self, session: dict, keep: list[int]) -> None:
+        """The next ``generate`` with this ``session`` continues only rows ``keep`` (increasing
+        indices) of the previous call: a backend that keeps state per row drops the others'. vLLM's
+        prefix cache needs nothing."""
+
     def _option_steps(self, text_ids: list[int], labels: list[str], prob: Any) -> list[OptionStep]:
         """The option distribution at every generated token of ``text_ids`` that is one of ``labels``'
         label tokens. ``prob(step, token_id)`` is that token's probability at that step, or None where
@@ -351,6 +360,45 @@ class HFGenerator(RolloutBackend):
                 g.prompt_ids = p  # online RL trains on exactly these ids, not on a re-tokenised text
             out += gens
         return out
+
+    @torch.no_grad()
+    def keep_rows(self, session: dict, keep: list[int]) -> None:
+        """Re-batch the round caches of ``session`` to rows ``keep`` of the previous call (a stopped
+        conversation decodes nothing more). New batch i holds rows keep[i : i + batch_size], as
+        ``generate_ids`` will cut them; a row's cache is moved, not recomputed. Rows from batches of
+        different cache lengths are zero-padded at the end and masked out there, as ``_unpark`` does."""
+        from transformers.cache_utils import DynamicCache
+
+        if not session or not self.incremental:
+            return
+        bs = self.batch_size
+        old = {i: session.pop(i) for i in list(session)}
+        new: dict[int, RoundCache] = {}
+        for i in range(0, len(keep), bs):
+            rows = keep[i : i + bs]
+            sources = [(r - r % bs, r % bs) for r in rows]
+            width = max(old[o].mask.shape[-1] for o, _ in sources)
+            # Rows of one old batch are consecutive in ``rows`` (keep is increasing): one slice each.
+            groups: list[tuple[int, list[int]]] = []
+            for o, j in sources:
+                if groups and groups[-1][0] == o:
+                    groups[-1][1].append(j)
+                else:
+                    groups.append((o, [j]))
+
+            cache = DynamicCache()
+            n_layers = len(old[groups[0][0]].kv.layers)
+            for li in range(n_layers):
+                keys, values = [], []
+                for o, js in groups:
+                    idx = torch.tensor(js, device=old[o].mask.device)
+                    layer = old[o].kv.layers[li]
+                    keys.append(_pad_end(layer.keys[idx], width, -2))
+                    values.append(_pad_end(layer.values[idx], width, -2))
+                cache.update(torch.cat(keys), torch.cat(values), li)
+            masks = [_pad_end(old[o].mask[torch.tensor(js, device=old[o].mask.device)], width, -1) for o, js in groups]
+            new[i] = RoundCache(kv=cache, mask=torch.cat(masks), tokens=[old[o].tokens[j] for o, j in sources])
+        session.update(new)
 
     @torch.no_grad()
     def _generate_batch(
@@ -560,6 +608,16 @@ class HFGenerator(RolloutBackend):
         return stack(new_ids), stack(logprobs), stack(sample_logprobs), labels_out, cache, fed
 
 
+def _pad_end(x: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """``x`` zero-padded at the end of ``dim`` to ``width``."""
+    extra = width - x.shape[dim]
+    if not extra:
+        return x
+    shape = list(x.shape)
+    shape[dim] = extra
+    return torch.cat([x, x.new_zeros(shape)], dim=dim)
+
+
 def _unpark(cache: Any, batch: int, rows: torch.Tensor, parked: list) -> None:
     """Reassemble the full batch's cache after compaction: rows that finished early have shorter
     entries, zero-padded at the end (those positions are masked out by the round cache's mask)."""
@@ -576,15 +634,62 @@ def _unpark(cache: Any, batch: int, rows: torch.Tensor, parked: list) -> None:
         layer.keys, layer.values = full_k, full_v
 
 
+@dataclass(frozen=True)
+class StopRule:
+    """When a conversation stops before round K (the ``stop_when`` options, selfcorrect.config.StopConfig).
+
+    ``stable``: the parsed answer is the same in the last ``patience`` + 1 rounds (unchanged for
+    ``patience`` consecutive rounds). ``confident``: the answer's option probability (read at its
+    label token, renormalised over the labels) is at least ``confidence``. An unparsed answer never
+    settles, and neither does an answer without option probabilities under ``confident``.
+
+    >>> r = lambda a, p=None: Round(None, None, "", a, False, 0.0, option_probs=p)
+    >>> StopRule("stable", 1).settled([r("A"), r("A")]), StopRule("stable", 2).settled([r("A"), r("A")])
+    (True, False)
+    >>> StopRule("stable", 1).settled([r("unparsed"), r("unparsed")]), StopRule("stable").settled([r("B"), r("A")])
+    (False, False)
+    >>> StopRule("confident", confidence=0.8).settled([r("A", {"A": 0.85, "B": 0.15})])
+    True
+    >>> StopRule("confident", confidence=0.9).settled([r("A", {"A": 0.85, "B": 0.15})]), StopRule().settled([r("A")] * 3)
+    (False, False)
+    """
+
+    when: str = "never"
+    patience: int = 1
+    confidence: float = 0.9
+
+    @classmethod
+    def of(cls, options: Any) -> StopRule:
+        """From a config with ``stop_when``, ``stop_patience`` and ``stop_confidence``."""
+        return cls(options.stop_when, options.stop_patience, options.stop_confidence)
+
+    def settled(self, rounds: list[Round]) -> bool:
+        """Has the conversation settled after the last of ``rounds``?"""
+        last = rounds[-1]
+        if self.when == "never" or last.answer == UNPARSED:
+            return False
+        if self.when == "stable":
+            return len(rounds) > self.patience and all(r.answer == last.answer for r in rounds[-1 - self.patience :])
+        if self.when == "confident":
+            return bool(last.option_probs) and last.option_probs.get(last.answer, 0.0) >= self.confidence
+        raise ValueError(f"unknown stop rule {self.when!r}")
+
+
 @dataclass
 class Rollout:
     """What ``run_rounds`` returns: the graded trajectories, and each round's generations in the same
     order (``generations[round][i]`` made ``trajectories[i].rounds[round]``), with the exact prompt
     and sampled token ids, which online RL trains on, and the sampler's log-probs (GRPO hands them to
-    TRL; SCoRe and K-round RL recompute every log-prob with the policy)."""
+    TRL; SCoRe and K-round RL recompute every log-prob with the policy). A round a stopped
+    conversation did not run has an empty generation (no prompt, no tokens, finish "stopped")."""
 
     trajectories: list[Trajectory]
     generations: list[list[Generation]]
+
+
+def not_run(previous: Generation) -> Generation:
+    """The generation of a round a stopped conversation did not run: the last text, no tokens."""
+    return Generation(text=previous.text, token_ids=[], new_tokens=0, finish="stopped", mean_logprob=0.0, prompt_ids=[])
 
 
 def run_rounds(
@@ -596,6 +701,7 @@ def run_rounds(
     samples: int = 1,
     on_round: Any = None,
     seed_key: str | list[str] = "",
+    stop: StopRule | None = None,
 ) -> Rollout:
     """K rounds for every (example, sample): one trajectory per pair, samples of an example
     consecutive, and the generations of every round. Round r's prompt is the conversation of rounds
@@ -612,6 +718,10 @@ def run_rounds(
     in the call, ``#n``) when ``seed_key`` is a str, or ``seed_key[i]`` (a list,
     one key per example: online RL names the step and the prompt's place in the step's batch, so a
     prompt drawn twice samples twice).
+
+    ``stop``: a conversation whose answer has settled after round r < K (``StopRule.settled``) runs
+    no further round; ``Trajectory.stop_round`` records r, and rounds r+1..K carry round r. A stopped
+    conversation leaves the batch; the others keep their own streams, so stopping changes no draw.
     """
     # Samples of an example consecutive, sample 0 first: eval.aggregate and data_gen.build read an
     # example's rows together from a stream.
@@ -644,10 +754,11 @@ def run_rounds(
     traj_keys = [f"{k}/s{s}" for k in example_keys for s in range(samples)]
     session: dict = {}  # per-batch KV caches carried from round to round
     by_round: list[list[Generation]] = []
+    live = list(range(len(trajs)))  # trajectories still running, in order
     for r in range(rounds):
         users, prompts = [], []
         prefill = prompt_set.prefill(r)
-        for t in trajs:
+        for t in (trajs[i] for i in live):
             if r == 0:
                 user = prompt_set.first_turn(t.example.question)
             else:
@@ -658,10 +769,12 @@ def run_rounds(
             # Rendered from the conversation so far, as a trainer renders the same trace: the text the
             # model continues here is the text it is trained on (selfcorrect.chat).
             prompts.append(generator.render(t.conversation() + [{"role": "user", "content": user}], prefill))
-        labels = [task.option_labels(t.example) for t in trajs]
-        gens = generator.generate(prompts, labels, seed_key=[f"{k}/r{r}" for k in traj_keys], session=session)
-        grades = task.grade_batch([t.example for t in trajs], [g.text for g in gens])
-        for t, user, g, grade in zip(trajs, users, gens, grades):
+        labels = [task.option_labels(trajs[i].example) for i in live]
+        keys = [f"{traj_keys[i]}/r{r}" for i in live]
+        gens = generator.generate(prompts, labels, seed_key=keys, session=session) if live else []
+        grades = task.grade_batch([trajs[i].example for i in live], [g.text for g in gens]) if live else []
+        for i, user, g, grade in zip(live, users, gens, grades):
+            t = trajs[i]
             # Option probabilities at the token where the parsed answer's letter was written: the first
             # label token can be another word (docs/metrics.md, "Option probabilities").
             g.read_options_at_span(grade.answer, task.answer_label_span(t.example, g.text))
@@ -681,9 +794,28 @@ def run_rounds(
                 )
             )
             t.hidden.append(g.hidden)
-        by_round.append(gens)
+        row_gens = dict(zip(live, gens))
+        for i, t in enumerate(trajs):
+            if i not in row_gens:  # stopped earlier: carry its last round
+                t.rounds.append(t.rounds[-1].carry())
+                t.hidden.append(None)
+                row_gens[i] = not_run(by_round[-1][i])
+        all_gens = [row_gens[i] for i in range(len(trajs))]
+        by_round.append(all_gens)
         if on_round is not None:
-            on_round(r, gens)
+            on_round(r, all_gens)
+        if stop is not None and r < rounds - 1:
+            still = []
+            for i in live:
+                if stop.settled(trajs[i].rounds):
+                    trajs[i].stop_round = r + 1
+                else:
+                    still.append(i)
+            if len(still) < len(live):
+                # Positions in the batch just decoded: the backend keeps only these rows' state.
+                going = set(still)
+                generator.keep_rows(session, [j for j, i in enumerate(live) if i in going])
+                live = still
     for t in trajs:  # without a probe a trace records no hidden states, not a list of Nones
         if all(h is None for h in t.hidden):
             t.hidden = None

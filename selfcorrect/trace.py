@@ -35,6 +35,9 @@ class Round:
     external: bool = False  # the user turn carried information from outside the model (the scorer's verdict)
     probe_score: float | None = None  # eval's concept probe at the round's last prompt token
     probe_cosine: float | None = None
+    # A round after the conversation stopped (``stop_when``): it was not generated, and carries the
+    # last generated round's answer so fixed-K metrics stay comparable (docs/metrics.md, "Stopping").
+    carried: bool = False
 
     @classmethod
     def graded(cls, user: str | None, prefill: str | None, response: str, grade: Grade, **generation: Any) -> Round:
@@ -46,7 +49,15 @@ class Round:
         return (self.prefill or "") + self.response
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not self.carried:  # a run without stopping writes the traces it wrote before the rule existed
+            del d["carried"]
+        return d
+
+    def carry(self) -> Round:
+        """This round carried into a round that did not run: same answer and grade, no user turn,
+        no tokens generated."""
+        return dataclasses.replace(self, user=None, new_tokens=0, carried=True)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Round:
@@ -64,6 +75,9 @@ class Trajectory:
     prompt_set_version: int | None = None
     model: str | None = None
     adapter: str | None = None
+    # The last round generated (1-based) when the conversation stopped before round K; None when it ran
+    # every round (or ran without a stopping rule).
+    stop_round: int | None = None
     # Hidden states of each round's last prompt token, for eval's probe; never written to traces.
     hidden: list[list[float] | None] | None = field(default=None, repr=False, compare=False)
 
@@ -71,7 +85,12 @@ class Trajectory:
         """Messages of rounds[:upto]: each round's user turn, then its assistant turn."""
         return conversation(self.rounds, upto)
 
+    def rounds_run(self) -> int:
+        """Rounds generated: the stop round, or every round."""
+        return self.stop_round if self.stop_round is not None else len(self.rounds)
+
     def to_dict(self) -> dict[str, Any]:
+        stop = {} if self.stop_round is None else {"stop_round": self.stop_round}
         return {
             "id": self.id,
             "sample": self.sample,
@@ -82,6 +101,7 @@ class Trajectory:
             "adapter": self.adapter,
             "example": self.example.to_dict(),
             "rounds": [r.to_dict() for r in self.rounds],
+            **stop,
         }
 
     @classmethod
@@ -96,6 +116,7 @@ class Trajectory:
             prompt_set_version=d.get("prompt_set_version"),
             model=d.get("model"),
             adapter=d.get("adapter"),
+            stop_round=d.get("stop_round"),
         )
 
 

@@ -29,7 +29,7 @@ from selfcorrect.errors import Interrupted, NothingToDo, UserError
 from selfcorrect.examples import load_examples
 from selfcorrect.jsonl import append_rows, read_rows, repair_tail, write_rows_atomic
 from selfcorrect.modeling import load_model, load_tokenizer, resolve_model_path
-from selfcorrect.rollout import HFGenerator, run_rounds
+from selfcorrect.rollout import HFGenerator, StopRule, run_rounds
 from selfcorrect.run_identity import check_outside_inputs, check_run, data_identity, model_identity
 from selfcorrect.saved_config import redact_secret_values
 from selfcorrect.tasks.base import Example, Task
@@ -147,6 +147,7 @@ def trace_settings(run: RolloutConfig, data: DataConfig, split: SplitConfig, tas
         # Only a vLLM run records its backend: an HF run's identity stays what it was, so runs started
         # before the backend existed still resume, and neither backend resumes the other's folder.
         **(vllm_settings(run) if run.generation_backend == "vllm" else {}),
+        **run.stop_settings(),
         **(extra or {}),
     }
 
@@ -268,6 +269,7 @@ def generate_traces(
                     run.rounds,
                     run.samples,
                     on_round=lambda r, gens, n=n_batch: bar.update(n, sum(g.new_tokens for g in gens)),
+                    stop=StopRule.of(run),
                 ).trajectories
                 trajs = [t for t in trajs if (t.id, t.sample) not in done]
                 if probe is not None:

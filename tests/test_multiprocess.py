@@ -134,6 +134,23 @@ def test_kround_on_a_llama_template_finishes_under_ddp(rl_file, tmp_path):
     assert p.stderr.count("warning: kround steps 1-3: most prompt groups had identical returns") == 1  # rank 0 only
 
 
+def test_kround_with_stopping_and_round_cost_under_ddp(tiny_model_dir, toy_rl_file, tmp_path):
+    """stop_when stable with round_cost under cpu_ddp: each process's episodes stop at their own
+    rounds (so the processes pack different numbers of sequences), the run finishes, and the step
+    log holds the per-round self-correction metrics over both processes' episodes."""
+    out = tmp_path / "out"
+    args = ["--config", "recipes/demo/kround.yaml", "--model_name_or_path", tiny_model_dir, "--dataset_path", toy_rl_file,
+            "--task", "toy_task:EvenLengthTask", "--prompt_set", "intrinsic", "--output_dir", str(out), "--max_steps", "2",
+            "--per_device_prompts", "2", "--num_generations", "2", "--max_new_tokens", "5", "--rounds", "4",
+            "--stop_when", "stable", "--round_cost", "0.1", "--micro_batch_size", "1", "--save_steps", "0"]  # fmt: skip
+    p = launch("cpu_ddp", "train/kround.py", args, timeout=400)
+    assert p.returncode == 0, p.stderr[-3000:]
+    log = [json.loads(line) for line in open(out / "kround_log.jsonl")]
+    assert [h["step"] for h in log] == [1, 2] and all(1 <= h["stop_round_mean"] <= 4 for h in log)
+    assert {"accuracy_r1", "accuracy_r4", "flip_rate_1_2", "unparsed_r4"} <= set(log[0])
+    assert (out / "self_correction_curves.png").exists()
+
+
 def launch_two_machines(tmp_path, module_or_script: list[str], args: list[str], timeout: int):
     """multi_node.yaml as two machines on this one: two `accelerate launch` commands, machine_rank 0
     and 1, rank 0 at 127.0.0.1, one process each. The file's GPU settings are changed for the CPU in a

@@ -352,3 +352,52 @@ def test_kround_trainer_credits_episodes_with_their_verdicts_and_answers():
     ep = Episode([[1], [1], [1]], [[2], [2], [2]], [0.9, 0.95, 0.97], [True, True, True], ["A", "B", "B"])
     # u = [0.9 + 0.5, 0.95 + 0.5 - 1 (A -> B), 0.97 + 0.5]
     assert trainer.episode_returns(ep, 0) == pytest.approx([3.32, 1.92, 1.47])
+
+
+def _stopped_group():
+    """Two episodes of one prompt, K = 3: A settled right after round 1 (rounds 2-3 carry it), B ran
+    every round, wrong then right."""
+    a = Episode([[1, 2]], [[3, 4]], [1.0, 1.0, 1.0], [True] * 3, ["A"] * 3, stop_round=1)
+    b = Episode(
+        [[1, 2], [1, 2, 5, 9], [1, 2, 5, 9, 6, 9]], [[5], [6], [6]], [0.0, 1.0, 1.0], [False, True, True], ["B", "A", "A"]
+    )
+    return a, b
+
+
+def test_kround_returns_with_stopping_and_round_cost_by_hand():
+    """G_t = sum over s >= t of (r_s - round_cost * [round s ran]); a stopped episode's carried rounds
+    keep its last reward and cost nothing."""
+    from train.kround import KRoundConfig, KRoundTrainer
+
+    trainer = KRoundTrainer(None, KRoundConfig(stop_when="stable", round_cost=0.1, reward_mode="sum"))
+    a, b = _stopped_group()
+    ga, gb = trainer.episode_returns(a, 0), trainer.episode_returns(b, 0)
+    assert ga == pytest.approx([2.9, 2.0, 1.0])  # u = [1 - 0.1, 1, 1]
+    assert gb == pytest.approx([1.7, 1.8, 0.9])  # u = [0 - 0.1, 1 - 0.1, 1 - 0.1]
+    # Per-round leave-one-out over the two: defined at every round index, carried rounds included.
+    adv = round_advantages([ga, gb], group=2)
+    assert adv[0] == pytest.approx([1.2, 0.2, 0.1]) and adv[1] == pytest.approx([-1.2, -0.2, -0.1])
+    # convergence mode: the carried right answer stays right to K, so every round earns the bonus.
+    trainer = KRoundTrainer(None, KRoundConfig(stop_when="stable", round_cost=0.1))
+    assert trainer.episode_returns(a, 0) == pytest.approx([4.4, 3.0, 1.5])
+
+
+def test_stopped_rounds_carry_no_tokens_into_the_loss():
+    a, b = _stopped_group()
+    assert pack_episode(a) == [([1, 2, 3, 4], [-1, -1, 0, 0])]
+    logp = torch.full((1, 3), -1.0)
+    owner = torch.tensor([[-1, 0, 0]])  # predicted tokens 2..4 of A's only sequence
+    adv = torch.tensor([[1.2, 0.2, 0.1]])
+    loss, parts = episode_loss(logp, logp.clone(), owner, adv, torch.zeros(3), 1)
+    assert float(loss) == pytest.approx(2 * 1.2) and parts["pg"][1:] == [0.0, 0.0]
+
+
+def test_without_stopping_the_returns_are_the_fixed_k_ones():
+    """stop_when never, round_cost 0: the trainer credits what it credited before the options existed."""
+    from train.kround import KRoundConfig, KRoundTrainer
+    from train.rewards import kround_returns
+
+    trainer = KRoundTrainer(None, KRoundConfig())
+    assert trainer.stop_rule() is None
+    _, b = _stopped_group()
+    assert trainer.episode_returns(b, 0) == kround_returns(b.rewards, "convergence", 1.0, 0.5, b.correct, b.answers)

@@ -316,3 +316,34 @@ def test_a_head_size_without_a_cpu_kernel_is_one_line_before_the_engine_starts(t
     assert lines[-1].startswith("error: vLLM's CPU attention has no kernel for head_dim=16 ("), lines[-1]
     assert "--generation_backend hf runs the same rounds without vLLM" in lines[-1]
     assert "starting a vLLM engine" not in p.stderr and not (out / "traces.jsonl").exists()
+
+
+def test_stopped_conversations_stop_at_the_same_round_in_both_engines(tiny_model_dir, tiny_engine):
+    """stop_when stable: each engine is asked only for the conversations still running, and both
+    stop every conversation at the same round with the same rounds before it."""
+    from test_stopping import LengthTask
+
+    from selfcorrect.rollout import StopRule
+    from selfcorrect.tasks.base import Example
+
+    exs = [Example(id=str(i), question=f"question {i} " + "word " * i, gold="0") for i in range(12)]
+    tok = load_tokenizer(tiny_model_dir)
+    sampling = SamplingConfig(max_new_tokens=7)
+    out = {}
+    for name, g in (
+        ("hf", HFGenerator(load_model(tiny_model_dir, device="cpu"), tok, sampling, batch_size=4)),
+        ("vllm", VLLMGenerator(tiny_model_dir, tok, sampling, llm=tiny_engine)),
+    ):
+        g.eos_ids = g.eos_ids + list(range(100, 140))  # rows end at different steps, so answers differ
+        rows = []
+        orig = g.generate
+        g.generate = lambda prompts, *a, orig=orig, rows=rows, **k: rows.append(len(prompts)) or orig(prompts, *a, **k)
+        trajs = run_rounds(
+            g, LengthTask(), get_prompt_set("intrinsic-moral"), exs, rounds=4, stop=StopRule("stable", 1)
+        ).trajectories
+        out[name] = trajs
+        assert sum(rows) == sum(t.rounds_run() for t in trajs)  # no decoding for stopped rows
+    assert [t.stop_round for t in out["hf"]] == [t.stop_round for t in out["vllm"]]
+    assert any(t.stop_round for t in out["hf"]) and any(t.rounds_run() > 2 for t in out["hf"])
+    differ = _disagreements(out["hf"], out["vllm"], lambda r: (r.response, r.carried))
+    assert not differ, "\n".join(differ)

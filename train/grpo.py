@@ -59,7 +59,7 @@ from selfcorrect.errors import UserError
 from selfcorrect.modeling import load_policy, load_tokenizer
 from selfcorrect.rollout import HFGenerator, run_rounds
 from selfcorrect.tasks import task_and_prompt_set
-from selfcorrect.tasks.base import Example
+from selfcorrect.tasks.base import UNPARSED, Example
 from train.checkpoints import mark_complete_callback
 from train.data import PROVENANCE, check_provenance, load_rows
 from train.outputs import save_trained, trainable_snapshot
@@ -98,6 +98,44 @@ def last_mean_reward(history: list[dict]) -> str:
     """
     rewards = [h["reward"] for h in history if "reward" in h]
     return f"{rewards[-1]:.3f}" if rewards else "n/a"
+
+
+def self_correction_rows(trajectories) -> list[list[float]]:
+    """Per two-round episode: right at rounds 1 and 2 (the grader's ``correct``), unparsed at rounds
+    1 and 2, answer changed 1 -> 2.
+
+    >>> from selfcorrect.trace import Round, Trajectory
+    >>> rounds = [Round(None, None, "", "unparsed", False, 0.0), Round(None, None, "", "A", True, 0.9)]
+    >>> self_correction_rows([Trajectory("0", "t", "p", None, rounds)])
+    [[0.0, 1.0, 1.0, 0.0, 1.0]]
+    """
+    return [
+        [float(r.correct) for r in t.rounds[:2]]
+        + [float(r.answer == UNPARSED) for r in t.rounds[:2]]
+        + [float(t.rounds[0].answer != t.rounds[1].answer)]
+        for t in trajectories
+    ]
+
+
+SELF_CORRECTION_KEYS = ("accuracy_r1", "accuracy_r2", "unparsed_r1", "unparsed_r2", "flip_rate_1_2")
+
+
+def log_self_correction(trainer, trajectories, mode: str) -> None:
+    """Self-correction while GRPO trains, as far as its rollouts go (two rounds, on-policy first
+    attempts): accuracy per round, unparsed share and flip rate 1 -> 2 over every process's
+    episodes (one gather; every process samples at the same point), added to TRL's logged metrics
+    under ``self_correction/`` (so to wandb with report_to wandb). No stopping: GRPO trains round 2
+    of every episode."""
+    import torch
+
+    metrics = getattr(trainer, "_metrics", None)
+    if metrics is None:
+        return
+    rows = torch.tensor(self_correction_rows(trajectories), dtype=torch.float64, device=trainer.accelerator.device)
+    if trainer.accelerator.num_processes > 1:
+        rows = trainer.accelerator.gather(rows)
+    for key, value in zip(SELF_CORRECTION_KEYS, rows.mean(0).tolist()):
+        metrics[mode][f"self_correction/{key}"].append(value)
 
 
 def make_rollout_func(tokenizer, cfg, task=None, prompt_set=None, examples: dict | None = None):
@@ -148,6 +186,7 @@ def make_rollout_func(tokenizer, cfg, task=None, prompt_set=None, examples: dict
             finally:
                 model.train(was_training)
         second = episodes.generations[1]
+        log_self_correction(trainer, episodes.trajectories, "train" if was_training else "eval")
         return {
             "prompt_ids": [g.prompt_ids for g in second],
             "completion_ids": [g.token_ids for g in second],

@@ -37,6 +37,17 @@ being right, so a wrong -> right change is worth making when r + stable bonuses 
 round against 1 once). It needs answers that are choices or values (BBQ's letters, GSM8K's
 numbers); toxicity's "answer" is a score, and the trainer refuses the knob there.
 
+Stopping (``stop_when: stable | confident``, selfcorrect.rollout.StopRule): an episode stops once its
+answer has settled; it ran c <= K rounds. Rounds c+1..K are not sampled: they carry round c's
+reward, verdict and answer (r_s = r_c for s > c), so every episode has K returns and the baseline is
+defined at every round index; they own no tokens, so they add nothing to the loss. ``round_cost``
+(default 0) charges every round that ran: u_s -= round_cost for s <= c. What this optimises, per
+episode: the sum over s = 1..K of u_s, i.e. the reward of every round with the settled answer
+counted for the rounds it was not asked again, minus round_cost * c. A right answer settled at
+round c earns its reward for every round to K and is charged for c rounds only, so settling early
+on a right answer earns more; settling on a wrong answer keeps its low reward to K. With
+``stop_when: never`` and ``round_cost: 0`` the returns are those above, unchanged.
+
 Advantages are per round with a leave-one-out baseline over the G episodes of the same prompt at
 the same round index (train/online_rl.py), so round t is compared only with round t of the other
 episodes. A KL penalty ``beta`` to the reference (LoRA: the adapter disabled) applies to every
@@ -51,7 +62,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from selfcorrect.cli import run_cli
+from selfcorrect.config import StopConfig, check_range
 from selfcorrect.errors import UserError
+from selfcorrect.rollout import StopRule
 from selfcorrect.tasks import task_and_prompt_set
 from train.online_rl import OnlineRLTrainer, run_trainer
 from train.online_rl_config import OnlineRLConfig
@@ -61,26 +74,25 @@ from train.run import training_config_types
 
 
 @dataclass
-class KRoundConfig(OnlineRLConfig):
+class KRoundConfig(OnlineRLConfig, StopConfig):
     """K-round RL: episodes, returns and the optimizer."""
 
     output_dir: str = field(default="outputs/kround", metadata={"help": "Where the adapter, card and log go."})
     rounds: int = field(default=3, metadata={"help": "Rounds K per episode (at most the K you evaluate with)."})
-    reward_mode: Literal["final", "sum", "convergence"] = field(
-        default="convergence", metadata={"help": "final | sum | convergence (see train/kround.py)."}
-    )
+    reward_mode: Literal["final", "sum", "convergence"] = field(default="convergence", metadata={"help": "See train/kround.py."})
     flip_penalty: float = field(default=1.0, metadata={"help": "convergence: cost of turning a right answer wrong."})
-    stable_bonus: float = field(default=0.5, metadata={"help": "convergence: bonus per round from which it stays right."})
+    stable_bonus: float = field(default=0.5, metadata={"help": "convergence: bonus per round right from there to K."})
     change_penalty: float = field(
         default=0.0,
-        metadata={
-            "help": "Any mode: cost of every change of the parsed answer between rounds, wrong -> wrong too (see train/kround.py)."
-        },
+        metadata={"help": "Cost of every change of answer, in any mode."},
     )
     beta: float = field(default=0.01, metadata={"help": "KL weight on every generated token (SCoRe's beta1)."})
+    round_cost: float = field(default=0.0, metadata={"help": "Cost of every round that runs (see train/kround.py)."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        StopConfig.__post_init__(self)
+        check_range("round_cost", self.round_cost, 0.0)
         if self.rounds < 2:
             raise UserError(f"rounds must be >= 2 for self-correction (got {self.rounds})")
         if self.beta < 0 or self.flip_penalty < 0 or self.stable_bonus < 0 or self.change_penalty < 0:
@@ -102,9 +114,22 @@ class KRoundTrainer(OnlineRLTrainer):
             )
         super().setup()
 
+    def stop_rule(self) -> StopRule | None:
+        return StopRule.of(self.cfg) if self.cfg.stop_when != "never" else None
+
     def episode_returns(self, ep: Episode, step: int) -> list[float]:
         c = self.cfg
-        return kround_returns(ep.rewards, c.reward_mode, c.flip_penalty, c.stable_bonus, ep.correct, ep.answers, c.change_penalty)
+        return kround_returns(
+            ep.rewards,
+            c.reward_mode,
+            c.flip_penalty,
+            c.stable_bonus,
+            ep.correct,
+            ep.answers,
+            c.change_penalty,
+            c.round_cost,
+            ep.stop_round,
+        )
 
     def kl_coefs(self, step: int) -> list[float]:
         return [self.cfg.beta] * self.cfg.rounds
@@ -118,6 +143,10 @@ class KRoundTrainer(OnlineRLTrainer):
         }[c.reward_mode]
         if c.change_penalty:
             what += f", - {c.change_penalty}*[answer changed at s] in every u_s"
+        if c.round_cost:
+            what += f", - {c.round_cost} in u_s of every round that ran"
+        if c.stop_when != "never":
+            what += f"; episodes stop by stop_when {c.stop_when}, later rounds carry the last answer and reward"
         return (
             f"K-round on-policy REINFORCE over {c.rounds} rounds, reward_mode {c.reward_mode}: {what}; "
             f"leave-one-out baseline per round; - {c.beta}*KL on every generated token"

@@ -30,28 +30,57 @@ from tqdm.auto import tqdm
 from selfcorrect.device import process_group_kwargs
 from selfcorrect.errors import UserError
 from selfcorrect.modeling import load_policy, load_tokenizer
-from selfcorrect.rollout import run_rounds
+from selfcorrect.rollout import StopRule, run_rounds
 from selfcorrect.tasks import task_and_prompt_set
-from selfcorrect.tasks.base import Example
+from selfcorrect.tasks.base import UNPARSED, Example
 from train.checkpoints import ONLINE_RL_CHECKPOINT, mark_complete
 from train.data import check_provenance, read_training_rows
 from train.online_rl_config import OnlineRLConfig
 from train.outputs import (
+    SELF_CORRECTION_PNG,
     not_moved,
+    plot_self_correction,
     push_folder_to_hub,
     save_model_all_ranks,
     save_outputs,
+    self_correction_card,
     trainable_snapshot,
     wandb_init_kwargs,
     weights_moved,
 )
 from train.rl_engine import close_rollout_backend, make_rollout_backend, push_policy
-from train.rl_functions import Episode, episode_loss, pack_episode, prompt_indices, round_advantages, token_logprobs
+from train.rl_functions import (
+    Episode,
+    episode_loss,
+    episode_of,
+    pack_episode,
+    prompt_indices,
+    round_advantages,
+    token_logprobs,
+)
 from train.rl_strategy import TrainStrategy, check_not_fsdp, fill_deepspeed_config
 from train.rl_timing import StepTimer
 from train.run import parse_training, prepare_run, resumable, training_config_types
 
 NO_SIGNAL_STEPS = 3  # consecutive no-signal steps before the trainer warns
+
+
+def episode_stats(ep: Episode) -> list[float]:
+    """What ``step_log`` averages per episode: right per round, unparsed per round, answer changed
+    per round pair, rounds run.
+
+    >>> episode_stats(Episode([[1]], [[2]], [0.0, 1.0, 1.0], [False, True, True], ["unparsed", "A", "A"], stop_round=2))
+    [0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 2.0]
+    """
+    k = len(ep.rewards)
+    right = [float(c) for c in ep.correct] if ep.correct else [float("nan")] * k
+    answers = ep.answers or [""] * k
+    return (
+        right
+        + [float(a == UNPARSED) for a in answers]
+        + [float(answers[t] != answers[t + 1]) for t in range(k - 1)]
+        + [float(ep.rounds_run())]
+    )
 
 
 class OnlineRLTrainer:
@@ -64,6 +93,7 @@ class OnlineRLTrainer:
     def __init__(self, setup, cfg: OnlineRLConfig):
         self.setup_args, self.cfg = setup, cfg
         self.history: list[dict[str, Any]] = []
+        self.last_episodes: list[Episode] = []
         self._no_signal_streak = 0  # consecutive steps where most groups had all-zero advantages
         self.timer = StepTimer()
 
@@ -88,6 +118,10 @@ class OnlineRLTrainer:
 
     def extra_log(self, step: int, rewards: list[list[float]]) -> dict[str, Any]:
         return {}
+
+    def stop_rule(self) -> StopRule | None:
+        """When an episode stops before its last round (``stop_when``); None: every round runs."""
+        return None
 
     # -- set-up --
     def setup(self) -> None:
@@ -238,19 +272,15 @@ class OnlineRLTrainer:
                 # every process, and its sample index (run_rounds): N processes of P prompts sample
                 # the episodes one process of N x P prompts does, and a prompt drawn twice samples twice.
                 seed_key=[f"s{step}/q{rank * cfg.per_device_prompts + i}" for i in range(len(examples))],
+                stop=self.stop_rule(),
             )
         gens = rollout.generations
         self.timer.tokens["sampled"] += sum(g.new_tokens for by_round in gens for g in by_round)
-        return [
-            Episode(
-                prompts=[gens[t][e].prompt_ids for t in range(len(gens))],
-                responses=[gens[t][e].token_ids for t in range(len(gens))],
-                rewards=[rnd.reward for rnd in tr.rounds],
-                correct=[rnd.correct for rnd in tr.rounds],
-                answers=[rnd.answer for rnd in tr.rounds],
-            )
-            for e, tr in enumerate(rollout.trajectories)
-        ]
+        episodes = [episode_of(tr, [g[e] for g in gens]) for e, tr in enumerate(rollout.trajectories)]
+        # The loop hands step_log the rewards only; the verdicts, answers and stop rounds it also
+        # logs are read from here.
+        self.last_episodes = episodes
+        return episodes
 
     def update(self, episodes: list[Episode], advantages: list[list[float]], kl: list[float]) -> dict[str, Any]:
         """One optimizer step on this process's episodes; returns the loss, its per-round parts (this
@@ -360,19 +390,29 @@ class OnlineRLTrainer:
         """The statistics of one step over the episodes of every process (one gather): per-round
         rewards, flips, loss parts and KL; ``frac_zero_advantage``, the share of prompt groups whose
         advantages are all zero (identical returns: no policy-gradient signal; TRL's GRPO logs it as
-        frac_reward_zero_std); ``adv_abs_mean``; and the learning rate the step used."""
+        frac_reward_zero_std); ``adv_abs_mean``; and the learning rate the step used.
+
+        Self-correction while training (from the sampled episodes, ``sample``): ``accuracy_r{t}``, the
+        share right by the grader's ``correct`` (a reward is no accuracy for every task);
+        ``flip_rate_{t}_{t+1}``, the share whose parsed answer changed, whatever its correctness;
+        ``unparsed_r{t}``; ``stop_round_mean``, the mean number of rounds an episode ran (K without
+        stopping). A stopped episode's carried rounds count with their carried answer, as in eval."""
         import torch
 
         acc, g, k = self.accelerator, self.cfg.num_generations, len(rewards[0])
-        rows = torch.tensor([r + a for r, a in zip(rewards, advantages)], dtype=torch.float64, device=acc.device)
+        episodes = self.last_episodes if len(self.last_episodes) == len(rewards) else None
+        own_rows = [list(r) + list(a) for r, a in zip(rewards, advantages)]
+        if episodes is not None:
+            own_rows = [row + episode_stats(ep) for row, ep in zip(own_rows, episodes)]
+        rows = torch.tensor(own_rows, dtype=torch.float64, device=acc.device)
         own = torch.tensor([[parts["loss"], *parts["pg"], *parts["kl"]]], dtype=torch.float64, device=acc.device)
         if acc.num_processes > 1:
             rows = acc.gather(rows)
             own = acc.gather(own)  # each process's parts are the mean over its share; the shares are equal
         own_mean = own.mean(0).tolist()
-        rew, adv = rows[:, :k], rows[:, k:]
+        rew, adv = rows[:, :k], rows[:, k : 2 * k]
         n = rew.shape[0]
-        no_signal = (adv.abs() < 1e-9).view(-1, g * k).all(-1)  # leave-one-out of equal returns is 0 up to rounding
+        no_signal = (adv.abs() < 1e-9).reshape(-1, g * k).all(-1)  # leave-one-out of equal returns is 0 up to rounding
         log: dict[str, float] = {"loss": own_mean[0]}
         for t in range(k):
             log[f"reward_r{t + 1}"] = float(rew[:, t].mean())
@@ -381,6 +421,14 @@ class OnlineRLTrainer:
         for t in range(1, k):
             log[f"wrong_to_right_{t}_{t + 1}"] = float((rew[:, t - 1] < rew[:, t]).sum()) / n
             log[f"right_to_wrong_{t}_{t + 1}"] = float((rew[:, t - 1] > rew[:, t]).sum()) / n
+        if episodes is not None:
+            right, unparsed, changed = rows[:, 2 * k : 3 * k], rows[:, 3 * k : 4 * k], rows[:, 4 * k : 5 * k - 1]
+            for t in range(k):
+                log[f"accuracy_r{t + 1}"] = float(right[:, t].mean())
+                log[f"unparsed_r{t + 1}"] = float(unparsed[:, t].mean())
+            for t in range(1, k):
+                log[f"flip_rate_{t}_{t + 1}"] = float(changed[:, t - 1].mean())
+            log["stop_round_mean"] = float(rows[:, 5 * k - 1].mean())
         log["kl"] = sum(own_mean[1 + k :])
         log["frac_zero_advantage"] = float(no_signal.double().mean())
         log["adv_abs_mean"] = float(adv.abs().mean())
@@ -449,6 +497,7 @@ class OnlineRLTrainer:
             "steps": cfg.max_steps,
             "last mean reward per round": " / ".join(f"{last.get(f'reward_r{t + 1}', float('nan')):.3f}" for t in range(k)),
         }
+        extra.update(self_correction_card(last, k))
         moved = weights_moved(self.policy, self.initial)
         if moved is False:
             extra["warning"] = not_moved(self.scheduler, cfg.max_steps)
@@ -469,6 +518,7 @@ class OnlineRLTrainer:
             with open(os.path.join(cfg.output_dir, f"{self.method}_log.jsonl"), "a") as f:
                 for h in self.history:
                     f.write(json.dumps(h) + "\n")
+            plot_self_correction(self.history, k, os.path.join(cfg.output_dir, SELF_CORRECTION_PNG))
             if moved is False:
                 print(f"warning: {extra['warning']}", file=sys.stderr)
             if cfg.push_to_hub:

@@ -347,3 +347,60 @@ def save_trained(
         trust_remote_code=trainer.args.trust_remote_code,
         is_main_process=trainer.accelerator.is_main_process,
     )
+
+
+SELF_CORRECTION_PNG = "self_correction_curves.png"
+
+
+def self_correction_card(last: dict[str, Any], k: int) -> dict[str, str]:
+    """The model card's lines for the last logged step's self-correction metrics (``step_log``).
+
+    >>> self_correction_card({"accuracy_r1": 0.5, "accuracy_r2": 0.75, "flip_rate_1_2": 0.25, "unparsed_r1": 0.0,
+    ...                       "unparsed_r2": 0.0, "stop_round_mean": 1.5}, 2)["last accuracy per round"]
+    '0.500 / 0.750'
+    """
+    if "accuracy_r1" not in last:
+        return {}
+
+    def row(name: str, n: int, first: int = 1) -> str:
+        return " / ".join(f"{last.get(name.format(t=t, u=t + 1), float('nan')):.3f}" for t in range(first, first + n))
+
+    return {
+        "last accuracy per round": row("accuracy_r{t}", k),
+        "last flip rate per round pair": row("flip_rate_{t}_{u}", k - 1),
+        "last unparsed share per round": row("unparsed_r{t}", k),
+        "last mean rounds run per episode": f"{last['stop_round_mean']:.2f} of {k}",
+    }
+
+
+def plot_self_correction(history: list[dict[str, Any]], k: int, path: str) -> str | None:
+    """Accuracy per round, flip rate per round pair, unparsed share and mean rounds run over the
+    training steps, one panel each, as a PNG at ``path``; None when the log holds none of them."""
+    rows = [h for h in history if "accuracy_r1" in h]
+    if not rows:
+        return None
+    import matplotlib  # heavy, and only this plot needs it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in rows]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    panels = [
+        ("accuracy (grader's correct)", [(f"round {t}", f"accuracy_r{t}") for t in range(1, k + 1)]),
+        ("flip rate (answer changed)", [(f"{t}->{t + 1}", f"flip_rate_{t}_{t + 1}") for t in range(1, k)]),
+        ("unparsed share", [(f"round {t}", f"unparsed_r{t}") for t in range(1, k + 1)]),
+        ("mean rounds run", [("episodes", "stop_round_mean")]),
+    ]
+    for ax, (title, series) in zip(axes, panels):
+        for label, key in series:
+            ax.plot(steps, [h[key] for h in rows], label=label, alpha=0.85)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    # A temporary name, renamed once written: a run killed mid-save leaves no truncated PNG.
+    fig.savefig(path + ".tmp.png", dpi=100)
+    plt.close(fig)
+    os.replace(path + ".tmp.png", path)
+    return path

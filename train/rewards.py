@@ -60,12 +60,17 @@ def kround_returns(
     correct: list[bool] | None = None,
     answers: list[str] | None = None,
     change_penalty: float = 0.0,
+    round_cost: float = 0.0,
+    rounds_run: int | None = None,
 ) -> list[float]:
     """K-round RL (train/kround.py, whose docstring defines the modes): the return G_t of each round
     of one episode from its per-round rewards.
 
     ``correct``: the grader's verdict per round (``convergence`` needs it); ``answers``: the parsed
-    answer per round (``change_penalty`` needs it).
+    answer per round (``change_penalty`` needs it). An episode that stopped (``stop_when``) after
+    ``rounds_run`` < K rounds gives K rewards all the same: rounds after the stop carry its last
+    reward, verdict and answer. ``round_cost`` is subtracted from u_s of every round that ran
+    (s <= rounds_run; every round when None), so the return of round t counts the rounds still to run.
 
     >>> kround_returns([0.0, 1.0, 1.0], "final")
     [1.0, 1.0, 1.0]
@@ -75,6 +80,8 @@ def kround_returns(
     [1.5, 0.5, 1.5]
     >>> kround_returns([0.0, 0.0, 0.0], "sum", answers=["A", "B", "B"], change_penalty=1.0)
     [-1.0, -1.0, 0.0]
+    >>> kround_returns([0.0, 1.0, 1.0, 1.0], "sum", round_cost=0.25, rounds_run=2)
+    [2.5, 2.75, 2.0, 1.0]
     """
     if mode not in REWARD_MODES:
         raise UserError(f"reward_mode must be one of {', '.join(REWARD_MODES)} (got '{mode}')")
@@ -99,6 +106,9 @@ def kround_returns(
         if answers is None or len(answers) != k:
             raise ValueError("change_penalty needs the parsed answer of every round")
         earned = [u - change_penalty * (s > 0 and answers[s] != answers[s - 1]) for s, u in enumerate(earned)]
+    if round_cost:
+        ran = k if rounds_run is None else rounds_run
+        earned = [u - round_cost * (s < ran) for s, u in enumerate(earned)]
     returns, acc = [0.0] * k, 0.0
     for s in range(k - 1, -1, -1):
         acc += earned[s]

@@ -12,6 +12,13 @@ with A[e, t] = G[e, t] - mean of G[., t] over the other episodes of the same pro
 baseline, per round index) and k3 = exp(ref - logp) - (ref - logp) - 1, the non-negative KL
 estimator of Schulman (2020) that GRPO uses (Shao et al. 2024, arXiv 2402.03300, Eq. 4). Tokens of
 the prompt, the instruction turns and padding carry no loss.
+
+Episodes of different lengths (a conversation stopped by ``stop_when`` after c < K rounds): every
+episode keeps K rewards, rounds c+1..K carrying round c's reward, verdict and answer, so G[e, t] and
+the baseline at every round index are defined as for K rounds; such a round has no prompt and no
+response (``Episode.prompts`` / ``responses`` hold the c rounds that ran), so it owns no token and
+adds nothing to the loss. The baseline at round t > c of a running episode includes what a stopped
+episode earns from round t on: the value of having stopped is what running on is compared with.
 """
 
 from __future__ import annotations
@@ -60,6 +67,37 @@ class Episode:
     rewards: list[float]
     correct: list[bool] = field(default_factory=list)  # the grader's verdict per round
     answers: list[str] = field(default_factory=list)  # the parsed answer per round
+    # Rounds that ran when the episode stopped before K (prompts/responses hold only these; rewards,
+    # correct and answers carry the last round to K); None: every round ran.
+    stop_round: int | None = None
+
+    def rounds_run(self) -> int:
+        return len(self.rewards) if self.stop_round is None else self.stop_round
+
+
+def episode_of(trajectory, generations: list) -> Episode:
+    """The episode of one rolled-out trajectory (``selfcorrect.trace.Trajectory``) and its generations
+    per round (``generations[t]``): the ids of the rounds that ran, every round's reward, verdict and
+    answer (a round after a stop carries the last one).
+
+    >>> from selfcorrect.rollout import Generation
+    >>> from selfcorrect.trace import Round, Trajectory
+    >>> rnd = Round(None, None, "", "A", True, 1.0)
+    >>> g = Generation("A", [5, 2], 2, "eos", 0.0, prompt_ids=[1, 4])
+    >>> t = Trajectory("0", "bbq", "p", None, [rnd, rnd, rnd.carry()], stop_round=2)
+    >>> ep = episode_of(t, [g, g, Generation("A", [], 0, "stopped", 0.0, prompt_ids=[])])
+    >>> ep.prompts, ep.responses, ep.rewards, ep.stop_round
+    ([[1, 4], [1, 4]], [[5, 2], [5, 2]], [1.0, 1.0, 1.0], 2)
+    """
+    ran = trajectory.rounds_run()
+    return Episode(
+        prompts=[generations[t].prompt_ids for t in range(ran)],
+        responses=[generations[t].token_ids for t in range(ran)],
+        rewards=[rnd.reward for rnd in trajectory.rounds],
+        correct=[rnd.correct for rnd in trajectory.rounds],
+        answers=[rnd.answer for rnd in trajectory.rounds],
+        stop_round=trajectory.stop_round,
+    )
 
 
 def pack_episode(ep: Episode) -> list[tuple[list[int], list[int]]]:
