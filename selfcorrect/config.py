@@ -45,8 +45,8 @@ class DataConfig:
     dataset_path: str | None = field(
         default=None,
         metadata={
-            "help": "data_gen / eval: the task's data, a local file or folder in its release format (unset: the "
-            "hub dataset). Training: the data_gen output to train on (sft.jsonl, dpo.jsonl or rl.jsonl)."
+            "help": "data_gen / eval: the task's data, file or folder, release format (unset: the hub). Training:"
+            " data_gen's sft.jsonl, dpo.jsonl or rl.jsonl."
         },
     )
     limit: int | None = field(default=None, metadata={"help": "Use only the first N examples (training: rows)."})

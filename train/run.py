@@ -26,7 +26,7 @@ from train.checkpoints import COMPLETE, TRL_CHECKPOINT, checkpoint_folders, chec
 class TrainConfig:
     """selfcorrect's training options beside TRL's ModelConfig and the method's own config."""
 
-    merge: bool = field(default=False, metadata={"help": "Also write the base with the adapter merged into <output_dir>/merged."})
+    merge: bool = field(default=False, metadata={"help": "Also write <output_dir>/merged (base + adapter)."})
 
 
 # Defaults that differ from TRL's ModelConfig: LoRA on every linear layer, the embedded model, and
