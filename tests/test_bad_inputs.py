@@ -479,6 +479,10 @@ import atexit, os, signal, sys, time
 from selfcorrect.cli import run_cli
 from selfcorrect.errors import Interrupted
 
+# A command run from a terminal gets Ctrl-C; one started in the background by a non-interactive shell
+# (a CI script's `... &`) inherits SIGINT ignored, and Python then installs no handler. Restore it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 def shutting_down():  # the user presses Ctrl-C again while the process exits
     os.kill(os.getpid(), signal.SIGINT)
     time.sleep(0.5)
