@@ -17,6 +17,12 @@ from helpers import launch
 # the two rates in its final entry (after the checkpoint this test reads, named in case that moves).
 TIMING_FIELDS = {"step_time", "train_runtime", "train_samples_per_second", "train_steps_per_second"}
 
+
+def is_timing(key: str) -> bool:
+    """Wall-clock fields: the online loop's time split (train/rl_timing.py) and the trainers' runtimes."""
+    return key in TIMING_FIELDS or key.startswith("time_") or key.endswith("_per_s")
+
+
 TRAINERS = {
     # method: (script, arguments beyond the common ones, step log inside the output folder)
     "score": (
@@ -58,7 +64,7 @@ def step_log(method: str, out: str) -> list[dict]:
         rows = [json.loads(line) for line in open(path) if line.strip()]
     else:
         rows = json.load(open(path))["log_history"]
-    return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in rows]
+    return [{k: v for k, v in r.items() if not is_timing(k)} for r in rows]
 
 
 def adapter_bytes(out: str) -> bytes:
