@@ -155,13 +155,11 @@ def make_rollout_func(tokenizer, cfg, task=None, prompt_set=None, examples: dict
     sampling = SamplingConfig(
         max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed
     )
-    calls = [0]
+    calls: dict[tuple[int, bool], int] = {}
 
     def rollout(prompts: list[str], trainer) -> dict:
         if not all(isinstance(p, str) for p in prompts):
             raise UserError("generation_backend selfcorrect expects text prompts (rendered by train/grpo.py)")
-        calls[0] += 1
-        key = f"step{trainer.state.global_step}/call{calls[0]}/rank{trainer.accelerator.process_index}"
         with unwrap_model_for_generation(
             trainer.model_wrapped,
             trainer.accelerator,
@@ -169,6 +167,13 @@ def make_rollout_func(tokenizer, cfg, task=None, prompt_set=None, examples: dict
             gradient_checkpointing_kwargs=cfg.gradient_checkpointing_kwargs,
         ) as model:
             was_training = model.training
+            # The sampling key names the step and the call within that step (training and evaluation
+            # apart), never a count since the process started: a run resumed from a checkpoint then
+            # draws the tokens the uninterrupted run drew.
+            where = (trainer.state.global_step, was_training)
+            calls[where] = calls.get(where, 0) + 1
+            mode = "train" if was_training else "eval"
+            key = f"{mode}/step{where[0]}/call{calls[where]}/rank{trainer.accelerator.process_index}"
             model.eval()
             try:
                 gen = HFGenerator(model, tokenizer, sampling, batch_size=len(prompts))
