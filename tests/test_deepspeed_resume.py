@@ -9,10 +9,9 @@ within the tolerance of two DDP runs' float32 reductions (1e-5)."""
 
 import json
 import os
-import shutil
 
 import pytest
-from helpers import launch
+from helpers import launch, left_by_a_kill_after
 from safetensors.torch import load_file
 from test_train import data, toy_rl_args  # noqa: F401 (data: a fixture)
 
@@ -25,17 +24,6 @@ def _log(out):
     return [json.loads(line) for line in open(os.path.join(out, "kround_log.jsonl"))]
 
 
-def _left_by_a_kill_after(run: str, step: int, folder: str) -> None:
-    """``folder`` as a run killed right after its step-``step`` checkpoint leaves it: the run's record
-    and that checkpoint, nothing written after it (no later checkpoint, log or final adapter). Made
-    from the uninterrupted run's files rather than by a SIGKILL: torchrun starts each worker in a
-    session of its own, so killing the launcher's process group leaves the workers running, and a
-    kill timed on a loaded 2-core machine lands at a different step each time."""
-    os.makedirs(folder)
-    shutil.copy(os.path.join(run, "run.json"), folder)
-    shutil.copytree(os.path.join(run, f"checkpoint-{step}"), os.path.join(folder, f"checkpoint-{step}"))
-
-
 @pytest.mark.parametrize("config", ["cpu_zero2", "cpu_zero3"])
 def test_kround_resumed_under_zero_ends_with_the_uninterrupted_adapter(config, tiny_model_dir, data, tmp_path):  # noqa: F811
     args = [*toy_rl_args(tiny_model_dir, data), "--per_device_prompts", "2", "--num_generations", "2", "--rounds", "2"]
@@ -43,7 +31,7 @@ def test_kround_resumed_under_zero_ends_with_the_uninterrupted_adapter(config, t
     full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
     p = launch(config, "train/kround.py", [*args, "--output_dir", full], timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
-    _left_by_a_kill_after(full, 2, resumed)
+    left_by_a_kill_after(full, 2, resumed)
     p = launch(config, "train/kround.py", [*args, "--output_dir", resumed], timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "resuming from" in p.stderr and "checkpoint-2" in p.stderr

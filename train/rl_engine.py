@@ -19,6 +19,7 @@ way; under ZeRO-3 the gathered weights are pushed (``TrainStrategy.weights_for_s
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -45,16 +46,38 @@ def make_rollout_backend(
         )
     if not cuda_available():
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{cfg.vllm_cpu_kv_cache_gib:g}"
-    return VLLMGenerator(
-        resolve_model_path(model_name_or_path),
-        tokenizer,
-        cfg.sampling(),
-        dtype="auto",
-        trust_remote_code=cfg.trust_remote_code,
-        max_model_len=cfg.vllm_max_model_len,
-        gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
-        trainer_engine=True,
-    )
+    with rng_kept():
+        return VLLMGenerator(
+            resolve_model_path(model_name_or_path),
+            tokenizer,
+            cfg.sampling(),
+            dtype="auto",
+            trust_remote_code=cfg.trust_remote_code,
+            max_model_len=cfg.vllm_max_model_len,
+            gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+            trainer_engine=True,
+        )
+
+
+@contextlib.contextmanager
+def rng_kept():
+    """The process's Python, NumPy and torch random states as they were before the block. A trainer
+    engine runs in this process, and its start seeds them all with the engine's seed
+    (``set_random_seed(0)``): without this, a resumed run's restored states (LoRA dropout of the
+    next update) were replaced by seed 0's, and a fresh run's by seed 0 whatever its ``seed``."""
+    import random
+
+    import numpy as np
+    import torch
+
+    py, npy = random.getstate(), np.random.get_state()
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
 
 
 def policy_weights(policy, lora: bool) -> Iterator[tuple[str, Any]]:
