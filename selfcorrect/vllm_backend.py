@@ -22,7 +22,8 @@ It keeps the rollout protocol of selfcorrect/rollout.py and changes only who dec
   token's log-probability only (``logprobs=0``), for the mean log-probability.
 - A LoRA adapter is merged into a copy of the base (the project's ``merge_adapter``), and the engine
   serves that copy: the weights are the HF path's base + B·A, on every vLLM build (vLLM's LoRA
-  kernels restrict ranks and target modules per build, and were not tested on the CPU build here).
+  kernels restrict ranks and target modules per build, and on the CPU build sampled 3.2x slower than
+  merged weights: bench/vllm_lora_push.py).
   Under ``accelerate launch`` the main process merges once, in the engine's dtype, into a folder
   inside the run's output folder (shared by every process, as the shards are), and removes it when
   the run ends.

@@ -2,6 +2,7 @@
 (in this process, or under ``accelerate launch`` as a user runs it)."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -88,6 +89,17 @@ def run_command(module: str, args: list[str]):
         finally:  # an interrupted command ignores further Ctrl-C for the rest of its process: not pytest's
             signal.signal(signal.SIGINT, sigint)
     return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def left_by_a_kill_after(run: str, step: int, folder: str) -> None:
+    """``folder`` as a run killed right after its step-``step`` checkpoint leaves it: the run's record
+    and that checkpoint, nothing written after it (no later checkpoint, log or final adapter). Made
+    from the uninterrupted run's files rather than by a SIGKILL: torchrun starts each worker in a
+    session of its own, so killing the launcher's process group leaves the workers running, and a
+    kill timed on a loaded 2-core machine lands at a different step each time."""
+    os.makedirs(folder)
+    shutil.copy(os.path.join(run, "run.json"), folder)
+    shutil.copytree(os.path.join(run, f"checkpoint-{step}"), os.path.join(folder, f"checkpoint-{step}"))
 
 
 def online_trainer(method: str, argv: list[str]):

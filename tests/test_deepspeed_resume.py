@@ -16,10 +16,9 @@ moments, the schedule or the data position fails these checks (``test_the_checks
 import glob
 import json
 import os
-import shutil
 
 import pytest
-from helpers import launch
+from helpers import launch, left_by_a_kill_after
 from safetensors.torch import load_file
 from test_deepspeed import trainer_args
 from test_train import data  # noqa: F401 (a fixture)
@@ -51,17 +50,6 @@ def _logged(method: str, out: str) -> dict[int, dict[str, float]]:
     return {h["step"]: {k: v for k, v in h.items() if keep(k)} for h in rows}
 
 
-def _left_by_a_kill_after(run: str, step: int, folder: str) -> None:
-    """``folder`` as a run killed right after its step-``step`` checkpoint leaves it: the run's record
-    and that checkpoint, nothing written after it (no later checkpoint, log or final adapter). Made
-    from the uninterrupted run's files rather than by a SIGKILL: torchrun starts each worker in a
-    session of its own, so killing the launcher's process group leaves the workers running, and a
-    kill timed on a loaded 2-core machine lands at a different step each time."""
-    os.makedirs(folder)
-    shutil.copy(os.path.join(run, "run.json"), folder)
-    shutil.copytree(os.path.join(run, f"checkpoint-{step}"), os.path.join(folder, f"checkpoint-{step}"))
-
-
 def _max_adapter_diff(a: str, b: str) -> float:
     wa, wb = (load_file(os.path.join(d, "adapter_model.safetensors")) for d in (a, b))
     assert wa.keys() == wb.keys()
@@ -73,7 +61,7 @@ def _full_and_resumed(method, config, model, data, tmp_path, break_resume=None):
     full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
     p = launch(config, f"train/{method}.py", [*args, "--output_dir", full], timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
-    _left_by_a_kill_after(full, 2, resumed)
+    left_by_a_kill_after(full, 2, resumed)
     if break_resume:
         break_resume(os.path.join(resumed, "checkpoint-2"))
     p = launch(config, f"train/{method}.py", [*args, "--output_dir", resumed], timeout=900)

