@@ -94,3 +94,21 @@ def test_on_policy_rollout_trains_the_revision_in_its_rendered_context(tiny_mode
     # Each sample's first reward is its own y1's grade: the two prompts' groups are not constant.
     assert set(out["first_reward"]) == {0.0, 1.0}
     assert out["first_correct"] == [r == 1.0 for r in out["first_reward"]]
+
+
+def test_a_resumed_rollout_draws_the_uninterrupted_runs_samples(tiny_model_dir):
+    """The sampling streams follow the training step, not the calls since the process started: a
+    rollout_func made afresh (a run resumed from its step-2 checkpoint) samples at step 2 what the
+    uninterrupted run's sampled there after steps 0 and 1."""
+    from accelerate import Accelerator
+
+    tok = load_tokenizer(tiny_model_dir)
+    model = load_model(tiny_model_dir, device="cpu").train()
+    state = SimpleNamespace(global_step=0)
+    trainer = SimpleNamespace(model_wrapped=model, accelerator=Accelerator(cpu=True), state=state)
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Who was late?"}], tokenize=False, add_generation_prompt=True)
+    uninterrupted = make_rollout_func(tok, _cfg())
+    for state.global_step in (0, 1, 2):
+        want = uninterrupted([prompt] * 4, trainer)["completion_ids"]
+    resumed = make_rollout_func(tok, _cfg())
+    assert resumed([prompt] * 4, trainer)["completion_ids"] == want
