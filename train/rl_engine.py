@@ -29,8 +29,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 from collections.abc import Iterator
 from typing import Any
+
+import numpy as np
 
 from selfcorrect.device import cuda_available
 from selfcorrect.errors import UserError
@@ -73,9 +76,6 @@ def rng_kept():
     engine runs in this process, and its start seeds them all with the engine's seed
     (``set_random_seed(0)``): without this, a resumed run's restored states (LoRA dropout of the
     next update) were replaced by seed 0's, and a fresh run's by seed 0 whatever its ``seed``."""
-    import random
-
-    import numpy as np
     import torch
 
     py, npy = random.getstate(), np.random.get_state()
