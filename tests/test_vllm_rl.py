@@ -197,3 +197,64 @@ def test_vllm_resumed_run_samples_with_the_resumed_weights(model_dir, toy_rl_fil
     logs = [[json.loads(line) for line in open(os.path.join(d, "kround_log.jsonl"))] for d in (full, resumed)]
     assert [h["step"] for h in logs[1]] == [3, 4]
     assert [h["samples_sha256"] for h in logs[0][2:]] == [h["samples_sha256"] for h in logs[1]]
+
+
+def test_trl_colocate_sync_reaches_the_cpu_engine(model_dir, monkeypatch):
+    """GRPO's vLLM route (train/grpo.py, generation_backend trl, use_vllm, vllm_mode colocate) samples
+    from TRL's own engine, which TRL 1.16 updates with ``model.load_weights`` (VLLMGeneration.sync_weights),
+    not the layerwise reload of ``push_weights``. Built as TRL builds it (no dtype: vLLM's CPU platform
+    picks bfloat16 for this float32 checkpoint) and with a LoRA policy as in the GRPO recipes, the engine's
+    prompt log-probs follow the policy after an update and TRL's sync; the same engine before the sync
+    is the stale control. It works on the CPU build only because oneDNN cannot build a bfloat16 matmul
+    on a CPU without AVX-512 and vLLM falls back to torch's linear, which keeps the weights that
+    ``load_weights`` writes: where oneDNN takes them (float32 here; bfloat16 with AVX-512 BF16 or AMX)
+    the linear weights are freed after loading and TRL's sync raises "AttributeError: 'Parameter'
+    object has no attribute 'weight_loader'" (measured with float32 forced, docs/vllm.md)."""
+    import torch
+    from accelerate import Accelerator
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.generation.vllm_generation import VLLMGeneration
+    from vllm import SamplingParams
+
+    accelerator = Accelerator(cpu=True)  # before the variables below, which would make it start a process group
+    for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):  # TRL sets them: restored after
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    gen = VLLMGeneration(
+        model=model, accelerator=accelerator, processing_class=tok, mode="colocate",
+        gpu_memory_utilization=0.3, max_model_length=128, max_num_seqs=4, max_completion_length=8,
+    )  # fmt: skip
+    prompts = ["Review your previous answer. If you are very confident about your answer, maintain it.", "0 1 2 3 yes no"]
+    ids = [tok(p)["input_ids"] for p in prompts]
+
+    def engine():
+        outs = gen.llm.generate([{"prompt_token_ids": i} for i in ids], SamplingParams(max_tokens=1, prompt_logprobs=0))
+        return [o.prompt_logprobs[t][i[t]].logprob for o, i in zip(outs, ids) for t in range(1, len(i))]
+
+    def policy():
+        with torch.no_grad():
+            lps = [model(torch.tensor([i])).logits[0].log_softmax(-1) for i in ids]
+        return [float(lp[t - 1, i[t]]) for lp, i in zip(lps, ids) for t in range(1, len(i))]
+
+    def gap(a, b):
+        return sum(abs(x - y) for x, y in zip(a, b, strict=True)) / len(a)
+
+    try:
+        gen.sync_weights()  # TRL's first sync (global_step 0), before any update
+        start = gap(engine(), policy())
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_" in name:
+                    p.add_(0.5 * torch.randn_like(p, generator=torch.Generator().manual_seed(len(name))))
+        stale = gap(engine(), policy())
+        gen.sync_weights()
+        synced = gap(engine(), policy())
+    finally:
+        gen.llm.llm_engine.engine_core.shutdown()
+    print(f"TRL colocate, mean |log-prob gap| per token: start {start:.2e}, after sync {synced:.2e}, unsynced {stale:.2e}")
+    assert stale > 0.05, f"the update does not move the policy enough to tell a stale engine: {stale}"
+    assert start < 1e-2 and synced < 1e-2 and synced < stale / 10, (start, synced, stale)
