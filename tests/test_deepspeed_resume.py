@@ -11,7 +11,7 @@ the schedule), the step and, for the trainers that sample, the sampling state:
   rollouts come from that RNG.
 In both cases the steps after the checkpoint log the uninterrupted run's losses and the adapters
 agree within the tolerance of two DDP runs' float32 reductions (1e-5). A resume that lost AdamW's
-moments, the schedule or the data position fails these checks (``test_the_checks_catch_a_resume_that_lost_the_optimizer``)."""
+moments fails these checks (``test_the_checks_catch_a_resume_that_lost_the_optimizer``)."""
 
 import glob
 import json

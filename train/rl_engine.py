@@ -75,7 +75,7 @@ def rng_kept():
     """The process's Python, NumPy and torch random states as they were before the block. A trainer
     engine runs in this process, and its start seeds them all with the engine's seed
     (``set_random_seed(0)``): without this, a resumed run's restored states (LoRA dropout of the
-    next update) were replaced by seed 0's, and a fresh run's by seed 0 whatever its ``seed``."""
+    next update) would be replaced by seed 0's, and a fresh run's by seed 0 whatever its ``seed``."""
     import torch
 
     py, npy = random.getstate(), np.random.get_state()
