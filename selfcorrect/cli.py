@@ -88,6 +88,23 @@ def _ignore_further_interrupts() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def close_process_group() -> None:
+    """Destroy the process group, if the command made one, while the interpreter is fully alive.
+
+    Why: a collective returns to Python as soon as its result is there, and gloo's worker thread drops
+    its own reference to the work a moment later; freeing the work's tensors can take the GIL. If
+    Python has begun to shut down by then, it ends that thread inside a C++ destructor and the
+    process aborts ("terminate called without an active exception", exit -6) after a run that
+    finished and saved, and the launcher fails the run. A busy machine loses that race (seen at the
+    end of DeepSpeed ZeRO-3 runs). Destroying the group shuts its backends down, which finishes their
+    queued work and joins their threads (tests/test_multiprocess.py,
+    ``test_a_finished_run_exits_0_on_a_busy_machine``).
+    """
+    dist = sys.modules.get("torch.distributed")  # a command that never imported torch made no group
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def run_cli(main: Callable[[list[str]], object], argv: list[str] | None = None) -> None:
     """Run ``main(argv)``; turn a UserError (or a missing file) into one stderr line and exit 2.
 
@@ -100,6 +117,9 @@ def run_cli(main: Callable[[list[str]], object], argv: list[str] | None = None) 
         quiet_library_noise()
     try:
         main(argv)
+        # Only after success: a rank that failed while the others wait in a collective would make
+        # the destroy wait for them forever; the launcher ends a failed run's processes anyway.
+        close_process_group()
     except (UserError, FileNotFoundError) as e:
         if debug:
             raise

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 from conftest import ROOT, fixture
+from test_first_gpu_run import one_rank_group  # noqa: F401 (a fixture)
 
 from selfcorrect.cli import run_cli
 from selfcorrect.errors import UserError
@@ -669,3 +670,22 @@ def test_a_choice_outside_its_literal_is_one_line_from_a_flag_and_from_a_recipe(
     one_error_line(
         *cli(main, [*base, "--config", str(recipe)], capsys), f"recipe key '{key}' must be one of {choices} (got '{value}')"
     )
+
+
+def test_a_finished_command_destroys_its_process_group_and_a_failed_one_leaves_it(one_rank_group, capsys):  # noqa: F811
+    """After success the group is destroyed while Python is fully alive (its worker threads joined;
+    test_multiprocess.py shows the abort this prevents). After an error it is left to the launcher:
+    destroying it waits for the group's queued work, which other ranks may never complete."""
+    import torch
+    import torch.distributed as dist
+
+    run_cli(lambda argv: dist.all_reduce(torch.ones(2), async_op=True), [])
+    assert not dist.is_initialized()
+
+    dist.init_process_group("gloo")
+
+    def fails(argv):
+        raise UserError("a bad option")
+
+    assert cli(fails, [], capsys) == (2, "error: a bad option\n")
+    assert dist.is_initialized()

@@ -379,7 +379,8 @@ def one_rank_group(monkeypatch):
     try:
         yield
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():  # a test may have destroyed it (run_cli does after a command)
+            dist.destroy_process_group()
 
 
 def test_weights_moved_gathers_fsdp_shards(one_rank_group):
