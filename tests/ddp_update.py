@@ -58,6 +58,7 @@ def run_job(job: dict) -> None:
 
 
 def main(path: str) -> None:
+    from selfcorrect.cli import close_process_group
     from selfcorrect.run_identity import release_locks
 
     with open(path) as f:
@@ -66,6 +67,7 @@ def main(path: str) -> None:
             # Each job is one run, as one command would be: it gives up its output folder when done
             # (run_cli does this for a command), so a later run in another process may claim it.
             release_locks()
+    close_process_group()  # as run_cli ends a command: no exit race with gloo's threads
 
 
 if __name__ == "__main__":
