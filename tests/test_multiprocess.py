@@ -80,7 +80,7 @@ def test_a_finished_run_exits_0_on_a_busy_machine():
     ("terminate called without an active exception", exit -6) and the launcher failed the run, at
     the end of DeepSpeed ZeRO-3 runs. ``run_cli`` now destroys the process group (joining those
     threads) before Python shuts down. tests/collective_at_exit.py on 8 processes loses the race
-    often: without the fix 6 of 6 launches failed, with it 9 of 9 exited 0 (2026-12-07, a 2-core
+    often: without the fix 6 of 6 launches failed, with it 12 of 12 exited 0 (2026-12-07, a 2-core
     machine)."""
     for _ in range(3):
         p = launch("cpu_ddp", "tests/collective_at_exit.py", [], timeout=120, launcher_args=("--num_processes", "8"))
