@@ -1,12 +1,10 @@
 """Launched by tests/test_multiprocess.py on 8 processes: a command, run through ``run_cli``, that
 all-reduces one tensor and returns, as every training run ends with collectives.
 
-The all-reduce returns to Python as soon as the result is there; gloo's worker thread drops its own
-reference to the work (and its tensors) a moment later. If Python has begun to shut down by then,
-freeing the tensor's Python object ends that thread inside a C++ destructor and the process aborts:
-"terminate called without an active exception", exit -6 (the worker thread's stack, from a core
-dump: ProcessGroupGloo::runLoop, ~AsyncWork, TensorImpl::decref_pyobject, take_gil,
-PyThread_exit_thread). It takes a busy machine to lose that race; 8 processes on 2 cores are one.
+Without ``close_process_group`` (selfcorrect/cli.py says why) gloo's worker thread frees the
+all-reduce's tensors while Python shuts down, on a busy machine (8 processes on 2 cores are one),
+and the process aborts. The aborting thread's stack, from a core dump: ProcessGroupGloo::runLoop,
+~AsyncWork, TensorImpl::decref_pyobject, take_gil, PyThread_exit_thread.
 
     accelerate launch --config_file accelerate_configs/cpu_ddp.yaml --num_processes 8 tests/collective_at_exit.py
 """

@@ -75,13 +75,12 @@ def test_two_process_update_equals_one_process_update(update_jobs):
 
 
 def test_a_finished_run_exits_0_on_a_busy_machine():
-    """A run that finished and saved must exit 0. Python's shutdown raced gloo's worker threads,
-    which free the last collectives' tensors, and lost it on a loaded machine: a rank aborted
-    ("terminate called without an active exception", exit -6) and the launcher failed the run, at
-    the end of DeepSpeed ZeRO-3 runs. ``run_cli`` now destroys the process group (joining those
-    threads) before Python shuts down. tests/collective_at_exit.py on 8 processes loses the race
-    often: without the fix 6 of 6 launches failed, with it 12 of 12 exited 0 (2026-12-07, a 2-core
-    machine)."""
+    """A run that finished and saved exits 0: ``run_cli`` destroys the process group, joining gloo's
+    worker threads, before Python shuts down (``close_process_group`` says why). Without that, the
+    threads race Python's shutdown and a rank that loses aborts ("terminate called without an
+    active exception", exit -6). tests/collective_at_exit.py on 8 processes loses the race often:
+    with ``close_process_group`` taken out, 6 of 6 launches failed; with it, 12 of 12 exited 0
+    (2026-12-07, a 2-core machine)."""
     for _ in range(3):
         p = launch("cpu_ddp", "tests/collective_at_exit.py", [], timeout=120, launcher_args=("--num_processes", "8"))
         assert "terminate called" not in p.stderr, p.stderr[-2000:]
